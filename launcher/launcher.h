@@ -1,0 +1,94 @@
+/*
+ * launcher: the user-facing layer. job.toml parsing (one key table drives the parser, its
+ * error messages and docs/config.md), the trainer loop that ranks run, and the entry points
+ * of the `ctrain-launch` and `ctrain` commands.
+ */
+#ifndef CT_LAUNCHER_H
+#define CT_LAUNCHER_H
+
+#include "common/common.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#define CT_JOB_STR 512
+
+/* Every job.toml key, parsed and checked. Defaults come from the key table in job.c. */
+typedef struct {
+    /* [model] */
+    char model_arch[CT_JOB_STR];      /* "gpt2" */
+    int model_n_layer;
+    int model_n_head;
+    int model_n_embd;
+    int model_vocab_size;
+    int model_seq_len;
+    char model_init_from[CT_JOB_STR]; /* llm.c model file; "" = random init */
+
+    /* [data] */
+    char data_train[CT_JOB_STR]; /* glob */
+    char data_val[CT_JOB_STR];   /* glob; "" = no evaluation */
+    char data_format[CT_JOB_STR]; /* "llmc" | "nanogpt" */
+    bool data_shuffle;
+
+    /* [train] */
+    int train_batch_size; /* sequences per rank per micro-batch */
+    int train_grad_accum;
+    int train_steps;
+    double train_lr;
+    double train_min_lr;
+    int train_warmup_steps;
+    char train_schedule[CT_JOB_STR]; /* "cosine" | "linear" | "constant" */
+    double train_weight_decay;
+    double train_beta1;
+    double train_beta2;
+    double train_eps;
+    double train_grad_clip; /* 0 = off */
+    long long train_seed;
+    int train_eval_every; /* 0 = only at the end (when data.val is set) */
+    int train_eval_steps;
+
+    /* [parallel] */
+    char parallel_strategy[CT_JOB_STR]; /* "ddp" | "zero1" | "zero2" | "fsdp" | "hsdp" */
+
+    /* [log] */
+    char log_dir[CT_JOB_STR]; /* run directory; "" = runs/<job file name without .toml> */
+    int log_every;
+    char log_metrics[CT_JOB_STR]; /* JSONL path; "" = <log.dir>/metrics.jsonl */
+
+    /* [device] */
+    char device_type[CT_JOB_STR]; /* "auto" | "cpu" | "cuda" */
+    int device_threads_per_rank;  /* 0 = all cores / local ranks */
+
+    /* Not keys: where the job came from, for messages and the run directory. */
+    char source_path[CT_JOB_STR];
+} ct_job;
+
+/* Fills every field with its default. */
+void ct_job_defaults(ct_job *job);
+
+/* Reads `path` (the TOML subset: [tables], key = string | integer | float | bool | array,
+ * # comments), then applies `overrides` ("section.key=value", TOML value syntax, bare words
+ * taken as strings), then checks every value and the relations between them. Errors name the
+ * file, line, key and value, and suggest the nearest valid key for unknown ones. */
+ct_status ct_job_load(ct_job *job, const char *path, int n_overrides, char *const *overrides);
+
+/* Checks values and relations between keys (n_embd divisible by n_head, min_lr <= lr, ...). */
+ct_status ct_job_validate(const ct_job *job);
+
+/* Prints every key = value, one table after another, in job.toml syntax. */
+void ct_job_print(const ct_job *job, FILE *out);
+
+/* Writes docs/config.md: every key with its type, default, allowed values and meaning. */
+void ct_job_write_docs(FILE *out);
+
+/* The run directory (log.dir, or runs/<job name>) into `out`. */
+void ct_job_run_dir(const ct_job *job, char *out, size_t out_bytes);
+
+/* Trains as this process's rank of the job; returns a process exit code. */
+int ct_train_main(const ct_job *job);
+
+/* Command-line entry points (argv as given to main). */
+int ct_launch_main(int argc, char **argv);
+int ct_cli_main(int argc, char **argv);
+
+#endif
