@@ -140,6 +140,9 @@ double ct_time_s(void);
 
 /* ---------------------------------------------------------------- small helpers */
 
+/* mkdir -p: creates `path` and its missing parents. */
+ct_status ct_mkdir_p(const char *path);
+
 /* The edit distance between two strings (for "did you mean" suggestions). */
 size_t ct_edit_distance(const char *a, const char *b);
 

@@ -6,6 +6,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <time.h>
 
 double ct_time_s(void) {
@@ -30,4 +32,24 @@ size_t ct_edit_distance(const char *a, const char *b) {
         }
     }
     return row[m];
+}
+
+ct_status ct_mkdir_p(const char *path) {
+    char buf[1024];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof(buf))
+        return ct_error(CT_ERR_INVALID, "bad directory path '%s'", path);
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return ct_error(CT_ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
+        buf[i] = saved;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return ct_error(CT_ERR_IO, "%s exists and is not a directory", path);
+    return CT_OK;
 }

@@ -84,6 +84,28 @@ void ct_job_write_docs(FILE *out);
 /* The run directory (log.dir, or runs/<job name>) into `out`. */
 void ct_job_run_dir(const ct_job *job, char *out, size_t out_bytes);
 
+/* One training run's state: model, optimizer, data, tape, buffers. Made once; every step
+ * after the first reuses its memory (no allocation in a warm step). */
+typedef struct ct_trainer ct_trainer;
+
+/* What one optimizer step did. */
+typedef struct {
+    int step;           /* 0-based index of the step just taken */
+    double loss;        /* mean over the step's micro-batches */
+    double lr;
+    double grad_norm;   /* global L2 norm before clipping */
+    double ms;          /* wall time of the step */
+    double tokens_per_s;
+    double mfu;         /* model FLOPs / (ms * measured sgemm ceiling) */
+    uint64_t batch_hash;
+} ct_step_stats;
+
+ct_status ct_trainer_new(ct_trainer **trainer, const ct_job *job);
+void ct_trainer_free(ct_trainer *trainer);
+/* Takes the next optimizer step (grad_accum micro-batches, clipping, AdamW). */
+ct_status ct_trainer_step(ct_trainer *trainer, ct_step_stats *stats);
+/* Mean loss over train.eval_steps batches of data.val (sequential from its start). */
+ct_status ct_trainer_eval(ct_trainer *trainer, double *val_loss);
 /* Trains as this process's rank of the job; returns a process exit code. */
 int ct_train_main(const ct_job *job);
 

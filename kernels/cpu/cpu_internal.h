@@ -1,0 +1,68 @@
+/*
+ * Shared by the CPU kernels only: the kernel entry points the table in cpu.c collects, and a
+ * vectorisable exp. glibc's expf is a scalar call that gcc will not vectorise without
+ * -ffast-math (which we never use), and the LM head takes 50M exponentials per step at
+ * vocabulary 50257, so exp is written here as plain arithmetic the compiler turns into AVX2.
+ */
+#ifndef CT_KERNELS_CPU_INTERNAL_H
+#define CT_KERNELS_CPU_INTERNAL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* exp(x) for x <= 0 within 2 ulp (inputs of softmax after subtracting the max): 2^n * p(r),
+ * with r = x - n ln2 in [-ln2/2, ln2/2] and a degree-6 polynomial for e^r. Below -87 the
+ * result is 0. Pure arithmetic and bit moves, so loops over it vectorise. */
+static inline float ct_cpu_exp_neg(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    /* Round to nearest by adding and subtracting 1.5 * 2^23: plain adds, which vectorise. */
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693145751953125f; /* ln2 split in two for an exact product */
+    r = r - n * 1.42860682030941723212e-6f;
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+}
+
+void ct_cpu_matmul_fwd(float *out, const float *inp, const float *weight, const float *bias,
+                       int N, int C, int OC);
+void ct_cpu_matmul_bwd(float *dinp, float *dweight, float *dbias, const float *dout,
+                       const float *inp, const float *weight, int N, int C, int OC);
+void ct_cpu_layernorm_fwd(float *out, float *mean, float *rstd, const float *inp,
+                          const float *weight, const float *bias, int N, int C, float eps);
+void ct_cpu_layernorm_bwd(float *dinp, float *dweight, float *dbias, const float *dout,
+                          const float *inp, const float *weight, const float *mean,
+                          const float *rstd, int N, int C);
+void ct_cpu_gelu_fwd(float *out, const float *inp, size_t n);
+void ct_cpu_gelu_bwd(float *dinp, const float *inp, const float *dout, size_t n);
+void ct_cpu_add_fwd(float *out, const float *a, const float *b, size_t n);
+void ct_cpu_add_inplace(float *y, const float *x, size_t n);
+void ct_cpu_embedding_fwd(float *out, const int32_t *tokens, const float *wte, const float *wpe,
+                          int B, int T, int C);
+void ct_cpu_embedding_bwd(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
+                          int B, int T, int C);
+void ct_cpu_attention_fwd(float *out, float *att, const float *qkv, float *scratch, int B, int T,
+                          int C, int NH);
+void ct_cpu_attention_bwd(float *dqkv, const float *dout, const float *qkv, const float *att,
+                          float *scratch, int B, int T, int C, int NH);
+void ct_cpu_lm_head_loss(float *losses, float *dx, float *dwte, const float *x, const float *wte,
+                         const int32_t *targets, int N, int C, int V, float grad_scale,
+                         float *scratch, int chunk_rows);
+void ct_cpu_lm_head_logits(float *logits, const float *x, const float *wte, int N, int C, int V);
+void ct_cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                  float beta1, float beta2, float eps, float decay, float bias1, float bias2,
+                  float grad_scale);
+double ct_cpu_sum_squares(const float *x, size_t n);
+void ct_cpu_scale(float *x, size_t n, float scale);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * The tied LM head fused with softmax cross-entropy. At vocabulary 50257 the logits of a
+ * 1024-token batch are 206 MB; they never exist whole. Rows are processed in chunks: one GEMM
+ * for the chunk's logits, then per row the max, exponentials, loss and d(logits) in place,
+ * then the chunk's contributions to d(x) and d(wte) as two more GEMMs. The whole head costs
+ * three GEMMs and two passes over each chunk of logits.
+ */
+#include "kernels/cpu/cpu_internal.h"
+
+#include <cblas.h>
+#include <math.h>
+
+/* Max of a row, eight fixed lanes (vectorises, order independent of threads). */
+static float row_max(const float *x, int n) {
+    float lane[8];
+    for (int j = 0; j < 8; j++) lane[j] = -INFINITY;
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+    for (; i < n; i++) lane[0] = x[i] > lane[0] ? x[i] : lane[0];
+    float m = lane[0];
+    for (int j = 1; j < 8; j++) m = lane[j] > m ? lane[j] : m;
+    return m;
+}
+
+/* x[i] = exp(x[i] - m) in place; returns the sum (eight lanes, then pairwise). */
+static float exp_and_sum(float *x, int n, float m) {
+    float lane[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            x[i + j] = ct_cpu_exp_neg(x[i + j] - m);
+            lane[j] += x[i + j];
+        }
+    for (; i < n; i++) {
+        x[i] = ct_cpu_exp_neg(x[i] - m);
+        lane[0] += x[i];
+    }
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+void ct_cpu_lm_head_logits(float *logits, const float *x, const float *wte, int N, int C, int V) {
+    // x (N,C), wte (V,C), logits (N,V)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, V, C, 1.0f, x, C, wte, C, 0.0f, logits,
+                V);
+}
+
+void ct_cpu_lm_head_loss(float *losses, float *dx, float *dwte, const float *x, const float *wte,
+                         const int32_t *targets, int N, int C, int V, float grad_scale,
+                         float *scratch, int chunk_rows) {
+    int valid = 0;
+    for (int n = 0; n < N; n++) valid += targets[n] >= 0;
+    float coef = valid > 0 ? grad_scale / (float)valid : 0.0f;
+    int want_grad = dx != NULL || dwte != NULL;
+    for (int r0 = 0; r0 < N; r0 += chunk_rows) {
+        int rows = N - r0 < chunk_rows ? N - r0 : chunk_rows;
+        const float *xc = x + (size_t)r0 * C;
+        ct_cpu_lm_head_logits(scratch, xc, wte, rows, C, V);
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            float *row = scratch + (size_t)r * V;
+            int target = targets[r0 + r];
+            if (target < 0) {
+                losses[r0 + r] = 0.0f;
+                if (want_grad)
+                    for (int j = 0; j < V; j++) row[j] = 0.0f;
+                continue;
+            }
+            float target_logit = row[target];
+            float m = row_max(row, V);
+            float sum = exp_and_sum(row, V, m);
+            losses[r0 + r] = (float)(log((double)sum) + m - target_logit);
+            if (want_grad) {
+                /* d(loss)/d(logit_j) = coef * (softmax_j - [j == target]) */
+                float s = coef / sum;
+                for (int j = 0; j < V; j++) row[j] *= s;
+                row[target] -= coef;
+            }
+        }
+        if (dx)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, C, V, 1.0f, scratch, V,
+                        wte, C, 1.0f, dx + (size_t)r0 * C, C);
+        if (dwte)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, rows, 1.0f, scratch, V, xc,
+                        C, 1.0f, dwte, C);
+    }
+}

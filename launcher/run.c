@@ -1,0 +1,121 @@
+/*
+ * The training run as a user sees it: the banner, one line per log.every steps, evaluation,
+ * the metrics JSONL file, and the final weights. Rank-local work is in trainer.c.
+ */
+#include "checkpoint/checkpoint.h"
+#include "kernels/kernels.h"
+#include "launcher/launcher.h"
+#include "launcher/trainer_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+
+static size_t peak_rss_bytes(void) {
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return (size_t)usage.ru_maxrss * 1024;
+}
+
+static void print_banner(const ct_trainer *tr, const char *run_dir) {
+    const ct_job *job = &tr->job;
+    const ct_gpt *gpt = &tr->gpt;
+    double mib = 1.0 / (1 << 20);
+    size_t param_bytes = sizeof(float) * (size_t)gpt->num_params;
+    printf("ctrain: %s\n", job->source_path);
+    printf("  world size 1 | strategy %s (one rank: no sharding) | device cpu, %d threads\n",
+           job->parallel_strategy, ct_kern_cpu_threads());
+    printf("  model gpt2: n_layer %d n_head %d n_embd %d vocab %d seq_len %d | %.2fM params | "
+           "%.2f MFLOP/token\n",
+           job->model_n_layer, job->model_n_head, job->model_n_embd, job->model_vocab_size,
+           job->model_seq_len, gpt->num_params / 1e6, tr->flops_per_token / 1e6);
+    printf("  memory plan: params %.1f MiB + grads %.1f MiB + AdamW %.1f MiB = 16 bytes x %.2fM "
+           "params = %.1f MiB, plus activations\n",
+           param_bytes * mib, param_bytes * mib, 2 * param_bytes * mib, gpt->num_params / 1e6,
+           4 * param_bytes * mib);
+    printf("  data: %s (%llu tokens, %d shards)", job->data_train,
+           (unsigned long long)ct_data_num_tokens(tr->train), ct_data_num_shards(tr->train));
+    if (tr->val)
+        printf(" | val %s (%llu tokens)", job->data_val,
+               (unsigned long long)ct_data_num_tokens(tr->val));
+    printf("\n  batch: %d x %d tokens x %d micro-batches = %d tokens/step | %d steps | lr %g "
+           "(%s, warmup %d, min %g)\n",
+           job->train_batch_size, job->model_seq_len, job->train_grad_accum,
+           job->train_batch_size * job->model_seq_len * job->train_grad_accum, job->train_steps,
+           job->train_lr, job->train_schedule, job->train_warmup_steps, job->train_min_lr);
+    printf("  sgemm ceiling %.1f GFLOP/s (1024^3, %d threads) | run dir %s\n",
+           tr->ceiling_gflops, ct_kern_cpu_threads(), run_dir);
+    fflush(stdout);
+}
+
+static void write_metrics(FILE *f, const ct_step_stats *s, double val_loss) {
+    if (!f) return;
+    fprintf(f,
+            "{\"step\": %d, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, \"ms\": %.4f, "
+            "\"tokens_per_s\": %.3f, \"mfu\": %.6f, \"mem_peak_bytes\": %zu, "
+            "\"batch_hash\": \"%016llx\"",
+            s->step + 1, s->loss, s->lr, s->grad_norm, s->ms, s->tokens_per_s, s->mfu,
+            peak_rss_bytes(), (unsigned long long)s->batch_hash);
+    if (!isnan(val_loss)) fprintf(f, ", \"val_loss\": %.9g", val_loss);
+    fputs("}\n", f);
+    fflush(f);
+}
+
+static int fail(const char *what) {
+    ct_log(CT_LOG_ERROR, "train", "%s%s%s", what, what[0] ? ": " : "", ct_error_message());
+    return 1;
+}
+
+int ct_train_main(const ct_job *job) {
+    ct_trainer *tr = NULL;
+    char run_dir[CT_JOB_STR], path[2 * CT_JOB_STR];
+    ct_job_run_dir(job, run_dir, sizeof(run_dir));
+    if (ct_mkdir_p(run_dir) != CT_OK) return fail("");
+    if (ct_trainer_new(&tr, job) != CT_OK) {
+        ct_trainer_free(tr);
+        return fail("");
+    }
+    tr->ceiling_gflops = ct_kern_cpu_sgemm_gflops(1024, 3);
+    print_banner(tr, run_dir);
+
+    if (job->log_metrics[0]) snprintf(path, sizeof(path), "%s", job->log_metrics);
+    else snprintf(path, sizeof(path), "%s/metrics.jsonl", run_dir);
+    FILE *metrics = fopen(path, "w");
+    if (!metrics) ct_log(CT_LOG_WARN, "train", "cannot write metrics to %s", path);
+
+    int code = 0;
+    for (int step = 0; step < job->train_steps; step++) {
+        ct_step_stats stats;
+        if (ct_trainer_step(tr, &stats) != CT_OK) {
+            code = fail("training step");
+            break;
+        }
+        bool last = step + 1 == job->train_steps;
+        bool eval = tr->val && (last || (job->train_eval_every > 0 &&
+                                         (step + 1) % job->train_eval_every == 0));
+        double val_loss = NAN;
+        if (eval && ct_trainer_eval(tr, &val_loss) != CT_OK) {
+            code = fail("evaluation");
+            break;
+        }
+        if (eval || last || (step + 1) % job->log_every == 0 || step == 0) {
+            printf("step %5d/%d | loss %.4f | lr %.2e | norm %6.3f | %7.1f ms | %7.0f tok/s | "
+                   "MFU %4.1f%%",
+                   step + 1, job->train_steps, stats.loss, stats.lr, stats.grad_norm, stats.ms,
+                   stats.tokens_per_s, 100 * stats.mfu);
+            if (eval) printf(" | val %.4f", val_loss);
+            printf("\n");
+            fflush(stdout);
+            write_metrics(metrics, &stats, val_loss);
+        }
+    }
+    if (metrics) fclose(metrics);
+    if (code == 0) {
+        snprintf(path, sizeof(path), "%s/final.bin", run_dir);
+        if (ct_ckpt_llmc_write(path, &tr->gpt) != CT_OK) code = fail("saving final weights");
+        else printf("final weights: %s | peak RSS %.1f MiB\n", path, peak_rss_bytes() / 1048576.0);
+    }
+    ct_trainer_free(tr);
+    return code;
+}

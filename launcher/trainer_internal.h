@@ -1,0 +1,27 @@
+/*
+ * The trainer's state, shared by the files of launcher/ (trainer.c takes steps, run.c drives
+ * them and reports) and by tests that look inside a run. Not part of the public API.
+ */
+#ifndef CT_LAUNCHER_TRAINER_INTERNAL_H
+#define CT_LAUNCHER_TRAINER_INTERNAL_H
+
+#include "data/data.h"
+#include "launcher/launcher.h"
+#include "model/model.h"
+
+struct ct_trainer {
+    ct_job job;
+    const ct_kernels *kernels;
+    ct_gpt gpt;
+    ct_adamw opt;
+    float **params, **grads; /* per unit: what AdamW updates (the whole unit here) */
+    ct_tape tape;
+    ct_data_dataset *train, *val;
+    ct_data_sampler sampler, val_sampler;
+    int32_t *inputs, *targets; /* one micro-batch, (B,T) each */
+    int step;                  /* steps taken */
+    double flops_per_token;
+    double ceiling_gflops; /* measured sgemm rate for MFU; 0 = not measured */
+};
+
+#endif

@@ -1,0 +1,212 @@
+/*
+ * GPT-2 (BENCH.md): the unit layout of its parameters, their initialisation, and the forward
+ * pass as a sequence of units. Unit 0, "embed", holds wte, wpe and the final LayerNorm and is
+ * entered twice per pass (the LM head is tied to wte); unit 1+l is transformer block l.
+ */
+#include "model/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+enum { RNG_PURPOSE_INIT = 1 };
+
+static void add_param(ct_unit *unit, const char *name, int ndim, int64_t d0, int64_t d1,
+                      ct_init_kind init, float std) {
+    CT_ASSERT(unit->n_params < CT_UNIT_MAX_PARAMS, "unit %s: too many parameters", unit->name);
+    ct_param_desc *p = &unit->params[unit->n_params++];
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    p->ndim = ndim;
+    p->shape[0] = d0;
+    p->shape[1] = d1;
+    p->numel = ndim == 2 ? d0 * d1 : d0;
+    p->offset = unit->numel;
+    p->decay = ndim == 2;
+    p->init = init;
+    p->init_std = std;
+    unit->numel += p->numel;
+}
+
+static void layout_embed(ct_unit *unit, const ct_gpt_config *c) {
+    snprintf(unit->name, sizeof(unit->name), "embed");
+    unit->uses_per_pass = 2;
+    add_param(unit, "wte", 2, c->vocab_size, c->n_embd, CT_INIT_NORMAL, 0.02f);
+    add_param(unit, "wpe", 2, c->seq_len, c->n_embd, CT_INIT_NORMAL, 0.02f);
+    add_param(unit, "lnf.weight", 1, c->n_embd, 0, CT_INIT_ONES, 0);
+    add_param(unit, "lnf.bias", 1, c->n_embd, 0, CT_INIT_ZEROS, 0);
+}
+
+static void layout_block(ct_unit *unit, const ct_gpt_config *c, int layer) {
+    int64_t C = c->n_embd;
+    /* GPT-2 scales the init of the projections into the residual stream by 1/sqrt(2 L). */
+    float residual_std = 0.02f / sqrtf(2.0f * (float)c->n_layer);
+    snprintf(unit->name, sizeof(unit->name), "block.%d", layer);
+    unit->uses_per_pass = 1;
+    add_param(unit, "ln1.weight", 1, C, 0, CT_INIT_ONES, 0);
+    add_param(unit, "ln1.bias", 1, C, 0, CT_INIT_ZEROS, 0);
+    add_param(unit, "attn.qkv.weight", 2, 3 * C, C, CT_INIT_NORMAL, 0.02f);
+    add_param(unit, "attn.qkv.bias", 1, 3 * C, 0, CT_INIT_ZEROS, 0);
+    add_param(unit, "attn.proj.weight", 2, C, C, CT_INIT_NORMAL, residual_std);
+    add_param(unit, "attn.proj.bias", 1, C, 0, CT_INIT_ZEROS, 0);
+    add_param(unit, "ln2.weight", 1, C, 0, CT_INIT_ONES, 0);
+    add_param(unit, "ln2.bias", 1, C, 0, CT_INIT_ZEROS, 0);
+    add_param(unit, "mlp.fc.weight", 2, 4 * C, C, CT_INIT_NORMAL, 0.02f);
+    add_param(unit, "mlp.fc.bias", 1, 4 * C, 0, CT_INIT_ZEROS, 0);
+    add_param(unit, "mlp.proj.weight", 2, C, 4 * C, CT_INIT_NORMAL, residual_std);
+    add_param(unit, "mlp.proj.bias", 1, C, 0, CT_INIT_ZEROS, 0);
+}
+
+ct_status ct_gpt_init(ct_gpt *gpt, const ct_gpt_config *config) {
+    memset(gpt, 0, sizeof(*gpt));
+    const ct_gpt_config *c = config;
+    if (c->n_layer < 1 || c->n_head < 1 || c->n_embd < 1 || c->vocab_size < 1 || c->seq_len < 1)
+        return ct_error(CT_ERR_INVALID, "model sizes must be positive (n_layer %d, n_head %d, "
+                                        "n_embd %d, vocab_size %d, seq_len %d)",
+                        c->n_layer, c->n_head, c->n_embd, c->vocab_size, c->seq_len);
+    if (c->n_embd % c->n_head != 0)
+        return ct_error(CT_ERR_INVALID, "n_embd %d is not divisible by n_head %d", c->n_embd,
+                        c->n_head);
+    gpt->config = *c;
+    gpt->n_units = 1 + c->n_layer;
+    gpt->units = ct_alloc(CT_MEM_OTHER, sizeof(ct_unit) * (size_t)gpt->n_units);
+    if (!gpt->units) return CT_ERR_NOMEM;
+    layout_embed(&gpt->units[0], c);
+    for (int l = 0; l < c->n_layer; l++) layout_block(&gpt->units[1 + l], c, l);
+    for (int u = 0; u < gpt->n_units; u++) {
+        gpt->units[u].index = u;
+        gpt->num_params += gpt->units[u].numel;
+        ct_unit_bind(&gpt->units[u], NULL, NULL);
+    }
+    return CT_OK;
+}
+
+void ct_gpt_free(ct_gpt *gpt) {
+    size_t bytes = sizeof(float) * (size_t)gpt->num_params;
+    ct_free(CT_MEM_PARAMS, gpt->flat_data, bytes);
+    ct_free(CT_MEM_GRADS, gpt->flat_grad, bytes);
+    ct_free(CT_MEM_OTHER, gpt->units, sizeof(ct_unit) * (size_t)gpt->n_units);
+    memset(gpt, 0, sizeof(*gpt));
+}
+
+ct_status ct_gpt_alloc_full(ct_gpt *gpt) {
+    size_t bytes = sizeof(float) * (size_t)gpt->num_params;
+    gpt->flat_data = ct_alloc(CT_MEM_PARAMS, bytes);
+    gpt->flat_grad = ct_alloc(CT_MEM_GRADS, bytes);
+    if (!gpt->flat_data || !gpt->flat_grad) return CT_ERR_NOMEM;
+    int64_t offset = 0;
+    for (int u = 0; u < gpt->n_units; u++) {
+        ct_unit_bind(&gpt->units[u], gpt->flat_data + offset, gpt->flat_grad + offset);
+        offset += gpt->units[u].numel;
+    }
+    return CT_OK;
+}
+
+void ct_gpt_init_range(const ct_gpt *gpt, int u, uint64_t seed, int64_t lo, int64_t hi,
+                       float *dest) {
+    const ct_unit *unit = &gpt->units[u];
+    for (int p = 0; p < unit->n_params; p++) {
+        const ct_param_desc *desc = &unit->params[p];
+        int64_t start = CT_MAX(lo, desc->offset), end = CT_MIN(hi, desc->offset + desc->numel);
+        uint64_t key = ct_rng_key(seed, RNG_PURPOSE_INIT, (uint64_t)u, (uint64_t)p);
+#pragma omp parallel for schedule(static)
+        for (int64_t i = start; i < end; i++) {
+            float value = 0.0f;
+            if (desc->init == CT_INIT_ONES) value = 1.0f;
+            if (desc->init == CT_INIT_NORMAL)
+                value = desc->init_std * (float)ct_rng_normal(key, (uint64_t)(i - desc->offset));
+            dest[i - lo] = value;
+        }
+    }
+}
+
+void ct_gpt_init_weights(ct_gpt *gpt, uint64_t seed) {
+    for (int u = 0; u < gpt->n_units; u++)
+        ct_gpt_init_range(gpt, u, seed, 0, gpt->units[u].numel, gpt->units[u].data);
+}
+
+ct_tensor *ct_gpt_param(ct_gpt *gpt, const char *full_name) {
+    for (int u = 0; u < gpt->n_units; u++) {
+        ct_unit *unit = &gpt->units[u];
+        size_t len = strlen(unit->name);
+        if (strncmp(full_name, unit->name, len) != 0 || full_name[len] != '.') continue;
+        for (int p = 0; p < unit->n_params; p++)
+            if (strcmp(full_name + len + 1, unit->params[p].name) == 0) return &unit->tensors[p];
+    }
+    return NULL;
+}
+
+double ct_gpt_flops_per_token(const ct_gpt_config *c, int T) {
+    double C = c->n_embd, L = c->n_layer;
+    double matmul_weights = (double)c->vocab_size * C + L * 12.0 * C * C;
+    return 6.0 * matmul_weights + 12.0 * L * T * C;
+}
+
+void ct_gpt_zero_grad(ct_gpt *gpt, const ct_kernels *kernels) {
+    for (int u = 0; u < gpt->n_units; u++)
+        if (gpt->units[u].grad) kernels->scale(gpt->units[u].grad, (size_t)gpt->units[u].numel, 0);
+}
+
+/* ---------------------------------------------------------------- forward */
+
+static ct_tensor *block_fwd(ct_gpt *gpt, ct_tape *tape, ct_unit *unit, ct_tensor *x) {
+    ct_tensor *w = unit->tensors; /* in layout_block's order */
+    if (ct_tape_unit_begin(tape, unit)) return NULL;
+    ct_tensor *h = ct_op_layernorm(tape, x, &w[0], &w[1]);
+    ct_tensor *qkv = ct_op_linear(tape, h, &w[2], &w[3]);
+    ct_tensor *att = ct_op_attention(tape, qkv, gpt->config.n_head);
+    ct_tensor *proj = ct_op_linear(tape, att, &w[4], &w[5]);
+    ct_tensor *x1 = ct_op_add(tape, x, proj);
+    ct_tensor *h2 = ct_op_layernorm(tape, x1, &w[6], &w[7]);
+    ct_tensor *fc = ct_op_linear(tape, h2, &w[8], &w[9]);
+    ct_tensor *act = ct_op_gelu(tape, fc);
+    ct_tensor *mlp = ct_op_linear(tape, act, &w[10], &w[11]);
+    ct_tensor *x2 = ct_op_add(tape, x1, mlp);
+    if (ct_tape_unit_end(tape, unit)) return NULL;
+    return x2;
+}
+
+/* Everything up to the final LayerNorm's output (B,T,C); leaves the embed unit entered for
+ * the second time so the caller applies the head inside it. */
+static ct_tensor *trunk_fwd(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs, int B, int T) {
+    for (int u = 0; u < gpt->n_units; u++) gpt->units[u].uses_this_pass = 0;
+    if (T > gpt->config.seq_len) {
+        ct_error(CT_ERR_INVALID, "sequence length %d exceeds model.seq_len %d", T,
+                 gpt->config.seq_len);
+        ct_tape_fail(tape, CT_ERR_INVALID);
+        return NULL;
+    }
+    ct_unit *embed = &gpt->units[0];
+    int64_t shape[2] = {B, T};
+    ct_tensor *tokens = ct_tape_wrap(tape, CT_I32, 2, shape, (void *)inputs);
+    if (ct_tape_unit_begin(tape, embed)) return NULL;
+    ct_tensor *x = ct_op_embedding(tape, tokens, &embed->tensors[0], &embed->tensors[1]);
+    if (ct_tape_unit_end(tape, embed)) return NULL;
+    for (int l = 0; l < gpt->config.n_layer; l++) x = block_fwd(gpt, tape, &gpt->units[1 + l], x);
+    if (ct_tape_unit_begin(tape, embed)) return NULL;
+    return ct_op_layernorm(tape, x, &embed->tensors[2], &embed->tensors[3]);
+}
+
+ct_tensor *ct_gpt_forward_loss(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs,
+                               const int32_t *targets, int B, int T, float grad_scale) {
+    ct_unit *embed = &gpt->units[0];
+    ct_tensor *y = trunk_fwd(gpt, tape, inputs, B, T);
+    int64_t shape[2] = {B, T};
+    ct_tensor *tgt = ct_tape_wrap(tape, CT_I32, 2, shape, (void *)targets);
+    ct_tensor *loss = ct_op_lm_head_loss(tape, y, &embed->tensors[0], tgt, grad_scale);
+    if (!loss || ct_tape_unit_end(tape, embed)) return NULL;
+    return loss;
+}
+
+ct_status ct_gpt_forward_logits(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs, int B, int T,
+                                float *logits) {
+    bool recording = tape->recording;
+    tape->recording = false;
+    ct_unit *embed = &gpt->units[0];
+    ct_tensor *y = trunk_fwd(gpt, tape, inputs, B, T);
+    if (y)
+        tape->kernels->lm_head_logits(logits, y->data, embed->tensors[0].data, B * T,
+                                      gpt->config.n_embd, gpt->config.vocab_size);
+    if (y) ct_tape_unit_end(tape, embed);
+    tape->recording = recording;
+    return ct_tape_status(tape);
+}

@@ -1,0 +1,258 @@
+/*
+ * model: tensors, the autograd tape, parameter units with their hooks, the ops, GPT-2, AdamW
+ * and learning-rate schedules. It knows nothing of communication or sharding: those plug in
+ * through the unit hooks (ct_unit_hooks), which fire on the tape's unit markers.
+ *
+ * Memory: tensors never own memory. Parameters and their gradients are views into each unit's
+ * flat buffers; activations, saved tensors and tape nodes come from the tape's arena, which is
+ * reset after every micro-step, so a warm step allocates nothing.
+ *
+ * Errors inside a forward pass are sticky: an op that fails records the status on the tape
+ * and returns NULL, later ops given NULL return NULL, and the caller checks ct_tape_status once.
+ */
+#ifndef CT_MODEL_H
+#define CT_MODEL_H
+
+#include "common/common.h"
+#include "kernels/kernels.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------- tensors */
+
+typedef enum { CT_F32 = 0, CT_BF16, CT_I32 } ct_dtype;
+typedef enum { CT_DEVICE_CPU = 0, CT_DEVICE_CUDA } ct_device;
+
+#define CT_MAX_DIMS 4
+
+typedef struct ct_tensor {
+    int ndim;
+    int64_t shape[CT_MAX_DIMS];
+    ct_dtype dtype;
+    ct_device device;
+    void *data;         /* a view: owned by an arena or a unit's flat buffer */
+    float *grad;        /* same shape, f32; NULL until backward needs it (activations) */
+    bool requires_grad; /* parameters and everything computed from them */
+    const char *name;
+} ct_tensor;
+
+int64_t ct_tensor_numel(const ct_tensor *t);
+static inline float *ct_tensor_f32(const ct_tensor *t) {
+    return (float *)t->data;
+}
+
+/* ---------------------------------------------------------------- units and hooks */
+
+#define CT_UNIT_MAX_PARAMS 16
+#define CT_NAME_LEN 48
+
+typedef enum { CT_INIT_NORMAL = 0, CT_INIT_ZEROS, CT_INIT_ONES } ct_init_kind;
+
+/* One parameter inside a unit's flat buffer. */
+typedef struct {
+    char name[CT_NAME_LEN]; /* within the unit, e.g. "attn.qkv.weight" */
+    int ndim;
+    int64_t shape[CT_MAX_DIMS];
+    int64_t offset; /* elements from the start of the unit's flat buffer */
+    int64_t numel;
+    bool decay; /* AdamW weight decay applies (2-D weights only) */
+    ct_init_kind init;
+    float init_std;
+} ct_param_desc;
+
+/* A group of parameters that is gathered, reduced, checkpointed and recomputed as one: the
+ * embedding unit (wte, wpe, final LayerNorm; used twice per pass because the LM head is tied
+ * to wte) and one unit per transformer block. */
+typedef struct ct_unit {
+    char name[CT_NAME_LEN];
+    int index;
+    int n_params;
+    ct_param_desc params[CT_UNIT_MAX_PARAMS];
+    ct_tensor tensors[CT_UNIT_MAX_PARAMS]; /* views into data / grad */
+    int64_t numel;       /* sum of the parameters' sizes */
+    float *data;         /* numel floats: the full parameters while this rank holds them */
+    float *grad;         /* numel floats: the full gradient while this rank holds it */
+    int uses_per_pass;   /* forward uses per pass: 2 for the tied embedding unit */
+    bool recompute;      /* activation checkpointing (arrives with the Precision & memory issue) */
+    int uses_this_pass;  /* counted by the tape's markers */
+} ct_unit;
+
+/* Points the unit's parameter and gradient views at `data` and `grad` (numel floats each;
+ * grad may be NULL). A sharding strategy calls it when it gathers a unit into a new buffer. */
+void ct_unit_bind(ct_unit *unit, float *data, float *grad);
+
+/* Hooks fire on the unit markers of the tape, in execution order. A NULL function is skipped.
+ * post_backward's `last_use` is true when backward has passed the unit's final use in this
+ * pass (its first use in forward): only then is its gradient complete. */
+typedef struct {
+    void *ctx;
+    ct_status (*pre_forward)(void *ctx, ct_unit *unit);
+    ct_status (*post_forward)(void *ctx, ct_unit *unit);
+    ct_status (*pre_backward)(void *ctx, ct_unit *unit);
+    ct_status (*post_backward)(void *ctx, ct_unit *unit, bool last_use);
+} ct_unit_hooks;
+
+/* ---------------------------------------------------------------- the tape */
+
+typedef struct ct_tape_node ct_tape_node;
+typedef struct ct_tape ct_tape;
+typedef void (*ct_backward_fn)(ct_tape *tape, ct_tape_node *node);
+
+typedef enum { CT_NODE_OP = 0, CT_NODE_UNIT_BEGIN, CT_NODE_UNIT_END } ct_node_kind;
+
+struct ct_tape_node {
+    ct_node_kind kind;
+    ct_backward_fn backward; /* ops only */
+    ct_tensor *out;
+    ct_tensor *in[4];
+    void *saved; /* op-specific state from the arena */
+    ct_unit *unit; /* unit markers only */
+    ct_tape_node *prev;
+};
+
+struct ct_tape {
+    ct_arena arena;            /* activations, saved tensors, nodes: reset every micro-step */
+    const ct_kernels *kernels; /* the backend of this tape's tensors */
+    bool recording;            /* false: forward only (evaluation, sampling) */
+    ct_tape_node *last;        /* newest node */
+    const ct_unit_hooks *hooks;
+    ct_status status; /* sticky: the first failure of this pass */
+};
+
+void ct_tape_init(ct_tape *tape, const ct_kernels *kernels);
+void ct_tape_free(ct_tape *tape);
+/* Forgets the nodes and recycles the arena for the next micro-step. */
+ct_status ct_tape_reset(ct_tape *tape);
+ct_status ct_tape_status(const ct_tape *tape);
+/* Records a failure (the first one wins) and returns it. */
+ct_status ct_tape_fail(ct_tape *tape, ct_status status);
+
+/* A new tensor with uninitialised data from the arena (every op writes its whole output);
+ * NULL on failure (recorded). */
+ct_tensor *ct_tape_tensor(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape);
+/* A view onto caller memory (inputs such as token ids). */
+ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape,
+                        void *data);
+/* Scratch memory from the arena, for an op's saved state. */
+void *ct_tape_scratch(ct_tape *tape, size_t bytes);
+/* The tensor's gradient buffer, allocated zeroed from the arena on first use. */
+float *ct_tape_grad(ct_tape *tape, ct_tensor *t);
+/* Appends an op node when recording and any input needs a gradient; marks out->requires_grad.
+ * Returns the node (to fill `saved`) or NULL when nothing was recorded. */
+ct_tape_node *ct_tape_record(ct_tape *tape, ct_backward_fn backward, ct_tensor *out,
+                             ct_tensor *in0, ct_tensor *in1, ct_tensor *in2, ct_tensor *in3);
+
+/* Unit markers: fire pre_/post_forward hooks and record the markers for backward. */
+ct_status ct_tape_unit_begin(ct_tape *tape, ct_unit *unit);
+ct_status ct_tape_unit_end(ct_tape *tape, ct_unit *unit);
+
+/* Walks the tape from the newest node back, calling each op's backward and firing the
+ * pre_/post_backward hooks at the unit markers. The loss op must be the newest node; its
+ * gradient (the upstream d(loss)) is taken as 1. */
+ct_status ct_tape_backward(ct_tape *tape);
+
+/* ---------------------------------------------------------------- ops (model/ops/<op>.c) */
+
+/* x (B,T,C) -> layernorm over C with weight, bias (C) */
+ct_tensor *ct_op_layernorm(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_tensor *bias);
+/* x (..., C) @ weight^T (OC, C) + bias (OC) -> (..., OC); bias may be NULL */
+ct_tensor *ct_op_linear(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_tensor *bias);
+/* elementwise GELU (tanh approximation) */
+ct_tensor *ct_op_gelu(ct_tape *tape, ct_tensor *x);
+/* a + b, same shape */
+ct_tensor *ct_op_add(ct_tape *tape, ct_tensor *a, ct_tensor *b);
+/* tokens (B,T) i32, wte (V,C), wpe (maxT,C) -> (B,T,C) */
+ct_tensor *ct_op_embedding(ct_tape *tape, ct_tensor *tokens, ct_tensor *wte, ct_tensor *wpe);
+/* qkv (B,T,3C) -> causal multi-head attention output (B,T,C) with n_head heads */
+ct_tensor *ct_op_attention(ct_tape *tape, ct_tensor *qkv, int n_head);
+/* x (B,T,C), wte (V,C), targets (B,T) i32 -> scalar mean cross-entropy of logits x @ wte^T.
+ * The logits never exist whole: when recording, the gradients of grad_scale * loss are computed
+ * chunk by chunk during this forward (d wte accumulated into wte's gradient at once, dx saved);
+ * backward then only passes dx on. So this op must be the tape's last, with d(loss) = 1, and
+ * the loss it returns is unscaled. */
+ct_tensor *ct_op_lm_head_loss(ct_tape *tape, ct_tensor *x, ct_tensor *wte, ct_tensor *targets,
+                              float grad_scale);
+
+/* ---------------------------------------------------------------- GPT-2 */
+
+typedef struct {
+    int n_layer;
+    int n_head;
+    int n_embd;
+    int vocab_size;
+    int seq_len; /* maximum T: rows of the positional embedding */
+} ct_gpt_config;
+
+/* GPT-2 exactly (BENCH.md): pre-LayerNorm blocks, learned positions, tied embedding / LM head,
+ * GELU (tanh), biases everywhere, LayerNorm eps 1e-5, causal attention, no dropout.
+ * Unit 0 is "embed" (wte, wpe, lnf.weight, lnf.bias); unit 1+l is "block.l". */
+typedef struct {
+    ct_gpt_config config;
+    int n_units;
+    ct_unit *units;
+    float *flat_data; /* single-process storage of every unit (NULL when a shard layer owns it) */
+    float *flat_grad;
+    int64_t num_params;
+} ct_gpt;
+
+/* Lays out the units (no parameter memory yet). Fails on an impossible config. */
+ct_status ct_gpt_init(ct_gpt *gpt, const ct_gpt_config *config);
+void ct_gpt_free(ct_gpt *gpt);
+/* Allocates full parameter and gradient buffers for every unit and binds them. */
+ct_status ct_gpt_alloc_full(ct_gpt *gpt);
+/* GPT-2 initialisation of elements [lo, hi) of unit `u` into `dest` (hi - lo floats), a pure
+ * function of (seed, unit, parameter, element): a shard initialises exactly its range. */
+void ct_gpt_init_range(const ct_gpt *gpt, int u, uint64_t seed, int64_t lo, int64_t hi,
+                       float *dest);
+/* Initialises all bound parameters (single process). */
+void ct_gpt_init_weights(ct_gpt *gpt, uint64_t seed);
+/* Finds a parameter by its full name ("block.3.attn.qkv.weight", "embed.wte"). */
+ct_tensor *ct_gpt_param(ct_gpt *gpt, const char *full_name);
+/* Training FLOPs per token (BENCH.md): 6 x matmul weights incl. the tied head + 12 L T C. */
+double ct_gpt_flops_per_token(const ct_gpt_config *config, int T);
+
+/* One forward pass on inputs/targets (B,T) int32. Returns the mean loss tensor (scalar);
+ * when the tape records, backward gives gradients of grad_scale * loss. */
+ct_tensor *ct_gpt_forward_loss(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs,
+                               const int32_t *targets, int B, int T, float grad_scale);
+/* Forward to the logits of every position (B,T,V) into `logits`; nothing is recorded. */
+ct_status ct_gpt_forward_logits(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs, int B, int T,
+                                float *logits);
+/* Sets every unit's gradient to zero. */
+void ct_gpt_zero_grad(ct_gpt *gpt, const ct_kernels *kernels);
+
+/* ---------------------------------------------------------------- optimizer and schedule */
+
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+} ct_adamw_hparams;
+
+/* AdamW moments for elements [lo, hi) of each unit's flat buffer (single process: all). */
+typedef struct {
+    int n_units;
+    float **m; /* per unit, hi - lo floats */
+    float **v;
+    int64_t *lo, *hi;
+    int64_t t; /* steps taken */
+} ct_adamw;
+
+ct_status ct_adamw_init(ct_adamw *opt, const ct_gpt *gpt, const int64_t *lo, const int64_t *hi);
+void ct_adamw_free(ct_adamw *opt);
+/* One update of every unit's [lo, hi) range: params, grads are the unit's full views offset by
+ * lo (the caller passes pointers to its range). grad_scale multiplies the gradient (clipping). */
+void ct_adamw_step(ct_adamw *opt, const ct_gpt *gpt, float *const *params,
+                   const float *const *grads, const ct_adamw_hparams *hp, float grad_scale,
+                   const ct_kernels *kernels);
+
+typedef enum { CT_SCHEDULE_CONSTANT = 0, CT_SCHEDULE_COSINE, CT_SCHEDULE_LINEAR } ct_schedule_kind;
+
+/* Learning rate at `step` (0-based) of `total`: linear warmup from lr/warmup to lr over
+ * `warmup` steps (lr * (step+1) / warmup), then constant, or cosine or linear decay with
+ * progress (step - warmup) / (total - warmup), which reaches min_lr one step after the last. */
+double ct_lr_at(ct_schedule_kind kind, double lr, double min_lr, int warmup, int total, int step);
+
+/* The clipping factor for a global gradient norm: min(1, clip / norm); 1 when clip <= 0. */
+float ct_clip_scale(double norm, double clip);
+
+#endif

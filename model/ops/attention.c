@@ -1,0 +1,44 @@
+/*
+ * Causal multi-head self-attention over a fused q,k,v projection. Saves the softmax
+ * probabilities (B,NH,T,T) for backward.
+ */
+#include "model/model.h"
+
+typedef struct {
+    float *att; /* (B,NH,T,T) */
+    int n_head;
+} attention_saved;
+
+static void attention_bwd(ct_tape *tape, ct_tape_node *node) {
+    ct_tensor *qkv = node->in[0], *out = node->out;
+    if (!out->grad) return;
+    attention_saved *saved = node->saved;
+    int B = (int)qkv->shape[0], T = (int)qkv->shape[1], C = (int)qkv->shape[2] / 3;
+    int NH = saved->n_head;
+    float *dqkv = ct_tape_grad(tape, qkv);
+    float *scratch =
+        ct_tape_scratch(tape, sizeof(float) * ct_kern_attention_scratch_floats(B, T, C, NH));
+    if (!dqkv || !scratch) return;
+    tape->kernels->attention_bwd(dqkv, out->grad, qkv->data, saved->att, scratch, B, T, C, NH);
+}
+
+// qkv is (B,T,3C) -> out (B,T,C)
+ct_tensor *ct_op_attention(ct_tape *tape, ct_tensor *qkv, int n_head) {
+    if (!qkv || tape->status) return NULL;
+    int B = (int)qkv->shape[0], T = (int)qkv->shape[1], C = (int)qkv->shape[2] / 3;
+    CT_ASSERT(qkv->ndim == 3 && qkv->shape[2] == 3 * C && C % n_head == 0,
+              "attention: qkv channels %lld, heads %d", (long long)qkv->shape[2], n_head);
+    int64_t shape[3] = {B, T, C};
+    ct_tensor *out = ct_tape_tensor(tape, CT_F32, 3, shape);
+    attention_saved *saved = ct_tape_scratch(tape, sizeof(attention_saved));
+    float *att = ct_tape_scratch(tape, sizeof(float) * (size_t)B * n_head * T * T);
+    float *scratch =
+        ct_tape_scratch(tape, sizeof(float) * ct_kern_attention_scratch_floats(B, T, C, n_head));
+    if (!out || !saved || !att || !scratch) return NULL;
+    saved->att = att;
+    saved->n_head = n_head;
+    tape->kernels->attention_fwd(out->data, att, qkv->data, scratch, B, T, C, n_head);
+    ct_tape_node *node = ct_tape_record(tape, attention_bwd, out, qkv, NULL, NULL, NULL);
+    if (node) node->saved = saved;
+    return out;
+}

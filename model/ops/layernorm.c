@@ -1,0 +1,42 @@
+/*
+ * LayerNorm over the last dimension (GPT-2's eps 1e-5). Saves each row's mean and 1/std.
+ */
+#include "model/model.h"
+
+#define LAYERNORM_EPS 1e-5f
+
+typedef struct {
+    float *mean, *rstd; /* (N) */
+} layernorm_saved;
+
+static void layernorm_bwd(ct_tape *tape, ct_tape_node *node) {
+    ct_tensor *x = node->in[0], *w = node->in[1], *b = node->in[2], *out = node->out;
+    if (!out->grad) return;
+    layernorm_saved *saved = node->saved;
+    int C = (int)x->shape[x->ndim - 1];
+    int N = (int)(ct_tensor_numel(x) / C);
+    float *dx = ct_tape_grad(tape, x);
+    float *dw = ct_tape_grad(tape, w), *db = ct_tape_grad(tape, b);
+    if (!dx || !dw || !db) return;
+    tape->kernels->layernorm_bwd(dx, dw, db, out->grad, x->data, w->data, saved->mean, saved->rstd,
+                                 N, C);
+}
+
+// x is (...,C), weight and bias (C) -> out (...,C)
+ct_tensor *ct_op_layernorm(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_tensor *bias) {
+    if (!x || !weight || !bias || tape->status) return NULL;
+    int C = (int)x->shape[x->ndim - 1];
+    CT_ASSERT(ct_tensor_numel(weight) == C && ct_tensor_numel(bias) == C, "layernorm C=%d", C);
+    int N = (int)(ct_tensor_numel(x) / C);
+    ct_tensor *out = ct_tape_tensor(tape, CT_F32, x->ndim, x->shape);
+    layernorm_saved *saved = ct_tape_scratch(tape, sizeof(layernorm_saved));
+    float *stats = ct_tape_scratch(tape, 2 * sizeof(float) * (size_t)N);
+    if (!out || !saved || !stats) return NULL;
+    saved->mean = stats;
+    saved->rstd = stats + N;
+    tape->kernels->layernorm_fwd(out->data, saved->mean, saved->rstd, x->data, weight->data,
+                                 bias->data, N, C, LAYERNORM_EPS);
+    ct_tape_node *node = ct_tape_record(tape, layernorm_bwd, out, x, weight, bias, NULL);
+    if (node) node->saved = saved;
+    return out;
+}

@@ -1,0 +1,66 @@
+/*
+ * The tied LM head and mean cross-entropy, fused. Its gradients are computed during forward,
+ * chunk by chunk, because that is the only time the logits exist: d(wte) goes straight into
+ * wte's gradient and d(x) is saved for backward to pass on. The contract that follows: this op
+ * is the last of the tape and backward starts from it with d(loss) = 1; the scale of the
+ * gradient (1/grad_accum, say) is given up front as grad_scale.
+ */
+#include "model/model.h"
+
+typedef struct {
+    float *dx; /* (N,C), already scaled */
+} lm_head_saved;
+
+static void lm_head_loss_bwd(ct_tape *tape, ct_tape_node *node) {
+    ct_tensor *x = node->in[0];
+    lm_head_saved *saved = node->saved;
+    if (!x->requires_grad) return;
+    float *dx = ct_tape_grad(tape, x);
+    if (dx) tape->kernels->add_inplace(dx, saved->dx, (size_t)ct_tensor_numel(x));
+}
+
+// x is (B,T,C), wte (V,C), targets (B,T) int32 -> scalar mean loss
+ct_tensor *ct_op_lm_head_loss(ct_tape *tape, ct_tensor *x, ct_tensor *wte, ct_tensor *targets,
+                              float grad_scale) {
+    if (!x || !wte || !targets || tape->status) return NULL;
+    int C = (int)x->shape[x->ndim - 1], V = (int)wte->shape[0];
+    int N = (int)(ct_tensor_numel(x) / C);
+    CT_ASSERT(wte->shape[1] == C && ct_tensor_numel(targets) == N && targets->dtype == CT_I32,
+              "lm_head_loss: C=%d, wte (%lld,%lld), %lld targets", C, (long long)wte->shape[0],
+              (long long)wte->shape[1], (long long)ct_tensor_numel(targets));
+    ct_tensor *loss = ct_tape_tensor(tape, CT_F32, 0, NULL);
+    float *losses = ct_tape_scratch(tape, sizeof(float) * (size_t)N);
+    int chunk_rows = ct_kern_lm_head_chunk_rows(N, V);
+    float *scratch = ct_tape_scratch(tape, sizeof(float) * (size_t)chunk_rows * V);
+    if (!loss || !losses || !scratch) return NULL;
+
+    ct_tape_node *node = ct_tape_record(tape, lm_head_loss_bwd, loss, x, wte, targets, NULL);
+    float *dx = NULL, *dwte = NULL;
+    if (node) {
+        lm_head_saved *saved = ct_tape_scratch(tape, sizeof(lm_head_saved));
+        if (!saved) return NULL;
+        if (x->requires_grad) {
+            saved->dx = ct_arena_alloc(&tape->arena, sizeof(float) * (size_t)N * C);
+            if (!saved->dx) {
+                ct_tape_fail(tape, CT_ERR_NOMEM);
+                return NULL;
+            }
+            dx = saved->dx;
+        }
+        if (wte->requires_grad) dwte = ct_tape_grad(tape, wte);
+        node->saved = saved;
+    }
+    tape->kernels->lm_head_loss(losses, dx, dwte, x->data, wte->data, targets->data, N, C, V,
+                                grad_scale, scratch, chunk_rows);
+    /* The mean in double, in index order: deterministic and independent of threads. */
+    double sum = 0.0;
+    int valid = 0;
+    const int32_t *tgt = targets->data;
+    for (int n = 0; n < N; n++) {
+        if (tgt[n] < 0) continue;
+        sum += losses[n];
+        valid++;
+    }
+    *(float *)loss->data = valid ? (float)(sum / valid) : 0.0f;
+    return loss;
+}

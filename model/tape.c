@@ -1,0 +1,173 @@
+/*
+ * The autograd tape. Ops compute eagerly and, while recording, append a node holding their
+ * backward function, inputs, output and saved state; backward walks the nodes newest first.
+ * Unit markers (begin/end) on the tape fire the hooks through which sharding and activation
+ * checkpointing plug in, in forward order going forward and in reverse order going back.
+ * Everything a pass creates (nodes, tensors, gradients of activations) lives in the tape's
+ * arena and is recycled by ct_tape_reset.
+ */
+#include "model/model.h"
+
+#include <string.h>
+
+int64_t ct_tensor_numel(const ct_tensor *t) {
+    int64_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+    return n;
+}
+
+static size_t dtype_bytes(ct_dtype dtype) {
+    return dtype == CT_BF16 ? 2 : 4;
+}
+
+void ct_tape_init(ct_tape *tape, const ct_kernels *kernels) {
+    memset(tape, 0, sizeof(*tape));
+    ct_arena_init(&tape->arena, CT_MEM_ACTIVATIONS, 0);
+    tape->kernels = kernels;
+    tape->recording = true;
+}
+
+void ct_tape_free(ct_tape *tape) {
+    ct_arena_free(&tape->arena);
+    memset(tape, 0, sizeof(*tape));
+}
+
+ct_status ct_tape_reset(ct_tape *tape) {
+    tape->last = NULL;
+    tape->status = CT_OK;
+    return ct_arena_reset(&tape->arena);
+}
+
+ct_status ct_tape_status(const ct_tape *tape) {
+    return tape->status;
+}
+
+ct_status ct_tape_fail(ct_tape *tape, ct_status status) {
+    if (tape->status == CT_OK) tape->status = status;
+    return tape->status;
+}
+
+void *ct_tape_scratch(ct_tape *tape, size_t bytes) {
+    void *ptr = ct_arena_alloc_uninit(&tape->arena, bytes);
+    if (!ptr) ct_tape_fail(tape, CT_ERR_NOMEM);
+    return ptr;
+}
+
+static ct_tensor *new_header(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape) {
+    CT_ASSERT(ndim >= 0 && ndim <= CT_MAX_DIMS, "ndim %d", ndim);
+    ct_tensor *t = ct_arena_alloc(&tape->arena, sizeof(ct_tensor));
+    if (!t) {
+        ct_tape_fail(tape, CT_ERR_NOMEM);
+        return NULL;
+    }
+    t->ndim = ndim;
+    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+    t->dtype = dtype;
+    return t;
+}
+
+ct_tensor *ct_tape_tensor(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape) {
+    ct_tensor *t = new_header(tape, dtype, ndim, shape);
+    if (!t) return NULL;
+    /* Uninitialised: every op writes its whole output. */
+    t->data = ct_tape_scratch(tape, (size_t)ct_tensor_numel(t) * dtype_bytes(dtype));
+    return t->data ? t : NULL;
+}
+
+ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape,
+                        void *data) {
+    ct_tensor *t = new_header(tape, dtype, ndim, shape);
+    if (t) t->data = data;
+    return t;
+}
+
+float *ct_tape_grad(ct_tape *tape, ct_tensor *t) {
+    if (!t->grad) {
+        t->grad = ct_arena_alloc(&tape->arena, (size_t)ct_tensor_numel(t) * sizeof(float));
+        if (!t->grad) ct_tape_fail(tape, CT_ERR_NOMEM);
+    }
+    return t->grad;
+}
+
+static ct_tape_node *append(ct_tape *tape, ct_node_kind kind) {
+    ct_tape_node *node = ct_arena_alloc(&tape->arena, sizeof(ct_tape_node));
+    if (!node) {
+        ct_tape_fail(tape, CT_ERR_NOMEM);
+        return NULL;
+    }
+    node->kind = kind;
+    node->prev = tape->last;
+    tape->last = node;
+    return node;
+}
+
+ct_tape_node *ct_tape_record(ct_tape *tape, ct_backward_fn backward, ct_tensor *out,
+                             ct_tensor *in0, ct_tensor *in1, ct_tensor *in2, ct_tensor *in3) {
+    ct_tensor *in[4] = {in0, in1, in2, in3};
+    bool needs = false;
+    for (int i = 0; i < 4; i++) needs = needs || (in[i] && in[i]->requires_grad);
+    if (!tape->recording || !needs) return NULL;
+    ct_tape_node *node = append(tape, CT_NODE_OP);
+    if (!node) return NULL;
+    node->backward = backward;
+    node->out = out;
+    memcpy(node->in, in, sizeof(in));
+    out->requires_grad = true;
+    return node;
+}
+
+ct_status ct_tape_unit_begin(ct_tape *tape, ct_unit *unit) {
+    if (tape->status) return tape->status;
+    /* Backward counts the uses down again, to know when it has passed the last one. */
+    if (tape->recording) unit->uses_this_pass++;
+    if (tape->hooks && tape->hooks->pre_forward) {
+        ct_status status = tape->hooks->pre_forward(tape->hooks->ctx, unit);
+        if (status) return ct_tape_fail(tape, status);
+    }
+    if (tape->recording) {
+        ct_tape_node *node = append(tape, CT_NODE_UNIT_BEGIN);
+        if (node) node->unit = unit;
+    }
+    return tape->status;
+}
+
+ct_status ct_tape_unit_end(ct_tape *tape, ct_unit *unit) {
+    if (tape->status) return tape->status;
+    if (tape->recording) {
+        ct_tape_node *node = append(tape, CT_NODE_UNIT_END);
+        if (node) node->unit = unit;
+    }
+    if (tape->hooks && tape->hooks->post_forward) {
+        ct_status status = tape->hooks->post_forward(tape->hooks->ctx, unit);
+        if (status) return ct_tape_fail(tape, status);
+    }
+    return tape->status;
+}
+
+ct_status ct_tape_backward(ct_tape *tape) {
+    if (tape->status) return tape->status;
+    CT_ASSERT(tape->last, "backward needs a recorded pass");
+    const ct_unit_hooks *hooks = tape->hooks;
+    for (ct_tape_node *node = tape->last; node; node = node->prev) {
+        ct_status status = CT_OK;
+        switch (node->kind) {
+        case CT_NODE_OP:
+            node->backward(tape, node);
+            break;
+        case CT_NODE_UNIT_END: /* going backward, a unit's end is where its backward begins */
+            if (hooks && hooks->pre_backward) status = hooks->pre_backward(hooks->ctx, node->unit);
+            break;
+        case CT_NODE_UNIT_BEGIN: {
+            ct_unit *unit = node->unit;
+            CT_ASSERT(unit->uses_this_pass > 0, "unit %s passed more often than used", unit->name);
+            bool last_use = --unit->uses_this_pass == 0;
+            if (hooks && hooks->post_backward)
+                status = hooks->post_backward(hooks->ctx, unit, last_use);
+            break;
+        }
+        }
+        if (status) return ct_tape_fail(tape, status);
+        if (tape->status) return tape->status;
+    }
+    return CT_OK;
+}

@@ -1,0 +1,23 @@
+/*
+ * Units: a unit's parameters are views at fixed offsets into one flat buffer, and their
+ * gradients views into a flat gradient buffer of the same layout. Rebinding the views is all a
+ * sharding strategy does to make a gathered buffer the unit's parameters.
+ */
+#include "model/model.h"
+
+void ct_unit_bind(ct_unit *unit, float *data, float *grad) {
+    unit->data = data;
+    unit->grad = grad;
+    for (int p = 0; p < unit->n_params; p++) {
+        const ct_param_desc *desc = &unit->params[p];
+        ct_tensor *t = &unit->tensors[p];
+        t->ndim = desc->ndim;
+        for (int d = 0; d < desc->ndim; d++) t->shape[d] = desc->shape[d];
+        t->dtype = CT_F32;
+        t->device = CT_DEVICE_CPU;
+        t->data = data ? data + desc->offset : NULL;
+        t->grad = grad ? grad + desc->offset : NULL;
+        t->requires_grad = true;
+        t->name = desc->name;
+    }
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Bad input at the command line, in job files and in data gets a clear message and a non-zero
+# exit, never a crash (exit >= 128) or silence. Also checks --help and that
+# docs/config.md is exactly what `ctrain config docs` prints.
+# usage: cli_errors.sh BIN_DIR SOURCE_DIR
+set -u
+bin=$1
+src=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+checks=0
+
+# expect CODE PATTERN -- command...: exit status CODE (or "nonzero"), output matches PATTERN.
+expect() {
+  local want=$1 pattern=$2
+  shift 3
+  local out status
+  out=$("$@" 2>&1)
+  status=$?
+  checks=$((checks + 1))
+  local ok=1
+  if [ "$want" = nonzero ]; then
+    { [ "$status" -ne 0 ] && [ "$status" -lt 128 ]; } || ok=0
+  else
+    [ "$status" -eq "$want" ] || ok=0
+  fi
+  grep -qE -- "$pattern" <<<"$out" || ok=0
+  if [ $ok -eq 0 ]; then
+    failures=$((failures + 1))
+    echo "FAIL: $* -> exit $status (want $want), output:"
+    sed 's/^/    /' <<<"$out" | head -8
+    echo "    (expected /$pattern/)"
+  fi
+}
+
+"$bin/ctrain" data synth --out "$work/data" --tokens 5000 --vocab 64 --seed 3 >/dev/null
+cat >"$work/job.toml" <<TOML
+[model]
+n_layer = 1
+n_head = 2
+n_embd = 16
+vocab_size = 64
+seq_len = 8
+[data]
+train = "$work/data/train_*.bin"
+[train]
+batch_size = 2
+steps = 2
+[log]
+dir = "$work/run"
+TOML
+
+# --help and usage
+expect 0 "usage: ctrain-launch" -- "$bin/ctrain-launch" --help
+expect 0 "usage: ctrain COMMAND" -- "$bin/ctrain" --help
+expect 2 "unknown command 'dta'; did you mean 'data'" -- "$bin/ctrain" dta
+expect 2 "unknown option '--bogus'" -- "$bin/ctrain-launch" --bogus "$work/job.toml"
+expect 2 "expected a job file" -- "$bin/ctrain-launch"
+expect 2 "--nproc needs a positive integer" -- "$bin/ctrain-launch" --nproc zero "$work/job.toml"
+expect 2 "multi-rank training is not built yet" -- "$bin/ctrain-launch" --nproc 2 "$work/job.toml"
+expect 2 "bad value 'x' for --tokens" -- "$bin/ctrain" sample --init "$work/m.bin" --tokens x
+expect 2 "--init is required" -- "$bin/ctrain" sample
+expect 2 "--val must be a fraction" -- "$bin/ctrain" data prepare "$work/job.toml" --out "$work/p" --val 2
+expect 2 "synth needs --out DIR and --tokens N" -- "$bin/ctrain" data synth --out "$work/x"
+
+# job files
+expect nonzero "no-such.toml" -- "$bin/ctrain-launch" "$work/no-such.toml"
+printf '[train]\nlrr = 1e-3\n' >"$work/bad1.toml"
+expect nonzero "bad1.toml:2.*train.lrr.*did you mean 'train.lr'" -- "$bin/ctrain-launch" "$work/bad1.toml"
+printf '[model]\nn_layer = "four"\n' >"$work/bad2.toml"
+expect nonzero "bad2.toml:2.*model.n_layer" -- "$bin/ctrain-launch" "$work/bad2.toml"
+expect nonzero "train.lrr" -- "$bin/ctrain-launch" "$work/job.toml" train.lrr=1
+expect nonzero "device.type" -- "$bin/ctrain-launch" "$work/job.toml" device.type=tpu
+
+# data
+printf 'not a shard at all, just some bytes that are long enough to be read as a header....' >"$work/bad.bin"
+head -c 2000 /dev/urandom >>"$work/bad.bin"
+expect nonzero "bad.bin.*magic" -- "$bin/ctrain-launch" "$work/job.toml" "data.train=$work/bad.bin"
+expect nonzero "no files match" -- "$bin/ctrain-launch" "$work/job.toml" "data.train=$work/none_*.bin"
+expect nonzero ">= vocab_size 16" -- "$bin/ctrain-launch" "$work/job.toml" model.vocab_size=16
+expect nonzero "init_from.bin|cannot open" -- "$bin/ctrain-launch" "$work/job.toml" "model.init_from=$work/init_from.bin"
+
+# a good run, then a sample from its weights, then a corrupted model file
+expect 0 "final weights" -- "$bin/ctrain-launch" "$work/job.toml"
+expect 0 "." -- "$bin/ctrain" sample --init "$work/run/final.bin" --prompt-ids 1,2,3 --tokens 5
+head -c 3000 "$work/run/final.bin" >"$work/trunc.bin"
+expect nonzero "trunc.bin: header promises" -- "$bin/ctrain" sample --init "$work/trunc.bin"
+expect nonzero "needs a byte-level model" -- "$bin/ctrain" sample --init "$work/run/final.bin" --prompt hi
+
+# docs/config.md is generated from the key table and must not drift from it
+if [ -f "$src/docs/config.md" ]; then
+  checks=$((checks + 1))
+  if ! diff -q <("$bin/ctrain" config docs) "$src/docs/config.md" >/dev/null; then
+    failures=$((failures + 1))
+    echo "FAIL: docs/config.md differs from 'ctrain config docs' (regenerate it)"
+  fi
+fi
+
+echo "$((checks - failures)) passed, $failures failed"
+[ "$failures" -eq 0 ]

@@ -1,0 +1,17 @@
+# The trainer on small GPTs (initial loss, overfitting, accumulation, determinism, no malloc).
+ct_unit_test(test_gpt LIBS ct_launcher TIMEOUT 600)
+
+# ct-parity: the C side of the PyTorch parity check (scripts/torch_parity.py).
+add_executable(ct-parity parity_dump.c)
+target_link_libraries(ct-parity PRIVATE ct_checkpoint)
+add_test(NAME torch_parity
+         COMMAND python3 ${CMAKE_SOURCE_DIR}/scripts/torch_parity.py ${CMAKE_BINARY_DIR}/bin)
+set_tests_properties(torch_parity PROPERTIES LABELS parity TIMEOUT 600 SKIP_RETURN_CODE 77)
+
+# Module layering: every #include "dir/..." must follow the DAG of DESIGN.md.
+add_test(NAME test_layering COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_layering.sh
+         ${CMAKE_SOURCE_DIR})
+set_tests_properties(test_layering PROPERTIES LABELS unit TIMEOUT 60)
+
+# Command-line behaviour: bad flags, job files and data give messages and non-zero exits.
+ct_script_test(test_cli cli_errors.sh cli)

@@ -1,0 +1,112 @@
+/*
+ * Gradient check of ct_op_add (model/ops/add.c, kernels/cpu/elementwise.c), the residual sum:
+ * forward against float64 and both inputs' gradients against central finite differences of
+ * L = sum(out * R); a tensor added to itself receives the sum of both uses' gradients (2R), the
+ * accumulation the residual stream relies on. Tolerances: tests/test_op_util.h.
+ */
+#include "tests/test_op_util.h"
+
+#include <string.h>
+
+/* The float64 reference: out = a + b over n elements (b may alias a). */
+typedef struct {
+    size_t n;
+    double *a, *b, *R, *out;
+} add_ref;
+
+static void add_ref_forward(const add_ref *r) {
+    for (size_t i = 0; i < r->n; i++)
+        r->out[i] = r->a[i] + r->b[i];
+}
+
+static double add_ref_objective(void *ctx) {
+    add_ref *r = ctx;
+    add_ref_forward(r);
+    return op_dot(r->out, r->R, r->n);
+}
+
+/* same: out = a + a (one tensor as both inputs). */
+static void check_add(op_errors *e, int ndim, const int64_t *shape, bool same, float prefill,
+                      uint64_t seed) {
+    op_rng rng = op_rng_init(seed);
+    size_t n = 1;
+    for (int d = 0; d < ndim; d++)
+        n *= (size_t)shape[d];
+    add_ref r = {n, op_normal_array(&rng, n, 0.0, 1.0), NULL, op_normal_array(&rng, n, 0.0, 1.0),
+                 op_zeros(n)};
+    r.b = same ? r.a : op_normal_array(&rng, n, 0.0, 1.0);
+    char label[96];
+    snprintf(label, sizeof(label), "add n=%zu ndim=%d same=%d prefill=%g", n, ndim, same,
+             (double)prefill);
+
+    ct_tape tape;
+    ct_tape_init(&tape, ct_kern_cpu());
+    ct_tensor *a = op_tensor(&tape, ndim, shape, r.a, prefill);
+    ct_tensor *b = same ? a : op_tensor(&tape, ndim, shape, r.b, prefill);
+    ct_tensor *out = ct_op_add(&tape, a, b);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(out->ndim, ndim);
+    CU_ASSERT_EQUAL(memcmp(out->shape, shape, sizeof(int64_t) * ndim), 0);
+
+    add_ref_forward(&r);
+    op_check_fwd(e, label, ct_tensor_f32(out), r.out, n);
+
+    op_seed_grad(&tape, out, r.R);
+    CU_ASSERT_EQUAL(ct_tape_backward(&tape), CT_OK);
+
+    double *fd = op_zeros(n);
+    char glabel[128];
+    op_fd_grad(add_ref_objective, &r, r.a, n, fd);
+    snprintf(glabel, sizeof(glabel), "%s da", label);
+    op_check_grad(e, glabel, a->grad, prefill, fd, n);
+    if (!same) {
+        op_fd_grad(add_ref_objective, &r, r.b, n, fd);
+        snprintf(glabel, sizeof(glabel), "%s db", label);
+        op_check_grad(e, glabel, b->grad, prefill, fd, n);
+    }
+
+    free(fd);
+    if (!same) free(r.b);
+    free(r.a), free(r.R), free(r.out);
+    ct_tape_free(&tape);
+}
+
+static void test_add_fwd_and_grad_match_float64_fd_odd_shapes(void) {
+    op_errors e = {0};
+    op_rng rng = op_rng_init(404);
+    const int64_t s1[1] = {37}, s2[2] = {7, 9};
+    check_add(&e, 1, s1, false, 0.0f, 1);
+    check_add(&e, 2, s2, false, 0.0f, 2);
+    for (int k = 0; k < 3; k++) {
+        int64_t s3[3] = {op_int(&rng, 2, 3), op_int(&rng, 5, 13), op_int(&rng, 6, 20)};
+        check_add(&e, 3, s3, false, 0.0f, 10 + k);
+    }
+    op_report("add", &e);
+}
+
+static void test_add_of_a_tensor_to_itself_gives_twice_the_gradient(void) {
+    op_errors e = {0};
+    const int64_t s3[3] = {2, 7, 11};
+    check_add(&e, 3, s3, true, 0.0f, 20);
+    check_add(&e, 3, s3, true, OP_PREFILL, 21);
+    op_report("add same tensor", &e);
+}
+
+static void test_add_grads_accumulate_into_prefilled_buffers(void) {
+    op_errors e = {0};
+    const int64_t s3[3] = {3, 13, 19};
+    check_add(&e, 3, s3, false, OP_PREFILL, 30);
+    op_report("add accumulate", &e);
+}
+
+int main(void) {
+    const ct_test_case cases[] = {
+        {"test_add_fwd_and_grad_match_float64_fd_odd_shapes",
+         test_add_fwd_and_grad_match_float64_fd_odd_shapes},
+        {"test_add_of_a_tensor_to_itself_gives_twice_the_gradient",
+         test_add_of_a_tensor_to_itself_gives_twice_the_gradient},
+        {"test_add_grads_accumulate_into_prefilled_buffers",
+         test_add_grads_accumulate_into_prefilled_buffers},
+    };
+    return ct_test_run("op_add", cases, (int)(sizeof(cases) / sizeof(cases[0])));
+}
