@@ -82,9 +82,6 @@ ct_status ct_data_write_shard(const char *path, const uint16_t *tokens, uint64_t
 /* The most tokens ct_data_prepare and ct_data_synth put in one shard. */
 #define CT_DATA_SHARD_MAX_TOKENS 100000000ULL
 
-/* Creates directory `path` and any missing parents (mkdir -p); fails if it is not a directory. */
-ct_status ct_data_make_dirs(const char *path);
-
 /* UTF-8 text files -> byte-level tokens (vocabulary 256) in DIR/train_NNNNNN.bin and
  * DIR/val_NNNNNN.bin; the last `val_fraction` of the bytes of all files goes to validation.
  * Prints what it wrote. */

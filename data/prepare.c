@@ -167,27 +167,6 @@ static ct_status prepare_file(const char *path, uint64_t expected_bytes, uint64_
 
 /* ---------------------------------------------------------------- public */
 
-/* mkdir -p: creates each missing component of `path`. */
-ct_status ct_data_make_dirs(const char *path) {
-    char buf[PATH_MAX];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof(buf))
-        return ct_error(CT_ERR_INVALID, "'%s': bad output directory name", path);
-    memcpy(buf, path, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return ct_error(CT_ERR_IO, "%s: cannot create directory: %s", buf, strerror(errno));
-        buf[i] = saved;
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return ct_error(CT_ERR_IO, "%s: exists and is not a directory", path);
-    return CT_OK;
-}
-
 ct_status ct_data_prepare_sharded(const char *const *files, int n_files, const char *out_dir,
                                   double val_fraction, uint64_t shard_tokens) {
     if (n_files < 1) return ct_error(CT_ERR_INVALID, "data prepare: no input files");
@@ -211,7 +190,7 @@ ct_status ct_data_prepare_sharded(const char *const *files, int n_files, const c
     if (train_bytes == 0)
         return ct_error(CT_ERR_INVALID, "%s: no text to train on (%" PRIu64 " bytes in %d file(s))",
                         files[0], total_bytes, n_files);
-    CT_CHECK(ct_data_make_dirs(out_dir));
+    CT_CHECK(ct_mkdir_p(out_dir));
 
     shard_sink sink = {out_dir, "train", 0, NULL, 0, 0};
     sink.capacity = CT_MIN(shard_tokens, CT_MAX(train_bytes, val_bytes));

@@ -66,7 +66,7 @@ ct_status ct_data_synth(const char *out_dir, uint64_t n_tokens, int vocab_size, 
                         "data synth: vocab_size %d is outside 2..65536 (tokens are uint16)",
                         vocab_size);
     if (n_tokens < 1) return ct_error(CT_ERR_INVALID, "data synth: n_tokens must be >= 1");
-    CT_CHECK(ct_data_make_dirs(out_dir));
+    CT_CHECK(ct_mkdir_p(out_dir));
     const uint64_t val_tokens = (n_tokens + 9) / 10; /* 10% of train, at least one token */
     const uint64_t capacity = CT_MIN(n_tokens, CT_DATA_SHARD_MAX_TOKENS);
     size_t buffer_bytes = (size_t)capacity * sizeof(uint16_t);

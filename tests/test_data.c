@@ -8,37 +8,15 @@
 #define _GNU_SOURCE
 
 #include "data/data.h"
+#include "tests/test_temp_dir.h"
 #include "tests/test_util.h"
 
-#include <ftw.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- helpers */
-
-static char temp_dir[256];
-
-static void make_temp_dir(void) {
-    snprintf(temp_dir, sizeof(temp_dir), "/tmp/ct_test_data_XXXXXX");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(temp_dir));
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void remove_temp_dir(void) {
-    nftw(temp_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* temp_dir/name into `out`. */
-static const char *temp_path(char *out, size_t bytes, const char *name) {
-    snprintf(out, bytes, "%s/%s", temp_dir, name);
-    return out;
-}
 
 /* An llm.c shard whose token k is first + k. */
 static void write_counting_shard(const char *name, uint16_t first, uint64_t count) {

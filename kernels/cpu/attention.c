@@ -15,25 +15,13 @@ size_t ct_kern_attention_scratch_floats(int B, int T, int C, int NH) {
     return (size_t)B * NH * ((size_t)hs * T + 2 * (size_t)T);
 }
 
-static float max_lanes(const float *x, int n) {
-    float lane[8];
-    for (int j = 0; j < 8; j++) lane[j] = -INFINITY;
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
-    for (; i < n; i++) lane[0] = x[i] > lane[0] ? x[i] : lane[0];
-    float m = lane[0];
-    for (int j = 1; j < 8; j++) m = lane[j] > m ? lane[j] : m;
-    return m;
-}
-
 static float sum_lanes(const float *x, int n) {
     float lane[8] = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
         for (int j = 0; j < 8; j++) lane[j] += x[i + j];
     for (; i < n; i++) lane[0] += x[i];
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    return ct_cpu_reduce_lanes(lane);
 }
 
 /* dst (hs,T) = the hs channels at `src` of each of T rows spaced `stride` apart, transposed. */
@@ -68,7 +56,7 @@ void ct_cpu_attention_fwd(float *out, float *att, const float *qkv, float *scrat
             float *p = att + ((size_t)pair * T + t) * T;
             dot_rows(p, q + (size_t)t * C3, kt, hs, T, t + 1);
             for (int t2 = 0; t2 <= t; t2++) p[t2] *= scale;
-            float m = max_lanes(p, t + 1);
+            float m = ct_cpu_max_lanes(p, t + 1);
             for (int t2 = 0; t2 <= t; t2++) p[t2] = ct_cpu_exp_neg(p[t2] - m);
             float inv = 1.0f / sum_lanes(p, t + 1);
             for (int t2 = 0; t2 <= t; t2++) p[t2] *= inv;

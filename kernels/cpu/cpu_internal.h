@@ -34,6 +34,24 @@ static inline float ct_cpu_exp_neg(float x) {
     return p * scale;
 }
 
+/* Max of x[0..n) in eight fixed lanes: vectorises, and the order does not depend on threads. */
+static inline float ct_cpu_max_lanes(const float *x, int n) {
+    float lane[8];
+    for (int j = 0; j < 8; j++) lane[j] = -INFINITY;
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+    for (; i < n; i++) lane[0] = x[i] > lane[0] ? x[i] : lane[0];
+    float m = lane[0];
+    for (int j = 1; j < 8; j++) m = lane[j] > m ? lane[j] : m;
+    return m;
+}
+
+/* The eight lanes of a sum, added pairwise in a fixed order. */
+static inline float ct_cpu_reduce_lanes(const float lane[8]) {
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
 void ct_cpu_matmul_fwd(float *out, const float *inp, const float *weight, const float *bias,
                        int N, int C, int OC);
 void ct_cpu_matmul_bwd(float *dinp, float *dweight, float *dbias, const float *dout,

@@ -10,19 +10,6 @@
 #include <cblas.h>
 #include <math.h>
 
-/* Max of a row, eight fixed lanes (vectorises, order independent of threads). */
-static float row_max(const float *x, int n) {
-    float lane[8];
-    for (int j = 0; j < 8; j++) lane[j] = -INFINITY;
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
-    for (; i < n; i++) lane[0] = x[i] > lane[0] ? x[i] : lane[0];
-    float m = lane[0];
-    for (int j = 1; j < 8; j++) m = lane[j] > m ? lane[j] : m;
-    return m;
-}
-
 /* x[i] = exp(x[i] - m) in place; returns the sum (eight lanes, then pairwise). */
 static float exp_and_sum(float *x, int n, float m) {
     float lane[8] = {0};
@@ -36,7 +23,7 @@ static float exp_and_sum(float *x, int n, float m) {
         x[i] = ct_cpu_exp_neg(x[i] - m);
         lane[0] += x[i];
     }
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    return ct_cpu_reduce_lanes(lane);
 }
 
 void ct_cpu_lm_head_logits(float *logits, const float *x, const float *wte, int N, int C, int V) {
@@ -67,7 +54,7 @@ void ct_cpu_lm_head_loss(float *losses, float *dx, float *dwte, const float *x, 
                 continue;
             }
             float target_logit = row[target];
-            float m = row_max(row, V);
+            float m = ct_cpu_max_lanes(row, V);
             float sum = exp_and_sum(row, V, m);
             losses[r0 + r] = (float)(log((double)sum) + m - target_logit);
             if (want_grad) {
