@@ -48,6 +48,18 @@ void ct_free(ct_mem_category category, void *ptr, size_t bytes) {
     free(ptr);
 }
 
+void ct_mem_account(ct_mem_category category, int64_t delta_bytes) {
+    size_t magnitude = (size_t)(delta_bytes < 0 ? -delta_bytes : delta_bytes);
+    if (delta_bytes < 0) {
+        atomic_fetch_sub(&current_bytes[category], magnitude);
+        atomic_fetch_sub(&total_current_bytes, magnitude);
+        return;
+    }
+    raise_peak(&peak_bytes[category],
+               atomic_fetch_add(&current_bytes[category], magnitude) + magnitude);
+    raise_peak(&total_peak_bytes, atomic_fetch_add(&total_current_bytes, magnitude) + magnitude);
+}
+
 void ct_mem_get_stats(ct_mem_stats *stats) {
     for (int c = 0; c < CT_MEM_COUNT; c++) {
         stats->current_bytes[c] = atomic_load(&current_bytes[c]);

@@ -1,65 +1,89 @@
 /*
- * Arenas: per-step bump allocation for activations and temporaries. A step's shapes do not
- * change, so after the first step (or the first reset that consolidates the blocks it chained)
- * one block holds everything and a step allocates nothing from the system.
+ * Arenas: per-step bump allocation for activations and temporaries. An arena reserves address
+ * space the size of physical memory once (PROT_NONE: no memory is committed or counted by the
+ * kernel), and makes pages accessible as the bump pointer first passes them. A step's shapes do
+ * not change, so after the first step every page a step needs is mapped and a step makes no
+ * system call and no allocation; the resident size is the true peak, never a chain of blocks.
  */
 #include "common/common.h"
 
+#include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
-struct ct_arena_block {
-    ct_arena_block *next;
-    size_t capacity_bytes;
-    size_t used_bytes;
-    size_t alloc_bytes; /* what ct_alloc was asked for, header included */
-    /* data follows, 64-byte aligned */
+/* Pages are made accessible in steps of this many bytes (fewer mprotect calls). */
+#define COMMIT_GRANULE_BYTES ((size_t)2 << 20)
+
+struct ct_arena_region {
+    char *base;
+    size_t reserved_bytes;
+    size_t committed_bytes;
 };
 
-#define BLOCK_HEADER_BYTES ((sizeof(ct_arena_block) + 63) & ~(size_t)63)
-
-static ct_arena_block *block_new(ct_mem_category category, size_t capacity_bytes) {
-    size_t alloc_bytes = BLOCK_HEADER_BYTES + capacity_bytes;
-    ct_arena_block *block = ct_alloc(category, alloc_bytes);
-    if (!block) return NULL;
-    block->capacity_bytes = capacity_bytes;
-    block->alloc_bytes = alloc_bytes;
-    return block;
+static size_t physical_memory_bytes(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (size_t)pages * (size_t)page : (size_t)16 << 30;
 }
 
-static void free_blocks(ct_arena *arena) {
-    while (arena->blocks) {
-        ct_arena_block *next = arena->blocks->next;
-        ct_free(arena->category, arena->blocks, arena->blocks->alloc_bytes);
-        arena->blocks = next;
-    }
-}
-
-void ct_arena_init(ct_arena *arena, ct_mem_category category, size_t initial_bytes) {
+void ct_arena_init(ct_arena *arena, ct_mem_category category) {
     memset(arena, 0, sizeof(*arena));
     arena->category = category;
-    if (initial_bytes) arena->blocks = block_new(category, initial_bytes);
 }
 
 void ct_arena_free(ct_arena *arena) {
-    free_blocks(arena);
+    ct_arena_region *r = arena->region;
+    if (r) {
+        ct_mem_account(arena->category, -(int64_t)r->committed_bytes);
+        munmap(r->base, r->reserved_bytes);
+        ct_free(CT_MEM_OTHER, r, sizeof(*r));
+    }
     memset(arena, 0, sizeof(*arena));
 }
 
-void *ct_arena_alloc_uninit(ct_arena *arena, size_t bytes) {
-    size_t rounded = (bytes + 63) & ~(size_t)63;
-    ct_arena_block *block = arena->blocks;
-    if (!block || block->capacity_bytes - block->used_bytes < rounded) {
-        /* Grow geometrically so warm-up chains few blocks. */
-        size_t capacity = CT_MAX(rounded, block ? 2 * block->capacity_bytes : (size_t)1 << 20);
-        ct_arena_block *fresh = block_new(arena->category, capacity);
-        if (!fresh) return NULL;
-        fresh->next = block;
-        arena->blocks = block = fresh;
+/* Reserves the address space on first use. */
+static ct_status reserve(ct_arena *arena) {
+    ct_arena_region *r = ct_alloc(CT_MEM_OTHER, sizeof(*r));
+    if (!r) return CT_ERR_NOMEM;
+    r->reserved_bytes = physical_memory_bytes();
+    r->base = mmap(NULL, r->reserved_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (r->base == MAP_FAILED) {
+        ct_free(CT_MEM_OTHER, r, sizeof(*r));
+        return ct_error(CT_ERR_NOMEM, "cannot reserve %zu bytes of address space for %s: %s",
+                        physical_memory_bytes(), ct_mem_category_name(arena->category),
+                        strerror(errno));
     }
-    void *ptr = (char *)block + BLOCK_HEADER_BYTES + block->used_bytes;
-    block->used_bytes += rounded;
-    arena->used_bytes += rounded;
-    if (arena->used_bytes > arena->peak_bytes) arena->peak_bytes = arena->used_bytes;
+    arena->region = r;
+    return CT_OK;
+}
+
+void *ct_arena_alloc_uninit(ct_arena *arena, size_t bytes) {
+    if (!arena->region && reserve(arena) != CT_OK) return NULL;
+    ct_arena_region *r = arena->region;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    size_t end = arena->used_bytes + rounded;
+    if (end > r->reserved_bytes) {
+        ct_error(CT_ERR_NOMEM, "%s need more than the machine's %zu bytes of memory",
+                 ct_mem_category_name(arena->category), r->reserved_bytes);
+        return NULL;
+    }
+    if (end > r->committed_bytes) {
+        size_t target = (end + COMMIT_GRANULE_BYTES - 1) / COMMIT_GRANULE_BYTES *
+                        COMMIT_GRANULE_BYTES;
+        target = CT_MIN(target, r->reserved_bytes);
+        if (mprotect(r->base + r->committed_bytes, target - r->committed_bytes,
+                     PROT_READ | PROT_WRITE) != 0) {
+            ct_error(CT_ERR_NOMEM, "cannot commit %zu bytes for %s: %s", target,
+                     ct_mem_category_name(arena->category), strerror(errno));
+            return NULL;
+        }
+        ct_mem_account(arena->category, (int64_t)(target - r->committed_bytes));
+        r->committed_bytes = target;
+    }
+    void *ptr = r->base + arena->used_bytes;
+    arena->used_bytes = end;
+    if (end > arena->peak_bytes) arena->peak_bytes = end;
     return ptr;
 }
 
@@ -70,14 +94,6 @@ void *ct_arena_alloc(ct_arena *arena, size_t bytes) {
 }
 
 ct_status ct_arena_reset(ct_arena *arena) {
-    if (arena->blocks && arena->blocks->next) {
-        /* Several blocks were chained: replace them by one that holds the peak. */
-        size_t capacity = arena->peak_bytes;
-        free_blocks(arena);
-        arena->blocks = block_new(arena->category, capacity);
-        if (!arena->blocks) return CT_ERR_NOMEM;
-    }
-    if (arena->blocks) arena->blocks->used_bytes = 0;
     arena->used_bytes = 0;
     return CT_OK;
 }

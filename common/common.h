@@ -96,23 +96,25 @@ typedef struct {
 } ct_mem_stats;
 
 void ct_mem_get_stats(ct_mem_stats *stats);
+/* Counts memory obtained outside ct_alloc (an arena's committed pages); delta may be negative. */
+void ct_mem_account(ct_mem_category category, int64_t delta_bytes);
 const char *ct_mem_category_name(ct_mem_category category);
 
 /* ---------------------------------------------------------------- arenas */
 
-/* A bump allocator: allocations are 64-byte aligned and zero-filled, and live until the next
- * ct_arena_reset. While warming up it grows by chaining blocks; at a reset after a step that
- * needed more than one block it replaces them with one block of the peak size, so from the
- * second step on a step of the same shape allocates nothing. */
-typedef struct ct_arena_block ct_arena_block;
+/* A bump allocator: allocations are 64-byte aligned and live until the next ct_arena_reset.
+ * It reserves address space once and commits pages as first used (counted under its
+ * category), so a step of the same shape as the last allocates nothing and resident memory is
+ * the true peak. */
+typedef struct ct_arena_region ct_arena_region;
 typedef struct {
     ct_mem_category category;
-    ct_arena_block *blocks; /* newest first */
-    size_t used_bytes;      /* in all blocks since the last reset */
-    size_t peak_bytes;      /* the most any step used */
+    ct_arena_region *region; /* NULL until the first allocation */
+    size_t used_bytes;       /* since the last reset */
+    size_t peak_bytes;       /* the most any step used */
 } ct_arena;
 
-void ct_arena_init(ct_arena *arena, ct_mem_category category, size_t initial_bytes);
+void ct_arena_init(ct_arena *arena, ct_mem_category category);
 void ct_arena_free(ct_arena *arena);
 /* Returns zeroed memory, or NULL with an error recorded when the system is out of memory. */
 void *ct_arena_alloc(ct_arena *arena, size_t bytes);

@@ -62,6 +62,31 @@ static void write_metrics(FILE *f, const ct_step_stats *s, double val_loss) {
     fflush(f);
 }
 
+/* Steps left out of the profile: the first ones fault in and consolidate the arena. */
+#define PROFILE_WARMUP_STEPS 3
+
+/* CTRAIN_PROFILE=1: where a step's time goes, per op kind (forward and backward) and for the
+ * rest of the step, averaged over the steps after warm-up. */
+static void print_profile(const ct_trainer *tr, double total_s, int steps) {
+    const ct_tape_profile *p = &tr->profile;
+    if (!tr->tape.profile || steps <= 0) return;
+    double per_step = 1e3 / steps, accounted = tr->data_s + tr->optimizer_s;
+    printf("profile (ms per step, mean of %d steps after %d warm-up):\n  %-14s %9s %9s %7s\n",
+           steps, PROFILE_WARMUP_STEPS, "op", "forward", "backward", "share");
+    for (int i = 0; i < p->n_ops; i++) {
+        double op_s = p->fwd_s[i] + p->bwd_s[i];
+        accounted += op_s;
+        printf("  %-14s %9.2f %9.2f %6.1f%%\n", p->names[i], p->fwd_s[i] * per_step,
+               p->bwd_s[i] * per_step, 100 * op_s / total_s);
+    }
+    printf("  %-14s %9.2f %9s %6.1f%%\n", "optimizer", tr->optimizer_s * per_step, "",
+           100 * tr->optimizer_s / total_s);
+    printf("  %-14s %9.2f %9s %6.1f%%\n", "data", tr->data_s * per_step, "",
+           100 * tr->data_s / total_s);
+    printf("  %-14s %9.2f %9s %6.1f%%\n", "other", (total_s - accounted) * per_step, "",
+           100 * (total_s - accounted) / total_s);
+}
+
 static int fail(const char *what) {
     ct_log(CT_LOG_ERROR, "train", "%s%s%s", what, what[0] ? ": " : "", ct_error_message());
     return 1;
@@ -85,9 +110,17 @@ int ct_train_main(const ct_job *job) {
     if (!metrics) ct_log(CT_LOG_WARN, "train", "cannot write metrics to %s", path);
 
     int code = 0;
+    double train_s = 0.0;
     for (int step = 0; step < job->train_steps; step++) {
         ct_step_stats stats;
-        if (ct_trainer_step(tr, &stats) != CT_OK) {
+        double t0 = ct_time_s();
+        if (step == PROFILE_WARMUP_STEPS) { /* restart the profile once warm */
+            memset(&tr->profile, 0, sizeof(tr->profile));
+            tr->data_s = tr->optimizer_s = train_s = 0.0;
+        }
+        ct_status status = ct_trainer_step(tr, &stats);
+        train_s += ct_time_s() - t0;
+        if (status != CT_OK) {
             code = fail("training step");
             break;
         }
@@ -111,6 +144,7 @@ int ct_train_main(const ct_job *job) {
         }
     }
     if (metrics) fclose(metrics);
+    print_profile(tr, train_s, job->train_steps - PROFILE_WARMUP_STEPS);
     if (code == 0) {
         snprintf(path, sizeof(path), "%s/final.bin", run_dir);
         if (ct_ckpt_llmc_write(path, &tr->gpt) != CT_OK) code = fail("saving final weights");

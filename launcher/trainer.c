@@ -12,6 +12,7 @@
 #include "model/model.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static ct_schedule_kind schedule_kind(const char *name) {
@@ -82,6 +83,8 @@ ct_status ct_trainer_new(ct_trainer **out, const ct_job *job) {
     CT_CHECK(open_datasets(tr));
     CT_CHECK(build_model(tr));
     ct_tape_init(&tr->tape, tr->kernels);
+    const char *profile = getenv("CTRAIN_PROFILE");
+    if (profile && profile[0] && strcmp(profile, "0") != 0) tr->tape.profile = &tr->profile;
     size_t tokens = (size_t)job->train_batch_size * job->model_seq_len;
     tr->inputs = ct_alloc(CT_MEM_DATA, sizeof(int32_t) * tokens);
     tr->targets = ct_alloc(CT_MEM_DATA, sizeof(int32_t) * tokens);
@@ -109,7 +112,9 @@ void ct_trainer_free(ct_trainer *tr) {
 static ct_status micro_step(ct_trainer *tr, int64_t step, int micro, double *loss_sum) {
     const ct_job *job = &tr->job;
     int B = job->train_batch_size, T = job->model_seq_len;
+    double t0 = ct_time_s();
     CT_CHECK(ct_data_get_batch(tr->train, &tr->sampler, step, micro, tr->inputs, tr->targets));
+    tr->data_s += ct_time_s() - t0;
     CT_CHECK(ct_tape_reset(&tr->tape));
     tr->tape.recording = true;
     float grad_scale = 1.0f / (float)job->train_grad_accum;
@@ -132,9 +137,11 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
     int step = tr->step;
     double t0 = ct_time_s();
     ct_gpt_zero_grad(&tr->gpt, tr->kernels);
+    double t_passes = ct_time_s();
     double loss_sum = 0.0;
     for (int micro = 0; micro < job->train_grad_accum; micro++)
         CT_CHECK(micro_step(tr, step, micro, &loss_sum));
+    double t_optimizer = ct_time_s();
 
     double norm = global_grad_norm(tr);
     if (!isfinite(norm))
@@ -151,7 +158,9 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
                            .weight_decay = (float)job->train_weight_decay};
     ct_adamw_step(&tr->opt, &tr->gpt, tr->params, (const float *const *)tr->grads, &hp, clip,
                   tr->kernels);
-    double dt = ct_time_s() - t0;
+    double t1 = ct_time_s();
+    double dt = t1 - t0;
+    tr->optimizer_s += (t_passes - t0) + (t1 - t_optimizer);
 
     double tokens = (double)job->train_batch_size * job->train_grad_accum * job->model_seq_len;
     memset(stats, 0, sizeof(*stats));

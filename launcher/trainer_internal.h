@@ -22,6 +22,9 @@ struct ct_trainer {
     int step;                  /* steps taken */
     double flops_per_token;
     double ceiling_gflops; /* measured sgemm rate for MFU; 0 = not measured */
+    /* CTRAIN_PROFILE=1: time per op kind (the tape's), plus the rest of the step */
+    ct_tape_profile profile;
+    double data_s, optimizer_s; /* reading batches; zero_grad + norm + AdamW */
 };
 
 #endif

@@ -109,7 +109,19 @@ struct ct_tape_node {
     void *saved; /* op-specific state from the arena */
     ct_unit *unit; /* unit markers only */
     ct_tape_node *prev;
+    int profile_slot; /* index into the tape's profile */
 };
+
+/* Time per op kind, kept when a tape is given one (CTRAIN_PROFILE=1 in the trainer): forward
+ * time is the time since the previous op or unit marker, backward the op's backward call. */
+#define CT_PROFILE_MAX_OPS 32
+typedef struct {
+    int n_ops;
+    const char *names[CT_PROFILE_MAX_OPS];
+    double fwd_s[CT_PROFILE_MAX_OPS], bwd_s[CT_PROFILE_MAX_OPS];
+    long calls[CT_PROFILE_MAX_OPS];
+    double last_mark_s;
+} ct_tape_profile;
 
 struct ct_tape {
     ct_arena arena;            /* activations, saved tensors, nodes: reset every micro-step */
@@ -118,6 +130,7 @@ struct ct_tape {
     ct_tape_node *last;        /* newest node */
     const ct_unit_hooks *hooks;
     ct_status status; /* sticky: the first failure of this pass */
+    ct_tape_profile *profile; /* NULL: no timing */
 };
 
 void ct_tape_init(ct_tape *tape, const ct_kernels *kernels);
@@ -138,9 +151,12 @@ ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *
 void *ct_tape_scratch(ct_tape *tape, size_t bytes);
 /* The tensor's gradient buffer, allocated zeroed from the arena on first use. */
 float *ct_tape_grad(ct_tape *tape, ct_tensor *t);
-/* Appends an op node when recording and any input needs a gradient; marks out->requires_grad.
- * Returns the node (to fill `saved`) or NULL when nothing was recorded. */
-ct_tape_node *ct_tape_record(ct_tape *tape, ct_backward_fn backward, ct_tensor *out,
+/* True when an op with these inputs will be recorded (the tape records and one needs a grad). */
+bool ct_tape_will_record(const ct_tape *tape, const ct_tensor *in0, const ct_tensor *in1);
+/* Appends an op node named `op` when recording and any input needs a gradient; marks
+ * out->requires_grad. Call it after the op's forward computation (profiling times the forward
+ * up to here). Returns the node (to fill `saved`) or NULL when nothing was recorded. */
+ct_tape_node *ct_tape_record(ct_tape *tape, const char *op, ct_backward_fn backward, ct_tensor *out,
                              ct_tensor *in0, ct_tensor *in1, ct_tensor *in2, ct_tensor *in3);
 
 /* Unit markers: fire pre_/post_forward hooks and record the markers for backward. */

@@ -20,9 +20,23 @@ static size_t dtype_bytes(ct_dtype dtype) {
     return dtype == CT_BF16 ? 2 : 4;
 }
 
+/* The profile slot of op `name` (slots are found by name; there are a handful of op kinds). */
+static int profile_slot(ct_tape_profile *profile, const char *name) {
+    for (int i = 0; i < profile->n_ops; i++)
+        if (profile->names[i] == name || strcmp(profile->names[i], name) == 0) return i;
+    CT_ASSERT(profile->n_ops < CT_PROFILE_MAX_OPS, "too many op kinds to profile");
+    profile->names[profile->n_ops] = name;
+    return profile->n_ops++;
+}
+
+/* Starts timing the next op's forward. */
+static void profile_mark(ct_tape *tape) {
+    if (tape->profile) tape->profile->last_mark_s = ct_time_s();
+}
+
 void ct_tape_init(ct_tape *tape, const ct_kernels *kernels) {
     memset(tape, 0, sizeof(*tape));
-    ct_arena_init(&tape->arena, CT_MEM_ACTIVATIONS, 0);
+    ct_arena_init(&tape->arena, CT_MEM_ACTIVATIONS);
     tape->kernels = kernels;
     tape->recording = true;
 }
@@ -35,6 +49,7 @@ void ct_tape_free(ct_tape *tape) {
 ct_status ct_tape_reset(ct_tape *tape) {
     tape->last = NULL;
     tape->status = CT_OK;
+    profile_mark(tape);
     return ct_arena_reset(&tape->arena);
 }
 
@@ -101,14 +116,28 @@ static ct_tape_node *append(ct_tape *tape, ct_node_kind kind) {
     return node;
 }
 
-ct_tape_node *ct_tape_record(ct_tape *tape, ct_backward_fn backward, ct_tensor *out,
-                             ct_tensor *in0, ct_tensor *in1, ct_tensor *in2, ct_tensor *in3) {
+bool ct_tape_will_record(const ct_tape *tape, const ct_tensor *in0, const ct_tensor *in1) {
+    return tape->recording && ((in0 && in0->requires_grad) || (in1 && in1->requires_grad));
+}
+
+ct_tape_node *ct_tape_record(ct_tape *tape, const char *op, ct_backward_fn backward,
+                             ct_tensor *out, ct_tensor *in0, ct_tensor *in1, ct_tensor *in2,
+                             ct_tensor *in3) {
     ct_tensor *in[4] = {in0, in1, in2, in3};
     bool needs = false;
     for (int i = 0; i < 4; i++) needs = needs || (in[i] && in[i]->requires_grad);
+    int slot = 0;
+    if (tape->profile) {
+        slot = profile_slot(tape->profile, op);
+        double now = ct_time_s();
+        tape->profile->fwd_s[slot] += now - tape->profile->last_mark_s;
+        tape->profile->calls[slot]++;
+        tape->profile->last_mark_s = now;
+    }
     if (!tape->recording || !needs) return NULL;
     ct_tape_node *node = append(tape, CT_NODE_OP);
     if (!node) return NULL;
+    node->profile_slot = slot;
     node->backward = backward;
     node->out = out;
     memcpy(node->in, in, sizeof(in));
@@ -128,6 +157,7 @@ ct_status ct_tape_unit_begin(ct_tape *tape, ct_unit *unit) {
         ct_tape_node *node = append(tape, CT_NODE_UNIT_BEGIN);
         if (node) node->unit = unit;
     }
+    profile_mark(tape);
     return tape->status;
 }
 
@@ -141,6 +171,7 @@ ct_status ct_tape_unit_end(ct_tape *tape, ct_unit *unit) {
         ct_status status = tape->hooks->post_forward(tape->hooks->ctx, unit);
         if (status) return ct_tape_fail(tape, status);
     }
+    profile_mark(tape);
     return tape->status;
 }
 
@@ -152,7 +183,13 @@ ct_status ct_tape_backward(ct_tape *tape) {
         ct_status status = CT_OK;
         switch (node->kind) {
         case CT_NODE_OP:
-            node->backward(tape, node);
+            if (tape->profile) {
+                double start = ct_time_s();
+                node->backward(tape, node);
+                tape->profile->bwd_s[node->profile_slot] += ct_time_s() - start;
+            } else {
+                node->backward(tape, node);
+            }
             break;
         case CT_NODE_UNIT_END: /* going backward, a unit's end is where its backward begins */
             if (hooks && hooks->pre_backward) status = hooks->pre_backward(hooks->ctx, node->unit);

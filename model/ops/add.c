@@ -23,6 +23,6 @@ ct_tensor *ct_op_add(ct_tape *tape, ct_tensor *a, ct_tensor *b) {
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, a->ndim, a->shape);
     if (!out) return NULL;
     tape->kernels->add_fwd(out->data, a->data, b->data, (size_t)ct_tensor_numel(a));
-    ct_tape_record(tape, add_bwd, out, a, b, NULL, NULL);
+    ct_tape_record(tape, "add", add_bwd, out, a, b, NULL, NULL);
     return out;
 }

@@ -23,6 +23,6 @@ ct_tensor *ct_op_embedding(ct_tape *tape, ct_tensor *tokens, ct_tensor *wte, ct_
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, 3, shape);
     if (!out) return NULL;
     tape->kernels->embedding_fwd(out->data, tokens->data, wte->data, wpe->data, B, T, C);
-    ct_tape_record(tape, embedding_bwd, out, tokens, wte, wpe, NULL);
+    ct_tape_record(tape, "embedding", embedding_bwd, out, tokens, wte, wpe, NULL);
     return out;
 }

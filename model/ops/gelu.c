@@ -16,6 +16,6 @@ ct_tensor *ct_op_gelu(ct_tape *tape, ct_tensor *x) {
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, x->ndim, x->shape);
     if (!out) return NULL;
     tape->kernels->gelu_fwd(out->data, x->data, (size_t)ct_tensor_numel(x));
-    ct_tape_record(tape, gelu_bwd, out, x, NULL, NULL, NULL);
+    ct_tape_record(tape, "gelu", gelu_bwd, out, x, NULL, NULL, NULL);
     return out;
 }

@@ -36,7 +36,7 @@ ct_tensor *ct_op_layernorm(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_te
     saved->rstd = stats + N;
     tape->kernels->layernorm_fwd(out->data, saved->mean, saved->rstd, x->data, weight->data,
                                  bias->data, N, C, LAYERNORM_EPS);
-    ct_tape_node *node = ct_tape_record(tape, layernorm_bwd, out, x, weight, bias, NULL);
+    ct_tape_node *node = ct_tape_record(tape, "layernorm", layernorm_bwd, out, x, weight, bias, NULL);
     if (node) node->saved = saved;
     return out;
 }

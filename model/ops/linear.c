@@ -28,6 +28,6 @@ ct_tensor *ct_op_linear(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_tenso
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, x->ndim, shape);
     if (!out) return NULL;
     tape->kernels->matmul_fwd(out->data, x->data, weight->data, bias ? bias->data : NULL, N, C, OC);
-    ct_tape_record(tape, linear_bwd, out, x, weight, bias, NULL);
+    ct_tape_record(tape, "linear", linear_bwd, out, x, weight, bias, NULL);
     return out;
 }

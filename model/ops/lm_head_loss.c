@@ -34,10 +34,13 @@ ct_tensor *ct_op_lm_head_loss(ct_tape *tape, ct_tensor *x, ct_tensor *wte, ct_te
     float *scratch = ct_tape_scratch(tape, sizeof(float) * (size_t)chunk_rows * V);
     if (!loss || !losses || !scratch) return NULL;
 
-    ct_tape_node *node = ct_tape_record(tape, lm_head_loss_bwd, loss, x, wte, targets, NULL);
+    /* Whether gradients are wanted is known before computing them; the node is recorded after
+     * the computation, as every op's is. */
+    bool wants_grad = ct_tape_will_record(tape, x, wte);
+    lm_head_saved *saved = NULL;
     float *dx = NULL, *dwte = NULL;
-    if (node) {
-        lm_head_saved *saved = ct_tape_scratch(tape, sizeof(lm_head_saved));
+    if (wants_grad) {
+        saved = ct_tape_scratch(tape, sizeof(lm_head_saved));
         if (!saved) return NULL;
         if (x->requires_grad) {
             saved->dx = ct_arena_alloc(&tape->arena, sizeof(float) * (size_t)N * C);
@@ -48,10 +51,12 @@ ct_tensor *ct_op_lm_head_loss(ct_tape *tape, ct_tensor *x, ct_tensor *wte, ct_te
             dx = saved->dx;
         }
         if (wte->requires_grad) dwte = ct_tape_grad(tape, wte);
-        node->saved = saved;
     }
     tape->kernels->lm_head_loss(losses, dx, dwte, x->data, wte->data, targets->data, N, C, V,
                                 grad_scale, scratch, chunk_rows);
+    ct_tape_node *node =
+        ct_tape_record(tape, "lm_head_loss", lm_head_loss_bwd, loss, x, wte, targets, NULL);
+    if (node) node->saved = saved;
     /* The mean in double, in index order: deterministic and independent of threads. */
     double sum = 0.0;
     int valid = 0;
