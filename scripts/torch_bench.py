@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""PyTorch reference throughput for a GPT-2 configuration (BENCH.md's side-by-side figure).
+
+    OPENBLAS_NUM_THREADS=2 python3 scripts/torch_bench.py --layers 4 --heads 4 --embd 256 \
+        --vocab 50257 --seq 128 --batch 8 --threads 2
+
+Trains the hand-written GPT-2 of scripts/torch_gpt.py in float32 on random tokens with
+AdamW (lr 6e-4, betas 0.9/0.95, eps 1e-8, weight decay 0.1 on 2-D weights, not fused) and
+gradient clipping at 1.0, as the bench/*.toml jobs do. Times every step (zero_grad, forward,
+backward, clip, optimizer step), drops the first --warmup, and prints one JSON line:
+{"tokens_per_s_median", "min", "max", "ms_median", "ms_min", "ms_max", ...}.
+
+Threads: torch.set_num_threads(--threads) sets PyTorch's own pool, but Debian's torch runs
+its GEMMs in OpenBLAS, which only OPENBLAS_NUM_THREADS reaches, and only when set before
+the process starts: the caller must set it (scripts/bench.sh does). Exits 77 when no python
+(python3, /usr/bin/python3) can import torch.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_gpt as tg  # noqa: E402  (re-executes with a python that has torch, or exits 77)
+import torch  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--layers", type=int, required=True)
+    ap.add_argument("--heads", type=int, required=True)
+    ap.add_argument("--embd", type=int, required=True)
+    ap.add_argument("--vocab", type=int, required=True)
+    ap.add_argument("--seq", type=int, required=True)
+    ap.add_argument("--batch", type=int, required=True)
+    ap.add_argument("--steps", type=int, default=13, help="steps in all, warm-up included")
+    ap.add_argument("--warmup", type=int, default=3, help="first steps left out of the figures")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    if args.steps <= args.warmup:
+        ap.error("--steps must exceed --warmup")
+
+    blas = os.environ.get("OPENBLAS_NUM_THREADS")
+    if blas != str(args.threads):
+        print("torch_bench: warning: OPENBLAS_NUM_THREADS=%s but --threads %d; set it before "
+              "starting python or the GEMMs use another thread count" % (blas, args.threads),
+              file=sys.stderr)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    model = tg.GPT(args.layers, args.heads, args.embd, args.vocab, args.seq, use_sdpa=True)
+    model.init_random(torch.Generator().manual_seed(args.seed))
+    flags = model.decay_flags()
+    groups = [{"params": [p for p, d in flags if d], "weight_decay": 0.1},
+              {"params": [p for p, d in flags if not d], "weight_decay": 0.0}]
+    kw = dict(lr=6e-4, betas=(0.9, 0.95), eps=1e-8)
+    try:
+        opt = torch.optim.AdamW(groups, fused=False, **kw)  # torch >= 2.0 has fused=
+    except TypeError:
+        opt = torch.optim.AdamW(groups, **kw)
+
+    tokens = args.batch * args.seq
+    ms = []
+    for _ in range(args.steps):
+        data = torch.randint(0, args.vocab, (args.batch, args.seq + 1))
+        x, y = data[:, :-1], data[:, 1:]
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ms.append((time.perf_counter() - t0) * 1e3)
+        print("torch_bench: step %d loss %.4f %.1f ms" % (len(ms), loss.item(), ms[-1]),
+              file=sys.stderr)
+    timed = ms[args.warmup:]
+    tps = [tokens / (m / 1e3) for m in timed]
+    print(json.dumps({
+        "tokens_per_s_median": round(statistics.median(tps), 2),
+        "min": round(min(tps), 2), "max": round(max(tps), 2),
+        "ms_median": round(statistics.median(timed), 3),
+        "ms_min": round(min(timed), 3), "ms_max": round(max(timed), 3),
+        "steps_timed": len(timed), "threads": args.threads, "openblas_num_threads": blas,
+        "params": tg.num_params(args.layers, args.embd, args.vocab, args.seq),
+        "flops_per_token": tg.flops_per_token(args.layers, args.embd, args.vocab, args.seq),
+        "torch": torch.__version__, "python": sys.executable, "sdpa": model.use_sdpa,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
