@@ -15,14 +15,22 @@ static const struct {
     const char *name;
     bool per_layer;
 } llmc_slots[] = {
-    {"wte", false},           {"wpe", false},
-    {"ln1.weight", true},     {"ln1.bias", true},
-    {"attn.qkv.weight", true}, {"attn.qkv.bias", true},
-    {"attn.proj.weight", true}, {"attn.proj.bias", true},
-    {"ln2.weight", true},     {"ln2.bias", true},
-    {"mlp.fc.weight", true},  {"mlp.fc.bias", true},
-    {"mlp.proj.weight", true}, {"mlp.proj.bias", true},
-    {"lnf.weight", false},    {"lnf.bias", false},
+    {"wte", false},
+    {"wpe", false},
+    {"ln1.weight", true},
+    {"ln1.bias", true},
+    {"attn.qkv.weight", true},
+    {"attn.qkv.bias", true},
+    {"attn.proj.weight", true},
+    {"attn.proj.bias", true},
+    {"ln2.weight", true},
+    {"ln2.bias", true},
+    {"mlp.fc.weight", true},
+    {"mlp.fc.bias", true},
+    {"mlp.proj.weight", true},
+    {"mlp.proj.bias", true},
+    {"lnf.weight", false},
+    {"lnf.bias", false},
 };
 
 typedef void (*visit_fn)(ct_tensor *param, float *file_data, int64_t numel, void *ctx);
@@ -79,8 +87,10 @@ static int padded_vocab(int V) {
 ct_status ct_ckpt_llmc_write(const char *path, const ct_gpt *gpt) {
     const ct_gpt_config *c = &gpt->config;
     int Vp = padded_vocab(c->vocab_size);
-    int32_t header[256] = {CT_LLMC_MODEL_MAGIC, CT_LLMC_MODEL_VERSION, c->seq_len, c->vocab_size,
-                           c->n_layer, c->n_head, c->n_embd, Vp};
+    int32_t header[256] = {CT_LLMC_MODEL_MAGIC, CT_LLMC_MODEL_VERSION,
+                           c->seq_len,          c->vocab_size,
+                           c->n_layer,          c->n_head,
+                           c->n_embd,           Vp};
     size_t n = (size_t)gpt->num_params;
     float *packed = ct_alloc(CT_MEM_OTHER, sizeof(float) * n);
     if (!packed) return CT_ERR_NOMEM;
@@ -104,7 +114,8 @@ ct_status ct_ckpt_llmc_write(const char *path, const ct_gpt *gpt) {
         }
         ok = ok && fwrite(packed + wte, sizeof(float), n - wte, f) == n - wte;
         ok = (fclose(f) == 0) && ok;
-        if (!ok) status = ct_error(CT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+        if (!ok)
+            status = ct_error(CT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
         else if (rename(tmp, path) != 0)
             status = ct_error(CT_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
     }
@@ -130,8 +141,11 @@ static ct_status open_checked(const char *path, FILE **file, int32_t header[256]
                         "(expected %d version %d)",
                         path, header[0], header[1], CT_LLMC_MODEL_MAGIC, CT_LLMC_MODEL_VERSION);
     }
-    *config = (ct_gpt_config){.seq_len = header[2], .vocab_size = header[3],
-                              .n_layer = header[4], .n_head = header[5], .n_embd = header[6]};
+    *config = (ct_gpt_config){.seq_len = header[2],
+                              .vocab_size = header[3],
+                              .n_layer = header[4],
+                              .n_head = header[5],
+                              .n_embd = header[6]};
     int Vp = header[7];
     ct_gpt layout;
     if (Vp < config->vocab_size || ct_gpt_init(&layout, config) != CT_OK) {
@@ -145,8 +159,9 @@ static ct_status open_checked(const char *path, FILE **file, int32_t header[256]
     ct_gpt_free(&layout);
     if ((int64_t)st.st_size - 1024 != expected) {
         fclose(f);
-        return ct_error(CT_ERR_FORMAT, "%s: header promises %lld bytes of parameters, file has %lld",
-                        path, (long long)expected, (long long)st.st_size - 1024);
+        return ct_error(CT_ERR_FORMAT,
+                        "%s: header promises %lld bytes of parameters, file has %lld", path,
+                        (long long)expected, (long long)st.st_size - 1024);
     }
     *file = f;
     return CT_OK;

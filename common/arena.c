@@ -69,8 +69,8 @@ void *ct_arena_alloc_uninit(ct_arena *arena, size_t bytes) {
         return NULL;
     }
     if (end > r->committed_bytes) {
-        size_t target = (end + COMMIT_GRANULE_BYTES - 1) / COMMIT_GRANULE_BYTES *
-                        COMMIT_GRANULE_BYTES;
+        size_t target =
+            (end + COMMIT_GRANULE_BYTES - 1) / COMMIT_GRANULE_BYTES * COMMIT_GRANULE_BYTES;
         target = CT_MIN(target, r->reserved_bytes);
         if (mprotect(r->base + r->committed_bytes, target - r->committed_bytes,
                      PROT_READ | PROT_WRITE) != 0) {

@@ -21,8 +21,8 @@ typedef struct ct_kernels {
     const char *name;
 
     /* out (N,OC) = inp (N,C) @ weight^T (OC,C) + bias (OC) [bias may be NULL] */
-    void (*matmul_fwd)(float *out, const float *inp, const float *weight, const float *bias,
-                       int N, int C, int OC);
+    void (*matmul_fwd)(float *out, const float *inp, const float *weight, const float *bias, int N,
+                       int C, int OC);
     /* dinp (N,C) += dout @ weight; dweight (OC,C) += dout^T @ inp; dbias (OC) += sum_n dout.
      * Any of dinp, dweight, dbias may be NULL (not needed). */
     void (*matmul_bwd)(float *dinp, float *dweight, float *dbias, const float *dout,
@@ -31,6 +31,7 @@ typedef struct ct_kernels {
     /* out (N,C) = (inp - mean) * rstd * weight + bias per row; saves mean (N) and rstd (N). */
     void (*layernorm_fwd)(float *out, float *mean, float *rstd, const float *inp,
                           const float *weight, const float *bias, int N, int C, float eps);
+    /* dinp (N,C), dweight and dbias (C) +=; any of them may be NULL (not needed). */
     void (*layernorm_bwd)(float *dinp, float *dweight, float *dbias, const float *dout,
                           const float *inp, const float *weight, const float *mean,
                           const float *rstd, int N, int C);
@@ -48,8 +49,8 @@ typedef struct ct_kernels {
     void (*embedding_fwd)(float *out, const int32_t *tokens, const float *wte, const float *wpe,
                           int B, int T, int C);
     /* dwte (V,C) += scatter of dout by token; dwpe (T,C) += sum over batch. Either may be NULL. */
-    void (*embedding_bwd)(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
-                          int B, int T, int C);
+    void (*embedding_bwd)(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int B,
+                          int T, int C);
 
     /* Causal self-attention. qkv (B,T,3C) holds q, k, v per position (heads of hs = C/NH
      * channels each); out (B,T,C); att (B,NH,T,T) keeps the softmax probabilities for backward

@@ -28,7 +28,8 @@ static int prepare(int argc, char **argv) {
         if (strcmp(a, "--out") == 0 || strcmp(a, "--val") == 0) {
             if (i + 1 >= argc) return ct_cli_usage_error("data", data_usage, "%s needs a value", a);
             const char *v = argv[++i];
-            if (strcmp(a, "--out") == 0) out = v;
+            if (strcmp(a, "--out") == 0)
+                out = v;
             else if (!ct_cli_parse_double(v, 0.0, 0.99, &val))
                 return ct_cli_usage_error("data", data_usage,
                                           "--val must be a fraction in [0, 0.99], got '%s'", v);

@@ -53,14 +53,18 @@ static int cli_config(int argc, char **argv) {
 
 static int cli_bench(int argc, char **argv) {
     if (argc < 1 || strcmp(argv[0], "sgemm") != 0)
-        return ct_cli_usage_error("bench", ctrain_usage, "expected 'sgemm' (comm arrives with "
-                                                         "the Distributed issue)");
+        return ct_cli_usage_error("bench", ctrain_usage,
+                                  "expected 'sgemm' (comm arrives with "
+                                  "the Distributed issue)");
     int threads = 0, size = 1024;
     for (int i = 1; i < argc; i++) {
         bool ok = i + 1 < argc;
-        if (strcmp(argv[i], "--threads") == 0 && ok) ok = ct_cli_parse_int(argv[++i], 0, 1024, &threads);
-        else if (strcmp(argv[i], "--size") == 0 && ok) ok = ct_cli_parse_int(argv[++i], 16, 16384, &size);
-        else return ct_cli_bad_flag("bench", argv[i], ctrain_usage);
+        if (strcmp(argv[i], "--threads") == 0 && ok)
+            ok = ct_cli_parse_int(argv[++i], 0, 1024, &threads);
+        else if (strcmp(argv[i], "--size") == 0 && ok)
+            ok = ct_cli_parse_int(argv[++i], 16, 16384, &size);
+        else
+            return ct_cli_bad_flag("bench", argv[i], ctrain_usage);
         if (!ok) return ct_cli_usage_error("bench", ctrain_usage, "bad value for %s", argv[i - 1]);
     }
     ct_kern_cpu_set_threads(threads);
@@ -103,7 +107,8 @@ int ct_cli_main(int argc, char **argv) {
     const char *commands[] = {"data", "sample", "train", "config", "bench", "info"};
     const char *nearest = commands[0];
     for (size_t i = 1; i < sizeof(commands) / sizeof(commands[0]); i++)
-        if (ct_edit_distance(cmd, commands[i]) < ct_edit_distance(cmd, nearest)) nearest = commands[i];
+        if (ct_edit_distance(cmd, commands[i]) < ct_edit_distance(cmd, nearest))
+            nearest = commands[i];
     fprintf(stderr, "ctrain: unknown command '%s'; did you mean '%s'?\n\n%s", cmd, nearest,
             ctrain_usage);
     return 2;

@@ -39,8 +39,10 @@ int ct_launch_main(int argc, char **argv) {
     }
     if (first >= argc) return ct_cli_usage_error("launch", launch_usage, "expected a job file");
     if (nproc != 1) {
-        fprintf(stderr, "ctrain-launch: --nproc %d: multi-rank training is not built yet (it "
-                        "arrives with the Distributed issue); use --nproc 1\n", nproc);
+        fprintf(stderr,
+                "ctrain-launch: --nproc %d: multi-rank training is not built yet (it "
+                "arrives with the Distributed issue); use --nproc 1\n",
+                nproc);
         return 2;
     }
     ct_job job;

@@ -16,7 +16,7 @@
 /* Every job.toml key, parsed and checked. Defaults come from the key table in job.c. */
 typedef struct {
     /* [model] */
-    char model_arch[CT_JOB_STR];      /* "gpt2" */
+    char model_arch[CT_JOB_STR]; /* "gpt2" */
     int model_n_layer;
     int model_n_head;
     int model_n_embd;
@@ -25,8 +25,8 @@ typedef struct {
     char model_init_from[CT_JOB_STR]; /* llm.c model file; "" = random init */
 
     /* [data] */
-    char data_train[CT_JOB_STR]; /* glob */
-    char data_val[CT_JOB_STR];   /* glob; "" = no evaluation */
+    char data_train[CT_JOB_STR];  /* glob */
+    char data_val[CT_JOB_STR];    /* glob; "" = no evaluation */
     char data_format[CT_JOB_STR]; /* "llmc" | "nanogpt" */
     bool data_shuffle;
 
@@ -90,13 +90,13 @@ typedef struct ct_trainer ct_trainer;
 
 /* What one optimizer step did. */
 typedef struct {
-    int step;           /* 0-based index of the step just taken */
-    double loss;        /* mean over the step's micro-batches */
+    int step;    /* 0-based index of the step just taken */
+    double loss; /* mean over the step's micro-batches */
     double lr;
-    double grad_norm;   /* global L2 norm before clipping */
-    double ms;          /* wall time of the step */
+    double grad_norm; /* global L2 norm before clipping */
+    double ms;        /* wall time of the step */
     double tokens_per_s;
-    double mfu;         /* model FLOPs / (ms * measured sgemm ceiling) */
+    double mfu; /* model FLOPs / (ms * measured sgemm ceiling) */
     uint64_t batch_hash;
 } ct_step_stats;
 

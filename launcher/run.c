@@ -44,8 +44,8 @@ static void print_banner(const ct_trainer *tr, const char *run_dir) {
            job->train_batch_size, job->model_seq_len, job->train_grad_accum,
            job->train_batch_size * job->model_seq_len * job->train_grad_accum, job->train_steps,
            job->train_lr, job->train_schedule, job->train_warmup_steps, job->train_min_lr);
-    printf("  sgemm ceiling %.1f GFLOP/s (1024^3, %d threads) | run dir %s\n",
-           tr->ceiling_gflops, ct_kern_cpu_threads(), run_dir);
+    printf("  sgemm ceiling %.1f GFLOP/s (1024^3, %d threads) | run dir %s\n", tr->ceiling_gflops,
+           ct_kern_cpu_threads(), run_dir);
     fflush(stdout);
 }
 
@@ -104,8 +104,10 @@ int ct_train_main(const ct_job *job) {
     tr->ceiling_gflops = ct_kern_cpu_sgemm_gflops(1024, 10); /* best of 10: the host is noisy */
     print_banner(tr, run_dir);
 
-    if (job->log_metrics[0]) snprintf(path, sizeof(path), "%s", job->log_metrics);
-    else snprintf(path, sizeof(path), "%s/metrics.jsonl", run_dir);
+    if (job->log_metrics[0])
+        snprintf(path, sizeof(path), "%s", job->log_metrics);
+    else
+        snprintf(path, sizeof(path), "%s/metrics.jsonl", run_dir);
     FILE *metrics = fopen(path, "w");
     if (!metrics) ct_log(CT_LOG_WARN, "train", "cannot write metrics to %s", path);
 
@@ -125,8 +127,9 @@ int ct_train_main(const ct_job *job) {
             break;
         }
         bool last = step + 1 == job->train_steps;
-        bool eval = tr->val && (last || (job->train_eval_every > 0 &&
-                                         (step + 1) % job->train_eval_every == 0));
+        bool eval =
+            tr->val &&
+            (last || (job->train_eval_every > 0 && (step + 1) % job->train_eval_every == 0));
         double val_loss = NAN;
         if (eval && ct_trainer_eval(tr, &val_loss) != CT_OK) {
             code = fail("evaluation");
@@ -147,8 +150,10 @@ int ct_train_main(const ct_job *job) {
     print_profile(tr, train_s, job->train_steps - PROFILE_WARMUP_STEPS);
     if (code == 0) {
         snprintf(path, sizeof(path), "%s/final.bin", run_dir);
-        if (ct_ckpt_llmc_write(path, &tr->gpt) != CT_OK) code = fail("saving final weights");
-        else printf("final weights: %s | peak RSS %.1f MiB\n", path, peak_rss_bytes() / 1048576.0);
+        if (ct_ckpt_llmc_write(path, &tr->gpt) != CT_OK)
+            code = fail("saving final weights");
+        else
+            printf("final weights: %s | peak RSS %.1f MiB\n", path, peak_rss_bytes() / 1048576.0);
     }
     ct_trainer_free(tr);
     return code;

@@ -120,8 +120,10 @@ static int read_prompt(const sample_options *o, int V, int32_t *context, int cap
         }
     } else if (o->prompt) {
         if (V < 256) {
-            fprintf(stderr, "ctrain sample: --prompt needs a byte-level model (vocabulary >= 256, "
-                            "this one has %d); use --prompt-ids\n", V);
+            fprintf(stderr,
+                    "ctrain sample: --prompt needs a byte-level model (vocabulary >= 256, "
+                    "this one has %d); use --prompt-ids\n",
+                    V);
             return -1;
         }
         for (const unsigned char *p = (const unsigned char *)o->prompt; *p && n < capacity; p++)
@@ -163,8 +165,10 @@ int ct_cli_sample(int argc, char **argv) {
             int next = draw_token(logits + (size_t)(T - 1) * V, V, o.temperature, o.top_k,
                                   ct_rng_uniform(key, (uint64_t)i));
             tokens[n++] = next;
-            if (bytes) fputc(next, stdout);
-            else printf("%s%d", i ? "," : "", next);
+            if (bytes)
+                fputc(next, stdout);
+            else
+                printf("%s%d", i ? "," : "", next);
             fflush(stdout);
         }
         printf("\n");

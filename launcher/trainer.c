@@ -145,8 +145,9 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
 
     double norm = global_grad_norm(tr);
     if (!isfinite(norm))
-        return ct_error(CT_ERR_INVALID, "step %d: gradient norm is %f (loss %f): training "
-                                        "diverged; lower train.lr or set train.grad_clip",
+        return ct_error(CT_ERR_INVALID,
+                        "step %d: gradient norm is %f (loss %f): training "
+                        "diverged; lower train.lr or set train.grad_clip",
                         step, norm, loss_sum / job->train_grad_accum);
     float clip = ct_clip_scale(norm, job->train_grad_clip);
     double lr = ct_lr_at(schedule_kind(job->train_schedule), job->train_lr, job->train_min_lr,
@@ -187,8 +188,8 @@ ct_status ct_trainer_eval(ct_trainer *tr, double *val_loss) {
         CT_CHECK(ct_data_get_batch(tr->val, &tr->val_sampler, i, 0, tr->inputs, tr->targets));
         CT_CHECK(ct_tape_reset(&tr->tape));
         tr->tape.recording = false;
-        ct_tensor *loss = ct_gpt_forward_loss(&tr->gpt, &tr->tape, tr->inputs, tr->targets, B, T,
-                                              1.0f);
+        ct_tensor *loss =
+            ct_gpt_forward_loss(&tr->gpt, &tr->tape, tr->inputs, tr->targets, B, T, 1.0f);
         tr->tape.recording = true;
         if (!loss) return ct_tape_status(&tr->tape);
         sum += *(float *)loss->data;

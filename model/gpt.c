@@ -60,8 +60,9 @@ ct_status ct_gpt_init(ct_gpt *gpt, const ct_gpt_config *config) {
     memset(gpt, 0, sizeof(*gpt));
     const ct_gpt_config *c = config;
     if (c->n_layer < 1 || c->n_head < 1 || c->n_embd < 1 || c->vocab_size < 1 || c->seq_len < 1)
-        return ct_error(CT_ERR_INVALID, "model sizes must be positive (n_layer %d, n_head %d, "
-                                        "n_embd %d, vocab_size %d, seq_len %d)",
+        return ct_error(CT_ERR_INVALID,
+                        "model sizes must be positive (n_layer %d, n_head %d, "
+                        "n_embd %d, vocab_size %d, seq_len %d)",
                         c->n_layer, c->n_head, c->n_embd, c->vocab_size, c->seq_len);
     if (c->n_embd % c->n_head != 0)
         return ct_error(CT_ERR_INVALID, "n_embd %d is not divisible by n_head %d", c->n_embd,
@@ -71,7 +72,8 @@ ct_status ct_gpt_init(ct_gpt *gpt, const ct_gpt_config *config) {
     gpt->units = ct_alloc(CT_MEM_OTHER, sizeof(ct_unit) * (size_t)gpt->n_units);
     if (!gpt->units) return CT_ERR_NOMEM;
     layout_embed(&gpt->units[0], c);
-    for (int l = 0; l < c->n_layer; l++) layout_block(&gpt->units[1 + l], c, l);
+    for (int l = 0; l < c->n_layer; l++)
+        layout_block(&gpt->units[1 + l], c, l);
     for (int u = 0; u < gpt->n_units; u++) {
         gpt->units[u].index = u;
         gpt->num_params += gpt->units[u].numel;
@@ -168,7 +170,8 @@ static ct_tensor *block_fwd(ct_gpt *gpt, ct_tape *tape, ct_unit *unit, ct_tensor
 /* Everything up to the final LayerNorm's output (B,T,C); leaves the embed unit entered for
  * the second time so the caller applies the head inside it. */
 static ct_tensor *trunk_fwd(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs, int B, int T) {
-    for (int u = 0; u < gpt->n_units; u++) gpt->units[u].uses_this_pass = 0;
+    for (int u = 0; u < gpt->n_units; u++)
+        gpt->units[u].uses_this_pass = 0;
     if (T > gpt->config.seq_len) {
         ct_error(CT_ERR_INVALID, "sequence length %d exceeds model.seq_len %d", T,
                  gpt->config.seq_len);
@@ -181,7 +184,8 @@ static ct_tensor *trunk_fwd(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs, i
     if (ct_tape_unit_begin(tape, embed)) return NULL;
     ct_tensor *x = ct_op_embedding(tape, tokens, &embed->tensors[0], &embed->tensors[1]);
     if (ct_tape_unit_end(tape, embed)) return NULL;
-    for (int l = 0; l < gpt->config.n_layer; l++) x = block_fwd(gpt, tape, &gpt->units[1 + l], x);
+    for (int l = 0; l < gpt->config.n_layer; l++)
+        x = block_fwd(gpt, tape, &gpt->units[1 + l], x);
     if (ct_tape_unit_begin(tape, embed)) return NULL;
     return ct_op_layernorm(tape, x, &embed->tensors[2], &embed->tensors[3]);
 }

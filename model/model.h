@@ -70,12 +70,12 @@ typedef struct ct_unit {
     int n_params;
     ct_param_desc params[CT_UNIT_MAX_PARAMS];
     ct_tensor tensors[CT_UNIT_MAX_PARAMS]; /* views into data / grad */
-    int64_t numel;       /* sum of the parameters' sizes */
-    float *data;         /* numel floats: the full parameters while this rank holds them */
-    float *grad;         /* numel floats: the full gradient while this rank holds it */
-    int uses_per_pass;   /* forward uses per pass: 2 for the tied embedding unit */
-    bool recompute;      /* activation checkpointing (arrives with the Precision & memory issue) */
-    int uses_this_pass;  /* counted by the tape's markers */
+    int64_t numel;                         /* sum of the parameters' sizes */
+    float *data;        /* numel floats: the full parameters while this rank holds them */
+    float *grad;        /* numel floats: the full gradient while this rank holds it */
+    int uses_per_pass;  /* forward uses per pass: 2 for the tied embedding unit */
+    bool recompute;     /* activation checkpointing (arrives with the Precision & memory issue) */
+    int uses_this_pass; /* counted by the tape's markers */
 } ct_unit;
 
 /* Points the unit's parameter and gradient views at `data` and `grad` (numel floats each;
@@ -106,7 +106,7 @@ struct ct_tape_node {
     ct_backward_fn backward; /* ops only */
     ct_tensor *out;
     ct_tensor *in[4];
-    void *saved; /* op-specific state from the arena */
+    void *saved;   /* op-specific state from the arena */
     ct_unit *unit; /* unit markers only */
     ct_tape_node *prev;
     int profile_slot; /* index into the tape's profile */
@@ -129,7 +129,7 @@ struct ct_tape {
     bool recording;            /* false: forward only (evaluation, sampling) */
     ct_tape_node *last;        /* newest node */
     const ct_unit_hooks *hooks;
-    ct_status status; /* sticky: the first failure of this pass */
+    ct_status status;         /* sticky: the first failure of this pass */
     ct_tape_profile *profile; /* NULL: no timing */
 };
 
@@ -145,8 +145,7 @@ ct_status ct_tape_fail(ct_tape *tape, ct_status status);
  * NULL on failure (recorded). */
 ct_tensor *ct_tape_tensor(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape);
 /* A view onto caller memory (inputs such as token ids). */
-ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape,
-                        void *data);
+ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape, void *data);
 /* Scratch memory from the arena, for an op's saved state. */
 void *ct_tape_scratch(ct_tape *tape, size_t bytes);
 /* The tensor's gradient buffer, allocated zeroed from the arena on first use. */

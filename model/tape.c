@@ -12,7 +12,8 @@
 
 int64_t ct_tensor_numel(const ct_tensor *t) {
     int64_t n = 1;
-    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+    for (int d = 0; d < t->ndim; d++)
+        n *= t->shape[d];
     return n;
 }
 
@@ -76,7 +77,8 @@ static ct_tensor *new_header(ct_tape *tape, ct_dtype dtype, int ndim, const int6
         return NULL;
     }
     t->ndim = ndim;
-    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+    for (int d = 0; d < ndim; d++)
+        t->shape[d] = shape[d];
     t->dtype = dtype;
     return t;
 }
@@ -89,8 +91,7 @@ ct_tensor *ct_tape_tensor(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t
     return t->data ? t : NULL;
 }
 
-ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape,
-                        void *data) {
+ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape, void *data) {
     ct_tensor *t = new_header(tape, dtype, ndim, shape);
     if (t) t->data = data;
     return t;
@@ -120,12 +121,12 @@ bool ct_tape_will_record(const ct_tape *tape, const ct_tensor *in0, const ct_ten
     return tape->recording && ((in0 && in0->requires_grad) || (in1 && in1->requires_grad));
 }
 
-ct_tape_node *ct_tape_record(ct_tape *tape, const char *op, ct_backward_fn backward,
-                             ct_tensor *out, ct_tensor *in0, ct_tensor *in1, ct_tensor *in2,
-                             ct_tensor *in3) {
+ct_tape_node *ct_tape_record(ct_tape *tape, const char *op, ct_backward_fn backward, ct_tensor *out,
+                             ct_tensor *in0, ct_tensor *in1, ct_tensor *in2, ct_tensor *in3) {
     ct_tensor *in[4] = {in0, in1, in2, in3};
     bool needs = false;
-    for (int i = 0; i < 4; i++) needs = needs || (in[i] && in[i]->requires_grad);
+    for (int i = 0; i < 4; i++)
+        needs = needs || (in[i] && in[i]->requires_grad);
     int slot = 0;
     if (tape->profile) {
         slot = profile_slot(tape->profile, op);

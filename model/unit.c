@@ -12,7 +12,8 @@ void ct_unit_bind(ct_unit *unit, float *data, float *grad) {
         const ct_param_desc *desc = &unit->params[p];
         ct_tensor *t = &unit->tensors[p];
         t->ndim = desc->ndim;
-        for (int d = 0; d < desc->ndim; d++) t->shape[d] = desc->shape[d];
+        for (int d = 0; d < desc->ndim; d++)
+            t->shape[d] = desc->shape[d];
         t->dtype = CT_F32;
         t->device = CT_DEVICE_CPU;
         t->data = data ? data + desc->offset : NULL;

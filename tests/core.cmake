@@ -15,3 +15,8 @@ set_tests_properties(test_layering PROPERTIES LABELS unit TIMEOUT 60)
 
 # Command-line behaviour: bad flags, job files and data give messages and non-zero exits.
 ct_script_test(test_cli cli_errors.sh cli)
+
+# Formatting: the committed .clang-format applies to every C and CUDA file.
+add_test(NAME test_format COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_format.sh
+         ${CMAKE_SOURCE_DIR})
+set_tests_properties(test_format PROPERTIES LABELS unit TIMEOUT 120 SKIP_RETURN_CODE 77)

@@ -23,25 +23,45 @@ typedef struct {
 } parity_args;
 
 static int parse(int argc, char **argv, parity_args *a) {
-    *a = (parity_args){.steps = 10, .warmup = 0, .lr = 1e-3, .min_lr = 1e-4, .grad_clip = 1.0,
-                       .weight_decay = 0.1, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8};
+    *a = (parity_args){.steps = 10,
+                       .warmup = 0,
+                       .lr = 1e-3,
+                       .min_lr = 1e-4,
+                       .grad_clip = 1.0,
+                       .weight_decay = 0.1,
+                       .beta1 = 0.9,
+                       .beta2 = 0.95,
+                       .eps = 1e-8};
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
-        if (!strcmp(k, "--model")) a->model = v;
-        else if (!strcmp(k, "--batch")) a->batch = v;
-        else if (!strcmp(k, "--out")) a->out = v;
-        else if (!strcmp(k, "--steps")) a->steps = atoi(v);
-        else if (!strcmp(k, "--warmup")) a->warmup = atoi(v);
-        else if (!strcmp(k, "--lr")) a->lr = atof(v);
-        else if (!strcmp(k, "--min-lr")) a->min_lr = atof(v);
-        else if (!strcmp(k, "--grad-clip")) a->grad_clip = atof(v);
-        else if (!strcmp(k, "--weight-decay")) a->weight_decay = atof(v);
-        else if (!strcmp(k, "--beta1")) a->beta1 = atof(v);
-        else if (!strcmp(k, "--beta2")) a->beta2 = atof(v);
-        else if (!strcmp(k, "--eps")) a->eps = atof(v);
+        if (!strcmp(k, "--model"))
+            a->model = v;
+        else if (!strcmp(k, "--batch"))
+            a->batch = v;
+        else if (!strcmp(k, "--out"))
+            a->out = v;
+        else if (!strcmp(k, "--steps"))
+            a->steps = atoi(v);
+        else if (!strcmp(k, "--warmup"))
+            a->warmup = atoi(v);
+        else if (!strcmp(k, "--lr"))
+            a->lr = atof(v);
+        else if (!strcmp(k, "--min-lr"))
+            a->min_lr = atof(v);
+        else if (!strcmp(k, "--grad-clip"))
+            a->grad_clip = atof(v);
+        else if (!strcmp(k, "--weight-decay"))
+            a->weight_decay = atof(v);
+        else if (!strcmp(k, "--beta1"))
+            a->beta1 = atof(v);
+        else if (!strcmp(k, "--beta2"))
+            a->beta2 = atof(v);
+        else if (!strcmp(k, "--eps"))
+            a->eps = atof(v);
         else if (!strcmp(k, "--schedule")) {
             if (strcmp(v, "cosine") != 0) return fprintf(stderr, "only cosine\n"), 1;
-        } else return fprintf(stderr, "ct-parity: unknown flag %s\n", k), 1;
+        } else
+            return fprintf(stderr, "ct-parity: unknown flag %s\n", k), 1;
     }
     if (!a->model || !a->batch || !a->out)
         return fprintf(stderr, "usage: ct-parity --model M --batch B --out O [...]\n"), 1;
@@ -78,8 +98,7 @@ static double grad_norm(const ct_gpt *gpt, const ct_kernels *k) {
 static float loss_and_grads(ct_gpt *gpt, ct_tape *tape, const int32_t *tokens, int B, int T) {
     ct_gpt_zero_grad(gpt, tape->kernels);
     ct_tape_reset(tape);
-    ct_tensor *loss =
-        ct_gpt_forward_loss(gpt, tape, tokens, tokens + (size_t)B * T, B, T, 1.0f);
+    ct_tensor *loss = ct_gpt_forward_loss(gpt, tape, tokens, tokens + (size_t)B * T, B, T, 1.0f);
     if (!loss || ct_tape_backward(tape) != CT_OK) {
         fprintf(stderr, "ct-parity: forward/backward failed: %s\n", ct_error_message());
         exit(1);
@@ -128,7 +147,9 @@ int main(int argc, char **argv) {
         fwrite(&step_loss, sizeof(float), 1, out);
         ct_adamw_hparams hp = {
             .lr = (float)ct_lr_at(CT_SCHEDULE_COSINE, a.lr, a.min_lr, a.warmup, a.steps, s),
-            .beta1 = (float)a.beta1, .beta2 = (float)a.beta2, .eps = (float)a.eps,
+            .beta1 = (float)a.beta1,
+            .beta2 = (float)a.beta2,
+            .eps = (float)a.eps,
             .weight_decay = (float)a.weight_decay};
         float clip = ct_clip_scale(grad_norm(&gpt, k), a.grad_clip);
         ct_adamw_step(&opt, &gpt, params, grads, &hp, clip, k);

@@ -171,11 +171,13 @@ static void test_warm_step_allocates_nothing(void) {
     job.train_grad_accum = 2;
     ct_trainer *tr = new_trainer(&job);
     ct_step_stats s;
-    for (int i = 0; i < 3; i++) CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
+    for (int i = 0; i < 3; i++)
+        CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
     ct_mem_stats before, after;
     ct_mem_get_stats(&before);
     long libc_before = libc_allocations;
-    for (int i = 0; i < 5; i++) CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
+    for (int i = 0; i < 5; i++)
+        CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
     ct_mem_get_stats(&after);
     CU_ASSERT_EQUAL(after.allocations, before.allocations);
     CU_ASSERT_EQUAL(libc_allocations, libc_before);

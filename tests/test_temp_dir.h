@@ -17,8 +17,7 @@ static inline void make_temp_dir(void) {
     CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(temp_dir));
 }
 
-static inline int remove_entry(const char *path, const struct stat *st, int flag,
-                               struct FTW *ftw) {
+static inline int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st, (void)flag, (void)ftw;
     return remove(path);
 }

@@ -4,8 +4,8 @@
  * same time (no BLAS call is made inside an OpenMP region), so they do not oversubscribe.
  */
 #include "common/common.h"
-#include "kernels/kernels.h"
 #include "kernels/cpu/cpu_internal.h"
+#include "kernels/kernels.h"
 
 #include <cblas.h>
 #include <omp.h>

@@ -37,23 +37,28 @@ static inline float ct_cpu_exp_neg(float x) {
 /* Max of x[0..n) in eight fixed lanes: vectorises, and the order does not depend on threads. */
 static inline float ct_cpu_max_lanes(const float *x, int n) {
     float lane[8];
-    for (int j = 0; j < 8; j++) lane[j] = -INFINITY;
+    for (int j = 0; j < 8; j++)
+        lane[j] = -INFINITY;
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
-    for (; i < n; i++) lane[0] = x[i] > lane[0] ? x[i] : lane[0];
+        for (int j = 0; j < 8; j++)
+            lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+    for (; i < n; i++)
+        lane[0] = x[i] > lane[0] ? x[i] : lane[0];
     float m = lane[0];
-    for (int j = 1; j < 8; j++) m = lane[j] > m ? lane[j] : m;
+    for (int j = 1; j < 8; j++)
+        m = lane[j] > m ? lane[j] : m;
     return m;
 }
 
 /* The eight lanes of a sum, added pairwise in a fixed order. */
 static inline float ct_cpu_reduce_lanes(const float lane[8]) {
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+           ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-void ct_cpu_matmul_fwd(float *out, const float *inp, const float *weight, const float *bias,
-                       int N, int C, int OC);
+void ct_cpu_matmul_fwd(float *out, const float *inp, const float *weight, const float *bias, int N,
+                       int C, int OC);
 void ct_cpu_matmul_bwd(float *dinp, float *dweight, float *dbias, const float *dout,
                        const float *inp, const float *weight, int N, int C, int OC);
 void ct_cpu_layernorm_fwd(float *out, float *mean, float *rstd, const float *inp,
@@ -67,8 +72,8 @@ void ct_cpu_add_fwd(float *out, const float *a, const float *b, size_t n);
 void ct_cpu_add_inplace(float *y, const float *x, size_t n);
 void ct_cpu_embedding_fwd(float *out, const int32_t *tokens, const float *wte, const float *wpe,
                           int B, int T, int C);
-void ct_cpu_embedding_bwd(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
-                          int B, int T, int C);
+void ct_cpu_embedding_bwd(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int B,
+                          int T, int C);
 void ct_cpu_attention_fwd(float *out, float *att, const float *qkv, float *scratch, int B, int T,
                           int C, int NH);
 void ct_cpu_attention_bwd(float *dqkv, const float *dout, const float *qkv, const float *att,

@@ -30,25 +30,28 @@ void ct_cpu_gelu_bwd(float *dinp, const float *inp, const float *dout, size_t n)
         float u = GELU_SCALE * (x + 0.044715f * x * x * x);
         float t = tanh_vec(u);
         float sech2 = 1.0f - t * t;
-        float local = 0.5f * (1.0f + t) + 0.5f * x * sech2 * GELU_SCALE *
-                                              (1.0f + 3.0f * 0.044715f * x * x);
+        float local =
+            0.5f * (1.0f + t) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
         dinp[i] += local * dout[i];
     }
 }
 
 void ct_cpu_add_fwd(float *out, const float *a, const float *b, size_t n) {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    for (size_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
 }
 
 void ct_cpu_add_inplace(float *y, const float *x, size_t n) {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) y[i] += x[i];
+    for (size_t i = 0; i < n; i++)
+        y[i] += x[i];
 }
 
 void ct_cpu_scale(float *x, size_t n, float scale) {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) x[i] *= scale;
+    for (size_t i = 0; i < n; i++)
+        x[i] *= scale;
 }
 
 double ct_cpu_sum_squares(const float *x, size_t n) {
@@ -64,10 +67,12 @@ double ct_cpu_sum_squares(const float *x, size_t n) {
         for (size_t b = 0; b < count; b++) {
             size_t lo = (base + b) * BLOCK, hi = lo + BLOCK < n ? lo + BLOCK : n;
             double acc = 0.0;
-            for (size_t i = lo; i < hi; i++) acc += (double)x[i] * x[i];
+            for (size_t i = lo; i < hi; i++)
+                acc += (double)x[i] * x[i];
             partial[b] = acc;
         }
-        for (size_t b = 0; b < count; b++) total += partial[b];
+        for (size_t b = 0; b < count; b++)
+            total += partial[b];
     }
     return total;
 }

@@ -13,12 +13,13 @@ void ct_cpu_embedding_fwd(float *out, const int32_t *tokens, const float *wte, c
         const float *te = wte + (size_t)tokens[bt] * C;
         const float *pe = wpe + (size_t)(bt % T) * C;
         float *o = out + (size_t)bt * C;
-        for (int i = 0; i < C; i++) o[i] = te[i] + pe[i];
+        for (int i = 0; i < C; i++)
+            o[i] = te[i] + pe[i];
     }
 }
 
-void ct_cpu_embedding_bwd(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
-                          int B, int T, int C) {
+void ct_cpu_embedding_bwd(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int B,
+                          int T, int C) {
     int blocks = (C + 31) / 32;
     if (dwte) {
 #pragma omp parallel for schedule(static)
@@ -27,7 +28,8 @@ void ct_cpu_embedding_bwd(float *dwte, float *dwpe, const float *dout, const int
             for (int bt = 0; bt < B * T; bt++) {
                 float *dst = dwte + (size_t)tokens[bt] * C;
                 const float *src = dout + (size_t)bt * C;
-                for (int i = lo; i < hi; i++) dst[i] += src[i];
+                for (int i = lo; i < hi; i++)
+                    dst[i] += src[i];
             }
         }
     }
@@ -37,7 +39,8 @@ void ct_cpu_embedding_bwd(float *dwte, float *dwpe, const float *dout, const int
             float *dst = dwpe + (size_t)t * C;
             for (int b = 0; b < B; b++) {
                 const float *src = dout + ((size_t)b * T + t) * C;
-                for (int i = 0; i < C; i++) dst[i] += src[i];
+                for (int i = 0; i < C; i++)
+                    dst[i] += src[i];
             }
         }
     }

@@ -36,7 +36,8 @@ void ct_cpu_lm_head_loss(float *losses, float *dx, float *dwte, const float *x, 
                          const int32_t *targets, int N, int C, int V, float grad_scale,
                          float *scratch, int chunk_rows) {
     int valid = 0;
-    for (int n = 0; n < N; n++) valid += targets[n] >= 0;
+    for (int n = 0; n < N; n++)
+        valid += targets[n] >= 0;
     float coef = valid > 0 ? grad_scale / (float)valid : 0.0f;
     int want_grad = dx != NULL || dwte != NULL;
     for (int r0 = 0; r0 < N; r0 += chunk_rows) {
@@ -50,7 +51,8 @@ void ct_cpu_lm_head_loss(float *losses, float *dx, float *dwte, const float *x, 
             if (target < 0) {
                 losses[r0 + r] = 0.0f;
                 if (want_grad)
-                    for (int j = 0; j < V; j++) row[j] = 0.0f;
+                    for (int j = 0; j < V; j++)
+                        row[j] = 0.0f;
                 continue;
             }
             float target_logit = row[target];
@@ -60,7 +62,8 @@ void ct_cpu_lm_head_loss(float *losses, float *dx, float *dwte, const float *x, 
             if (want_grad) {
                 /* d(loss)/d(logit_j) = coef * (softmax_j - [j == target]) */
                 float s = coef / sum;
-                for (int j = 0; j < V; j++) row[j] *= s;
+                for (int j = 0; j < V; j++)
+                    row[j] *= s;
                 row[target] -= coef;
             }
         }

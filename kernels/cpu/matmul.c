@@ -6,12 +6,13 @@
 
 #include <cblas.h>
 
-void ct_cpu_matmul_fwd(float *out, const float *inp, const float *weight, const float *bias,
-                       int N, int C, int OC) {
+void ct_cpu_matmul_fwd(float *out, const float *inp, const float *weight, const float *bias, int N,
+                       int C, int OC) {
     // inp is (N,C), weight (OC,C), out (N,OC)
     if (bias) {
 #pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, sizeof(float) * OC);
+        for (int n = 0; n < N; n++)
+            memcpy(out + (size_t)n * OC, bias, sizeof(float) * OC);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C,
                 bias ? 1.0f : 0.0f, out, OC);
@@ -21,11 +22,11 @@ void ct_cpu_matmul_bwd(float *dinp, float *dweight, float *dbias, const float *d
                        const float *inp, const float *weight, int N, int C, int OC) {
     // dout is (N,OC): dinp (N,C) += dout @ weight; dweight (OC,C) += dout^T @ inp
     if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight,
-                    C, 1.0f, dinp, C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C,
+                    1.0f, dinp, C);
     if (dweight)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C,
-                    1.0f, dweight, C);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f,
+                    dweight, C);
     if (dbias) {
         /* Each thread owns a block of 64 columns and sums every row into it in order. */
         int blocks = (OC + 63) / 64;
@@ -33,12 +34,15 @@ void ct_cpu_matmul_bwd(float *dinp, float *dweight, float *dbias, const float *d
         for (int blk = 0; blk < blocks; blk++) {
             int lo = blk * 64, hi = lo + 64 < OC ? lo + 64 : OC;
             float acc[64];
-            for (int o = lo; o < hi; o++) acc[o - lo] = dbias[o];
+            for (int o = lo; o < hi; o++)
+                acc[o - lo] = dbias[o];
             for (int n = 0; n < N; n++) {
                 const float *row = dout + (size_t)n * OC;
-                for (int o = lo; o < hi; o++) acc[o - lo] += row[o];
+                for (int o = lo; o < hi; o++)
+                    acc[o - lo] += row[o];
             }
-            for (int o = lo; o < hi; o++) dbias[o] = acc[o - lo];
+            for (int o = lo; o < hi; o++)
+                dbias[o] = acc[o - lo];
         }
     }
 }

@@ -20,9 +20,9 @@ extern "C" void ct_kern_cuda_describe(char *info, size_t info_bytes, int *device
     size_t lt = cublasLtGetVersion();
     int count = 0;
     cudaError_t err = cudaGetDeviceCount(&count);
-    size_t used = (size_t)snprintf(info, info_bytes,
-                                   "CUDA runtime %d, driver %d, NCCL %d, cuBLASLt %zu; ", runtime,
-                                   driver, nccl, lt);
+    size_t used =
+        (size_t)snprintf(info, info_bytes, "CUDA runtime %d, driver %d, NCCL %d, cuBLASLt %zu; ",
+                         runtime, driver, nccl, lt);
     if (err != cudaSuccess) {
         snprintf(info + used, info_bytes - used, "no device: %s", cudaGetErrorString(err));
         *device_count = 0;
@@ -31,8 +31,8 @@ extern "C" void ct_kern_cuda_describe(char *info, size_t info_bytes, int *device
     for (int d = 0; d < count && used < info_bytes; d++) {
         cudaDeviceProp prop;
         if (cudaGetDeviceProperties(&prop, d) != cudaSuccess) continue;
-        used += (size_t)snprintf(info + used, info_bytes - used, "%sdevice %d: %s, %.1f GiB, sm_%d%d",
-                                 d ? "; " : "", d, prop.name,
+        used += (size_t)snprintf(info + used, info_bytes - used,
+                                 "%sdevice %d: %s, %.1f GiB, sm_%d%d", d ? "; " : "", d, prop.name,
                                  (double)prop.totalGlobalMem / (1 << 30), prop.major, prop.minor);
     }
     *device_count = count;

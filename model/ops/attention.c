@@ -38,7 +38,8 @@ ct_tensor *ct_op_attention(ct_tape *tape, ct_tensor *qkv, int n_head) {
     saved->att = att;
     saved->n_head = n_head;
     tape->kernels->attention_fwd(out->data, att, qkv->data, scratch, B, T, C, n_head);
-    ct_tape_node *node = ct_tape_record(tape, "attention", attention_bwd, out, qkv, NULL, NULL, NULL);
+    ct_tape_node *node =
+        ct_tape_record(tape, "attention", attention_bwd, out, qkv, NULL, NULL, NULL);
     if (node) node->saved = saved;
     return out;
 }

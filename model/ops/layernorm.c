@@ -15,9 +15,10 @@ static void layernorm_bwd(ct_tape *tape, ct_tape_node *node) {
     layernorm_saved *saved = node->saved;
     int C = (int)x->shape[x->ndim - 1];
     int N = (int)(ct_tensor_numel(x) / C);
-    float *dx = ct_tape_grad(tape, x);
-    float *dw = ct_tape_grad(tape, w), *db = ct_tape_grad(tape, b);
-    if (!dx || !dw || !db) return;
+    float *dx = x->requires_grad ? ct_tape_grad(tape, x) : NULL;
+    float *dw = w->requires_grad ? ct_tape_grad(tape, w) : NULL;
+    float *db = b->requires_grad ? ct_tape_grad(tape, b) : NULL;
+    if (tape->status) return;
     tape->kernels->layernorm_bwd(dx, dw, db, out->grad, x->data, w->data, saved->mean, saved->rstd,
                                  N, C);
 }
@@ -36,7 +37,8 @@ ct_tensor *ct_op_layernorm(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_te
     saved->rstd = stats + N;
     tape->kernels->layernorm_fwd(out->data, saved->mean, saved->rstd, x->data, weight->data,
                                  bias->data, N, C, LAYERNORM_EPS);
-    ct_tape_node *node = ct_tape_record(tape, "layernorm", layernorm_bwd, out, x, weight, bias, NULL);
+    ct_tape_node *node =
+        ct_tape_record(tape, "layernorm", layernorm_bwd, out, x, weight, bias, NULL);
     if (node) node->saved = saved;
     return out;
 }

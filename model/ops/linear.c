@@ -23,7 +23,8 @@ ct_tensor *ct_op_linear(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_tenso
               (long long)x->shape[x->ndim - 1], C);
     int N = (int)(ct_tensor_numel(x) / C);
     int64_t shape[CT_MAX_DIMS];
-    for (int d = 0; d < x->ndim; d++) shape[d] = x->shape[d];
+    for (int d = 0; d < x->ndim; d++)
+        shape[d] = x->shape[d];
     shape[x->ndim - 1] = OC;
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, x->ndim, shape);
     if (!out) return NULL;
