@@ -1,9 +1,11 @@
 /*
  * `ctrain`: the toolbox. Subcommands: data (make shards), sample (generate text), info (what
  * this build and machine have), config (key reference, resolved job), bench (the sgemm ceiling),
- * train (run a job in this process: what ctrain-launch runs for each rank).
+ * worker (train as one rank of an MPI job, or alone: what ctrain-launch runs for each rank; `train`
+ * is the same command).
  */
 #include "kernels/kernels.h"
+#include "launcher/launch_internal.h"
 #include "launcher/launcher.h"
 #include "launcher/launcher_internal.h"
 
@@ -16,7 +18,8 @@ static const char *ctrain_usage =
     "commands:\n"
     "  data prepare|synth ...   make token shards (ctrain data --help)\n"
     "  sample --init FILE ...   generate text from a model file (ctrain sample --help)\n"
-    "  train JOB.toml [k=v ...] train in this process (ctrain-launch runs this per rank)\n"
+    "  worker JOB.toml [k=v ...]  train as one rank of the MPI job around it (mpirun, srun,\n"
+    "                           ctrain-launch), or alone outside one; `train` is the same\n"
     "  config docs              print the job.toml key reference (docs/config.md)\n"
     "  config show JOB.toml [k=v ...]  print the job with defaults and overrides applied\n"
     "  bench sgemm [--threads N] [--size N]  the sgemm rate MFU is measured against\n"
@@ -74,16 +77,6 @@ static int cli_bench(int argc, char **argv) {
     return 0;
 }
 
-static int cli_train(int argc, char **argv) {
-    if (argc < 1) return ct_cli_usage_error("train", ctrain_usage, "expected a job file");
-    ct_job job;
-    if (ct_job_load(&job, argv[0], argc - 1, argv + 1) != CT_OK) {
-        fprintf(stderr, "ctrain: %s\n", ct_error_message());
-        return 1;
-    }
-    return ct_train_main(&job);
-}
-
 int ct_cli_main(int argc, char **argv) {
     if (argc < 2) {
         fputs(ctrain_usage, stderr);
@@ -100,11 +93,12 @@ int ct_cli_main(int argc, char **argv) {
     }
     if (strcmp(cmd, "data") == 0) return ct_cli_data(argc - 2, argv + 2);
     if (strcmp(cmd, "sample") == 0) return ct_cli_sample(argc - 2, argv + 2);
-    if (strcmp(cmd, "train") == 0) return cli_train(argc - 2, argv + 2);
+    if (strcmp(cmd, "worker") == 0 || strcmp(cmd, "train") == 0)
+        return ct_worker_main(argc - 2, argv + 2);
     if (strcmp(cmd, "config") == 0) return cli_config(argc - 2, argv + 2);
     if (strcmp(cmd, "bench") == 0) return cli_bench(argc - 2, argv + 2);
     if (strcmp(cmd, "info") == 0) return cli_info();
-    const char *commands[] = {"data", "sample", "train", "config", "bench", "info"};
+    const char *commands[] = {"data", "sample", "worker", "train", "config", "bench", "info"};
     const char *nearest = commands[0];
     for (size_t i = 1; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (ct_edit_distance(cmd, commands[i]) < ct_edit_distance(cmd, nearest))

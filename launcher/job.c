@@ -114,8 +114,21 @@ static const ct_job_key keys[] = {
     CHOICE_KEY("parallel", "strategy", parallel_strategy, "ddp", "ddp|zero1|zero2|fsdp|hsdp",
                "How ranks split the model state: ddp replicates it and all-reduces gradients; "
                "zero1 shards the optimizer state, zero2 also the gradients, fsdp also the "
-               "parameters; hsdp shards within a node and replicates across nodes. At one rank "
-               "all are equivalent; multi-rank strategies arrive with the Distributed issue."),
+               "parameters; hsdp is fsdp inside groups of parallel.shard_group_size ranks, "
+               "replicated across the groups. docs/parallel.md has each one's memory and "
+               "traffic."),
+    FLOAT_KEY("parallel", "bucket_mb", parallel_bucket_mb, 25.0, 0, OPEN, INFINITY, OPEN,
+              "ddp: gradients are all-reduced in buckets of about this many MiB, each sent as "
+              "soon as backward has finished its units."),
+    BOOL_KEY("parallel", "prefetch", parallel_prefetch, 1,
+             "fsdp/hsdp: start gathering the next unit's parameters while the current unit "
+             "computes (forward and backward)."),
+    BOOL_KEY("parallel", "reshard_after_forward", parallel_reshard_after_forward, 1,
+             "fsdp/hsdp: free a unit's gathered parameters after its forward and gather them "
+             "again for backward (less memory, one more all-gather per unit)."),
+    INT_KEY("parallel", "shard_group_size", parallel_shard_group_size, 0, 0, 65536,
+            "hsdp: ranks per shard group; must divide the world size. 0 = the ranks of one "
+            "node."),
     STRING_KEY("log", "dir", log_dir, "",
                "Run directory for the run's outputs; \"\" = `runs/<job file name without .toml>`."),
     INT_KEY("log", "every", log_every, 10, 1, INT_MAX,

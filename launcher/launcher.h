@@ -6,6 +6,7 @@
 #ifndef CT_LAUNCHER_H
 #define CT_LAUNCHER_H
 
+#include "comm/comm.h"
 #include "common/common.h"
 
 #include <stdbool.h>
@@ -49,6 +50,10 @@ typedef struct {
 
     /* [parallel] */
     char parallel_strategy[CT_JOB_STR]; /* "ddp" | "zero1" | "zero2" | "fsdp" | "hsdp" */
+    double parallel_bucket_mb;
+    bool parallel_prefetch;
+    bool parallel_reshard_after_forward;
+    int parallel_shard_group_size; /* hsdp; 0 = the ranks of one node */
 
     /* [log] */
     char log_dir[CT_JOB_STR]; /* run directory; "" = runs/<job file name without .toml> */
@@ -98,15 +103,20 @@ typedef struct {
     double tokens_per_s;
     double mfu; /* model FLOPs / (ms * measured sgemm ceiling) */
     uint64_t batch_hash;
+    uint64_t comm_bytes[CT_COLL_KINDS]; /* this rank's traffic in the step, per kind */
 } ct_step_stats;
 
-ct_status ct_trainer_new(ct_trainer **trainer, const ct_job *job);
+/* `world` may be NULL: one process, no MPI. */
+ct_status ct_trainer_new(ct_trainer **trainer, const ct_job *job, ct_comm *world);
 void ct_trainer_free(ct_trainer *trainer);
 /* Takes the next optimizer step (grad_accum micro-batches, clipping, AdamW). */
 ct_status ct_trainer_step(ct_trainer *trainer, ct_step_stats *stats);
 /* Mean loss over train.eval_steps batches of data.val (sequential from its start). */
 ct_status ct_trainer_eval(ct_trainer *trainer, double *val_loss);
-/* Trains as this process's rank of the job; returns a process exit code. */
+/* Trains as this process's rank of the job (`world` NULL: a single process without MPI);
+ * returns a process exit code. */
+int ct_train_run(const ct_job *job, ct_comm *world);
+/* ct_train_run without MPI. */
 int ct_train_main(const ct_job *job);
 
 /* Command-line entry points (argv as given to main). */

@@ -22,41 +22,54 @@ static void print_banner(const ct_trainer *tr, const char *run_dir) {
     const ct_job *job = &tr->job;
     const ct_gpt *gpt = &tr->gpt;
     double mib = 1.0 / (1 << 20);
-    size_t param_bytes = sizeof(float) * (size_t)gpt->num_params;
     printf("ctrain: %s\n", job->source_path);
-    printf("  world size 1 | strategy %s (one rank: no sharding) | device cpu, %d threads\n",
+    char plan[256];
+    ct_shard_describe_plan(tr->shard, plan, sizeof(plan));
+    printf("  world size %d | strategy %s | device cpu, %d threads per rank\n", tr->world_size,
            job->parallel_strategy, ct_kern_cpu_threads());
     printf("  model gpt2: n_layer %d n_head %d n_embd %d vocab %d seq_len %d | %.2fM params | "
            "%.2f MFLOP/token\n",
            job->model_n_layer, job->model_n_head, job->model_n_embd, job->model_vocab_size,
            job->model_seq_len, gpt->num_params / 1e6, tr->flops_per_token / 1e6);
-    printf("  memory plan: params %.1f MiB + grads %.1f MiB + AdamW %.1f MiB = 16 bytes x %.2fM "
-           "params = %.1f MiB, plus activations\n",
-           param_bytes * mib, param_bytes * mib, 2 * param_bytes * mib, gpt->num_params / 1e6,
-           4 * param_bytes * mib);
+    ct_shard_memory memory;
+    ct_shard_get_memory(tr->shard, &memory);
+    printf("  memory plan %s | allocated model state %.1f MiB\n", plan,
+           memory.model_state_bytes * mib);
     printf("  data: %s (%llu tokens, %d shards)", job->data_train,
            (unsigned long long)ct_data_num_tokens(tr->train), ct_data_num_shards(tr->train));
     if (tr->val)
         printf(" | val %s (%llu tokens)", job->data_val,
                (unsigned long long)ct_data_num_tokens(tr->val));
-    printf("\n  batch: %d x %d tokens x %d micro-batches = %d tokens/step | %d steps | lr %g "
-           "(%s, warmup %d, min %g)\n",
-           job->train_batch_size, job->model_seq_len, job->train_grad_accum,
-           job->train_batch_size * job->model_seq_len * job->train_grad_accum, job->train_steps,
-           job->train_lr, job->train_schedule, job->train_warmup_steps, job->train_min_lr);
+    printf("\n  batch: %d ranks x %d x %d tokens x %d micro-batches = %d tokens/step | %d steps | "
+           "lr %g (%s, warmup %d, min %g)\n",
+           tr->world_size, job->train_batch_size, job->model_seq_len, job->train_grad_accum,
+           tr->world_size * job->train_batch_size * job->model_seq_len * job->train_grad_accum,
+           job->train_steps, job->train_lr, job->train_schedule, job->train_warmup_steps,
+           job->train_min_lr);
     printf("  sgemm ceiling %.1f GFLOP/s (1024^3, %d threads) | run dir %s\n", tr->ceiling_gflops,
            ct_kern_cpu_threads(), run_dir);
     fflush(stdout);
 }
 
-static void write_metrics(FILE *f, const ct_step_stats *s, double val_loss) {
+static void write_metrics(FILE *f, const ct_trainer *tr, const ct_step_stats *s, double val_loss) {
     if (!f) return;
+    ct_shard_memory memory;
+    ct_shard_get_memory(tr->shard, &memory);
     fprintf(f,
             "{\"step\": %d, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, \"ms\": %.4f, "
             "\"tokens_per_s\": %.3f, \"mfu\": %.6f, \"mem_peak_bytes\": %zu, "
             "\"batch_hash\": \"%016llx\"",
             s->step + 1, s->loss, s->lr, s->grad_norm, s->ms, s->tokens_per_s, s->mfu,
             peak_rss_bytes(), (unsigned long long)s->batch_hash);
+    fprintf(f,
+            ", \"comm_bytes\": {\"allreduce\": %llu, \"reduce_scatter\": %llu, "
+            "\"allgather\": %llu, \"broadcast\": %llu}, \"model_state_bytes\": %zu, "
+            "\"gathered_bytes\": %zu",
+            (unsigned long long)s->comm_bytes[CT_COLL_ALLREDUCE],
+            (unsigned long long)s->comm_bytes[CT_COLL_REDUCE_SCATTER],
+            (unsigned long long)s->comm_bytes[CT_COLL_ALLGATHER],
+            (unsigned long long)s->comm_bytes[CT_COLL_BROADCAST], memory.model_state_bytes,
+            memory.gathered_bytes);
     if (!isnan(val_loss)) fprintf(f, ", \"val_loss\": %.9g", val_loss);
     fputs("}\n", f);
     fflush(f);
@@ -92,24 +105,40 @@ static int fail(const char *what) {
     return 1;
 }
 
-int ct_train_main(const ct_job *job) {
+/* Final weights as an llm.c model file, written by rank 0; every rank takes part in
+ * gathering the units (a collective under fsdp). */
+static ct_status save_final(ct_trainer *tr, const char *path) {
+    ct_gpt full;
+    ct_status status = ct_gpt_init(&full, &tr->gpt.config);
+    if (status == CT_OK) status = ct_gpt_alloc_full(&full);
+    for (int u = 0; status == CT_OK && u < full.n_units; u++)
+        status = ct_shard_gather_unit(tr->shard, u, full.units[u].data);
+    if (status == CT_OK && tr->rank == 0) status = ct_ckpt_llmc_write(path, &full);
+    if (full.units) ct_gpt_free(&full);
+    return status;
+}
+
+int ct_train_run(const ct_job *job, ct_comm *world) {
     ct_trainer *tr = NULL;
     char run_dir[CT_JOB_STR], path[2 * CT_JOB_STR];
+    int rank = world ? ct_comm_rank(world) : 0;
     ct_job_run_dir(job, run_dir, sizeof(run_dir));
-    if (ct_mkdir_p(run_dir) != CT_OK) return fail("");
-    if (ct_trainer_new(&tr, job) != CT_OK) {
+    if (rank == 0 && ct_mkdir_p(run_dir) != CT_OK) return fail("");
+    if (ct_trainer_new(&tr, job, world) != CT_OK) {
         ct_trainer_free(tr);
         return fail("");
     }
     tr->ceiling_gflops = ct_kern_cpu_sgemm_gflops(1024, 10); /* best of 10: the host is noisy */
-    print_banner(tr, run_dir);
-
-    if (job->log_metrics[0])
-        snprintf(path, sizeof(path), "%s", job->log_metrics);
-    else
-        snprintf(path, sizeof(path), "%s/metrics.jsonl", run_dir);
-    FILE *metrics = fopen(path, "w");
-    if (!metrics) ct_log(CT_LOG_WARN, "train", "cannot write metrics to %s", path);
+    FILE *metrics = NULL;
+    if (rank == 0) {
+        print_banner(tr, run_dir);
+        if (job->log_metrics[0])
+            snprintf(path, sizeof(path), "%s", job->log_metrics);
+        else
+            snprintf(path, sizeof(path), "%s/metrics.jsonl", run_dir);
+        metrics = fopen(path, "w");
+        if (!metrics) ct_log(CT_LOG_WARN, "train", "cannot write metrics to %s", path);
+    }
 
     int code = 0;
     double train_s = 0.0;
@@ -135,7 +164,8 @@ int ct_train_main(const ct_job *job) {
             code = fail("evaluation");
             break;
         }
-        if (eval || last || (step + 1) % job->log_every == 0 || step == 0) {
+        bool logged = eval || last || (step + 1) % job->log_every == 0 || step == 0;
+        if (logged && rank == 0) {
             printf("step %5d/%d | loss %.4f | lr %.2e | norm %6.3f | %7.1f ms | %7.0f tok/s | "
                    "MFU %4.1f%%",
                    step + 1, job->train_steps, stats.loss, stats.lr, stats.grad_norm, stats.ms,
@@ -143,18 +173,22 @@ int ct_train_main(const ct_job *job) {
             if (eval) printf(" | val %.4f", val_loss);
             printf("\n");
             fflush(stdout);
-            write_metrics(metrics, &stats, val_loss);
+            write_metrics(metrics, tr, &stats, val_loss);
         }
     }
     if (metrics) fclose(metrics);
-    print_profile(tr, train_s, job->train_steps - PROFILE_WARMUP_STEPS);
+    if (rank == 0) print_profile(tr, train_s, job->train_steps - PROFILE_WARMUP_STEPS);
     if (code == 0) {
         snprintf(path, sizeof(path), "%s/final.bin", run_dir);
-        if (ct_ckpt_llmc_write(path, &tr->gpt) != CT_OK)
+        if (save_final(tr, path) != CT_OK)
             code = fail("saving final weights");
-        else
+        else if (rank == 0)
             printf("final weights: %s | peak RSS %.1f MiB\n", path, peak_rss_bytes() / 1048576.0);
     }
     ct_trainer_free(tr);
     return code;
+}
+
+int ct_train_main(const ct_job *job) {
+    return ct_train_run(job, NULL);
 }

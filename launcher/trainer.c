@@ -31,15 +31,30 @@ static ct_status open_datasets(ct_trainer *tr) {
     tr->sampler = (ct_data_sampler){.seq_len = job->model_seq_len,
                                     .batch_size = job->train_batch_size,
                                     .grad_accum = job->train_grad_accum,
-                                    .world_size = 1,
-                                    .rank = 0,
+                                    .world_size = tr->world_size,
+                                    .rank = tr->rank,
                                     .shuffle = job->data_shuffle,
                                     .seed = (uint64_t)job->train_seed};
-    /* Evaluation reads the validation data in order from its start, one micro-batch a step. */
+    /* Evaluation reads the validation data in order from its start, one micro-batch a step,
+     * the same batches on every rank (every rank takes part in each forward under fsdp). */
     tr->val_sampler = tr->sampler;
     tr->val_sampler.grad_accum = 1;
     tr->val_sampler.shuffle = false;
+    tr->val_sampler.world_size = 1;
+    tr->val_sampler.rank = 0;
     return CT_OK;
+}
+
+/* Starting weights from an llm.c model file: read whole, then each rank keeps its part. */
+static ct_status load_init_from(ct_trainer *tr, const char *path) {
+    ct_gpt full;
+    ct_status status = ct_gpt_init(&full, &tr->gpt.config);
+    if (status == CT_OK) status = ct_gpt_alloc_full(&full);
+    if (status == CT_OK) status = ct_ckpt_llmc_read(path, &full);
+    for (int u = 0; status == CT_OK && u < full.n_units; u++)
+        ct_shard_load_unit(tr->shard, u, full.units[u].data);
+    if (full.units) ct_gpt_free(&full);
+    return status;
 }
 
 static ct_status build_model(ct_trainer *tr) {
@@ -50,24 +65,20 @@ static ct_status build_model(ct_trainer *tr) {
                             .vocab_size = job->model_vocab_size,
                             .seq_len = job->model_seq_len};
     CT_CHECK(ct_gpt_init(&tr->gpt, &config));
-    CT_CHECK(ct_gpt_alloc_full(&tr->gpt));
-    if (job->model_init_from[0])
-        CT_CHECK(ct_ckpt_llmc_read(job->model_init_from, &tr->gpt));
-    else
-        ct_gpt_init_weights(&tr->gpt, (uint64_t)job->train_seed);
-    CT_CHECK(ct_adamw_init(&tr->opt, &tr->gpt, NULL, NULL));
-    size_t n = (size_t)tr->gpt.n_units;
-    tr->params = ct_alloc(CT_MEM_OTHER, sizeof(float *) * n);
-    tr->grads = ct_alloc(CT_MEM_OTHER, sizeof(float *) * n);
-    if (!tr->params || !tr->grads) return CT_ERR_NOMEM;
-    for (size_t u = 0; u < n; u++) {
-        tr->params[u] = tr->gpt.units[u].data;
-        tr->grads[u] = tr->gpt.units[u].grad;
-    }
+    ct_shard_config cfg = {.bucket_mb = job->parallel_bucket_mb,
+                           .prefetch = job->parallel_prefetch,
+                           .reshard_after_forward = job->parallel_reshard_after_forward,
+                           .shard_group_size = job->parallel_shard_group_size};
+    CT_CHECK(ct_shard_parse_strategy(job->parallel_strategy, &cfg.strategy));
+    if (cfg.shard_group_size == 0)
+        cfg.shard_group_size = tr->world ? ct_comm_local_size(tr->world) : 1;
+    CT_CHECK(ct_shard_new(&tr->shard, &tr->gpt, tr->world, &cfg, (uint64_t)job->train_seed));
+    if (job->model_init_from[0]) CT_CHECK(load_init_from(tr, job->model_init_from));
+    tr->tape.hooks = ct_shard_hooks(tr->shard);
     return CT_OK;
 }
 
-ct_status ct_trainer_new(ct_trainer **out, const ct_job *job) {
+ct_status ct_trainer_new(ct_trainer **out, const ct_job *job, ct_comm *world) {
     *out = NULL;
     if (strcmp(job->device_type, "cuda") == 0)
         return ct_error(CT_ERR_INVALID,
@@ -78,11 +89,14 @@ ct_status ct_trainer_new(ct_trainer **out, const ct_job *job) {
     if (!tr) return CT_ERR_NOMEM;
     tr->job = *job;
     *out = tr;
+    tr->world = world;
+    tr->rank = world ? ct_comm_rank(world) : 0;
+    tr->world_size = world ? ct_comm_size(world) : 1;
     ct_kern_cpu_set_threads(job->device_threads_per_rank);
     tr->kernels = ct_kern_cpu();
     CT_CHECK(open_datasets(tr));
-    CT_CHECK(build_model(tr));
     ct_tape_init(&tr->tape, tr->kernels);
+    CT_CHECK(build_model(tr));
     const char *profile = getenv("CTRAIN_PROFILE");
     if (profile && profile[0] && strcmp(profile, "0") != 0) tr->tape.profile = &tr->profile;
     size_t tokens = (size_t)job->train_batch_size * job->model_seq_len;
@@ -98,10 +112,8 @@ void ct_trainer_free(ct_trainer *tr) {
     size_t tokens = (size_t)tr->job.train_batch_size * tr->job.model_seq_len;
     ct_free(CT_MEM_DATA, tr->inputs, sizeof(int32_t) * tokens);
     ct_free(CT_MEM_DATA, tr->targets, sizeof(int32_t) * tokens);
-    ct_free(CT_MEM_OTHER, tr->params, sizeof(float *) * (size_t)tr->gpt.n_units);
-    ct_free(CT_MEM_OTHER, tr->grads, sizeof(float *) * (size_t)tr->gpt.n_units);
     ct_tape_free(&tr->tape);
-    if (tr->opt.m) ct_adamw_free(&tr->opt);
+    ct_shard_free(tr->shard);
     if (tr->gpt.units) ct_gpt_free(&tr->gpt);
     if (tr->train) ct_data_close(tr->train);
     if (tr->val) ct_data_close(tr->val);
@@ -117,7 +129,9 @@ static ct_status micro_step(ct_trainer *tr, int64_t step, int micro, double *los
     tr->data_s += ct_time_s() - t0;
     CT_CHECK(ct_tape_reset(&tr->tape));
     tr->tape.recording = true;
-    float grad_scale = 1.0f / (float)job->train_grad_accum;
+    /* Summed over ranks by the reductions, this makes the gradient the global batch's mean. */
+    float grad_scale = 1.0f / (float)(job->train_grad_accum * tr->world_size);
+    ct_shard_begin_micro(tr->shard, micro + 1 == job->train_grad_accum);
     ct_tensor *loss =
         ct_gpt_forward_loss(&tr->gpt, &tr->tape, tr->inputs, tr->targets, B, T, grad_scale);
     if (!loss) return ct_tape_status(&tr->tape);
@@ -125,25 +139,30 @@ static ct_status micro_step(ct_trainer *tr, int64_t step, int micro, double *los
     return ct_tape_backward(&tr->tape);
 }
 
-static double global_grad_norm(const ct_trainer *tr) {
-    double sum = 0.0;
-    for (int u = 0; u < tr->gpt.n_units; u++)
-        sum += tr->kernels->sum_squares(tr->grads[u], (size_t)tr->gpt.units[u].numel);
-    return sqrt(sum);
-}
-
 ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
     const ct_job *job = &tr->job;
     int step = tr->step;
     double t0 = ct_time_s();
-    ct_gpt_zero_grad(&tr->gpt, tr->kernels);
+    ct_comm_stats comm_before = {0}, comm_after = {0};
+    if (tr->world) {
+        ct_comm_set_step(tr->world, step);
+        ct_comm_get_stats(tr->world, &comm_before);
+        ct_shard_add_group_stats(tr->shard, &comm_before);
+    }
+    CT_CHECK(ct_shard_begin_step(tr->shard));
     double t_passes = ct_time_s();
     double loss_sum = 0.0;
     for (int micro = 0; micro < job->train_grad_accum; micro++)
         CT_CHECK(micro_step(tr, step, micro, &loss_sum));
     double t_optimizer = ct_time_s();
+    CT_CHECK(ct_shard_finish_grads(tr->shard));
+    /* The step's loss: the mean over ranks of their micro-batch means. */
+    if (tr->world && tr->world_size > 1)
+        CT_CHECK(ct_comm_allreduce(tr->world, &loss_sum, 1, CT_COMM_F64, NULL));
+    loss_sum /= tr->world_size;
 
-    double norm = global_grad_norm(tr);
+    double norm;
+    CT_CHECK(ct_shard_grad_norm(tr->shard, &norm));
     if (!isfinite(norm))
         return ct_error(CT_ERR_INVALID,
                         "step %d: gradient norm is %f (loss %f): training "
@@ -157,13 +176,13 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
                            .beta2 = (float)job->train_beta2,
                            .eps = (float)job->train_eps,
                            .weight_decay = (float)job->train_weight_decay};
-    ct_adamw_step(&tr->opt, &tr->gpt, tr->params, (const float *const *)tr->grads, &hp, clip,
-                  tr->kernels);
+    CT_CHECK(ct_shard_optimizer_step(tr->shard, &hp, clip));
     double t1 = ct_time_s();
     double dt = t1 - t0;
     tr->optimizer_s += (t_passes - t0) + (t1 - t_optimizer);
 
-    double tokens = (double)job->train_batch_size * job->train_grad_accum * job->model_seq_len;
+    double tokens =
+        (double)job->train_batch_size * job->train_grad_accum * job->model_seq_len * tr->world_size;
     memset(stats, 0, sizeof(*stats));
     stats->step = step;
     stats->loss = loss_sum / job->train_grad_accum;
@@ -174,6 +193,12 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
     if (tr->ceiling_gflops > 0)
         stats->mfu = tr->flops_per_token * stats->tokens_per_s / (tr->ceiling_gflops * 1e9);
     stats->batch_hash = ct_data_batch_hash(tr->train, &tr->sampler, step);
+    if (tr->world) {
+        ct_comm_get_stats(tr->world, &comm_after);
+        ct_shard_add_group_stats(tr->shard, &comm_after);
+        for (int k = 0; k < CT_COLL_KINDS; k++)
+            stats->comm_bytes[k] = comm_after.bytes[k] - comm_before.bytes[k];
+    }
     tr->step++;
     return CT_OK;
 }

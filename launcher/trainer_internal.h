@@ -5,16 +5,19 @@
 #ifndef CT_LAUNCHER_TRAINER_INTERNAL_H
 #define CT_LAUNCHER_TRAINER_INTERNAL_H
 
+#include "comm/comm.h"
 #include "data/data.h"
 #include "launcher/launcher.h"
 #include "model/model.h"
+#include "shard/shard.h"
 
 struct ct_trainer {
     ct_job job;
     const ct_kernels *kernels;
-    ct_gpt gpt;
-    ct_adamw opt;
-    float **params, **grads; /* per unit: what AdamW updates (the whole unit here) */
+    ct_comm *world; /* NULL: one process without MPI */
+    int rank, world_size;
+    ct_gpt gpt; /* layout; its storage belongs to the shard layer */
+    ct_shard *shard;
     ct_tape tape;
     ct_data_dataset *train, *val;
     ct_data_sampler sampler, val_sampler;

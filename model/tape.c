@@ -148,8 +148,9 @@ ct_tape_node *ct_tape_record(ct_tape *tape, const char *op, ct_backward_fn backw
 
 ct_status ct_tape_unit_begin(ct_tape *tape, ct_unit *unit) {
     if (tape->status) return tape->status;
-    /* Backward counts the uses down again, to know when it has passed the last one. */
-    if (tape->recording) unit->uses_this_pass++;
+    /* Counted in every pass (hooks read it); backward counts the uses down again, to know when
+     * it has passed the last one. The model resets the counts at the start of a pass. */
+    unit->uses_this_pass++;
     if (tape->hooks && tape->hooks->pre_forward) {
         ct_status status = tape->hooks->pre_forward(tape->hooks->ctx, unit);
         if (status) return ct_tape_fail(tape, status);

@@ -20,3 +20,9 @@ ct_script_test(test_cli cli_errors.sh cli)
 add_test(NAME test_format COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_format.sh
          ${CMAKE_SOURCE_DIR})
 set_tests_properties(test_format PROPERTIES LABELS unit TIMEOUT 120 SKIP_RETURN_CODE 77)
+
+# Every strategy (ddp, zero1, zero2, fsdp, hsdp) at world sizes 1-4 equals single-process
+# training on the same global batch, and its per-step traffic equals the theoretical volume.
+add_test(NAME mpi_equivalence
+         COMMAND python3 ${CMAKE_CURRENT_SOURCE_DIR}/mpi_equivalence.py ${CMAKE_BINARY_DIR}/bin)
+set_tests_properties(mpi_equivalence PROPERTIES LABELS mpi TIMEOUT 900 SKIP_RETURN_CODE 77)

@@ -1,0 +1,67 @@
+/*
+ * How ranks are started: the parts of `ctrain-launch` (launch_main.c) that build an mpirun
+ * command line (mpirun.c), and the worker entry every rank runs (worker.c: `ctrain worker`,
+ * also reached in-process by `ctrain-launch --nproc 1`). Not part of the public API.
+ */
+#ifndef CT_LAUNCHER_LAUNCH_INTERNAL_H
+#define CT_LAUNCHER_LAUNCH_INTERNAL_H
+
+#include "comm/comm.h"
+#include "launcher/launcher.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+/* `ctrain worker JOB.toml [k=v ...]` (and its alias `ctrain train`): argv holds the arguments
+ * after the subcommand's name. Loads the job, joins the world (MPI), binds this rank to its
+ * cores, sets its threads and trains. A failing rank prints `[rank r] error: ...` and ends the
+ * whole job with a non-zero exit. Returns the process exit code. */
+int ct_worker_main(int argc, char **argv);
+
+/* A growable, NULL-terminated argument vector; every string is owned by it. */
+typedef struct {
+    char **argv;
+    int argc;
+    int capacity;
+} ct_argv;
+
+void ct_argv_init(ct_argv *args);
+void ct_argv_free(ct_argv *args);
+ct_status ct_argv_push(ct_argv *args, const char *arg);
+ct_status ct_argv_pushf(ct_argv *args, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Splits `text` into words as a POSIX shell would, without expansions: blanks separate words,
+ * '...' keeps everything literally, "..." keeps all but \" \\ \$ \` escapes, \x outside quotes is
+ * x. An unterminated quote is an error (CT_ERR_INVALID). */
+ct_status ct_argv_split(ct_argv *args, const char *text);
+/* One line: the words shell-quoted where needed, so the line can be pasted into a shell. */
+void ct_argv_print(const ct_argv *args, FILE *out);
+
+/* Physical cores this process may run on (its affinity mask, hyperthreads counted once). */
+int ct_launch_core_count(void);
+/* Threads per rank: device.threads_per_rank when set, else cores / ranks_per_node (>= 1). */
+int ct_launch_threads_per_rank(const ct_job *job, int cores, int ranks_per_node);
+/* The name of the variable that shows this process already runs inside an MPI or Slurm job
+ * (OMPI_COMM_WORLD_SIZE, PMIX_RANK, SLURM_PROCID), or NULL. */
+const char *ct_launch_outer_job(void);
+/* The absolute path of the `ctrain` binary beside this executable. */
+ct_status ct_launch_ctrain_path(char *out, size_t out_bytes);
+
+typedef struct {
+    int nproc;
+    const char *hostfile;    /* NULL: every rank on this machine */
+    const char *mpirun_args; /* NULL or extra words for mpirun, split like a shell */
+} ct_launch_options;
+
+/* The worker's command: `/abs/ctrain worker /abs/JOB.toml [k=v ...]`. */
+ct_status ct_launch_worker_argv(ct_argv *args, const char *job_path, int n_overrides,
+                                char *const *overrides);
+/* The whole mpirun command for `opts` and the job (loaded, so its threads_per_rank is known):
+ * mpirun -np N [--hostfile F] [--oversubscribe] --bind-to none -x OMP_NUM_THREADS=t
+ * -x OPENBLAS_NUM_THREADS=t [-x CTRAIN_*] [extra] /abs/ctrain worker JOB [k=v ...]. */
+ct_status ct_launch_mpirun_argv(ct_argv *args, const ct_launch_options *opts, const ct_job *job,
+                                int n_overrides, char *const *overrides);
+/* Sets Open MPI's run-as-root variables and replaces this process with mpirun; returns only on
+ * failure (mpirun not found or not runnable), with the error recorded. */
+ct_status ct_launch_exec(const ct_argv *args);
+
+#endif

@@ -1,0 +1,238 @@
+/*
+ * The shard layer's lifecycle and step protocol: the per-unit layout (padded to the shard
+ * group, own range), storage by strategy, the pool of unit-sized buffers for gathered params
+ * and transient gradients, and what happens around forward/backward: finishing reductions,
+ * the global gradient norm, AdamW on the own shard and making params whole again.
+ * The hooks that run inside forward and backward are in hooks.c.
+ */
+#include "shard/shard_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+static const char *strategy_names[] = {"ddp", "zero1", "zero2", "fsdp", "hsdp"};
+
+ct_status ct_shard_parse_strategy(const char *name, ct_shard_strategy *strategy) {
+    for (int s = 0; s < (int)CT_ARRAY_LEN(strategy_names); s++)
+        if (strcmp(name, strategy_names[s]) == 0) {
+            *strategy = (ct_shard_strategy)s;
+            return CT_OK;
+        }
+    return ct_error(CT_ERR_INVALID, "unknown strategy '%s' (ddp, zero1, zero2, fsdp, hsdp)", name);
+}
+
+const char *ct_shard_strategy_name(ct_shard_strategy strategy) {
+    return strategy_names[strategy];
+}
+
+bool ct_shard_is_fsdp(const ct_shard *shard) {
+    return shard->cfg.strategy == CT_SHARD_FSDP || shard->cfg.strategy == CT_SHARD_HSDP;
+}
+
+/* ---------------------------------------------------------------- pool */
+
+float *ct_shard_pool_take(ct_shard *shard, bool zero) {
+    float *buffer;
+    if (shard->pool_free > 0) {
+        buffer = shard->pool[--shard->pool_free];
+        if (zero) memset(buffer, 0, sizeof(float) * (size_t)shard->pool_floats);
+        return buffer;
+    }
+    /* Warm-up: a new buffer. The pool never shrinks, so a warm step allocates nothing. */
+    if (shard->pool_total >= CT_SHARD_POOL_MAX * shard->gpt->n_units) {
+        ct_error(CT_ERR_NOMEM, "shard: more than %d unit buffers in flight (a bug)",
+                 shard->pool_total);
+        return NULL;
+    }
+    buffer = ct_alloc(CT_MEM_GATHERED, sizeof(float) * (size_t)shard->pool_floats);
+    if (buffer) shard->pool_total++;
+    return buffer;
+}
+
+void ct_shard_pool_give(ct_shard *shard, float *buffer) {
+    if (buffer) shard->pool[shard->pool_free++] = buffer;
+}
+
+void ct_shard_bind(ct_shard *shard, int u) {
+    ct_unit_bind(&shard->gpt->units[u], shard->units[u].params, shard->units[u].grads);
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static ct_status make_groups(ct_shard *s) {
+    s->world_size = s->world ? ct_comm_size(s->world) : 1;
+    s->group = s->world;
+    int world_rank = s->world ? ct_comm_rank(s->world) : 0;
+    if (s->cfg.strategy == CT_SHARD_HSDP) {
+        int g = s->cfg.shard_group_size;
+        if (g < 1 || s->world_size % g != 0)
+            return ct_error(CT_ERR_INVALID,
+                            "parallel.shard_group_size = %d must divide the world size %d", g,
+                            s->world_size);
+        if (s->world_size > 1) {
+            CT_CHECK(ct_comm_split(s->world, world_rank / g, world_rank, &s->group));
+            CT_CHECK(ct_comm_split(s->world, world_rank % g, world_rank, &s->replica));
+            s->owns_groups = true;
+        }
+    }
+    s->group_size = s->group ? ct_comm_size(s->group) : 1;
+    s->group_rank = s->group ? ct_comm_rank(s->group) : 0;
+    if (s->cfg.strategy == CT_SHARD_DDP) {
+        s->group_size = 1; /* ddp owns everything; the layout is unpadded */
+        s->group_rank = 0;
+    }
+    return CT_OK;
+}
+
+static void lay_out(ct_shard *s) {
+    int64_t max_padded = 0;
+    for (int u = 0; u < s->gpt->n_units; u++) {
+        ct_shard_unit *su = &s->units[u];
+        int64_t G = s->group_size;
+        su->numel = s->gpt->units[u].numel;
+        su->shard_len = (su->numel + G - 1) / G;
+        su->padded = su->shard_len * G;
+        su->lo = CT_MIN(s->group_rank * su->shard_len, su->numel);
+        su->hi = CT_MIN(su->lo + su->shard_len, su->numel);
+        max_padded = CT_MAX(max_padded, su->padded);
+    }
+    s->pool_floats = max_padded;
+}
+
+/* Persistent storage by strategy; weights initialised as a single process would. */
+static ct_status allocate(ct_shard *s, uint64_t seed) {
+    int n = s->gpt->n_units;
+    if (s->cfg.strategy == CT_SHARD_DDP) {
+        /* One contiguous buffer each: a bucket is a range of consecutive units. */
+        int64_t total = 0;
+        s->flat_offset = ct_alloc(CT_MEM_OTHER, sizeof(int64_t) * (size_t)n);
+        if (!s->flat_offset) return CT_ERR_NOMEM;
+        for (int u = 0; u < n; u++) {
+            s->flat_offset[u] = total;
+            total += s->units[u].numel;
+        }
+        s->flat_params = ct_alloc(CT_MEM_PARAMS, sizeof(float) * (size_t)total);
+        s->flat_grads = ct_alloc(CT_MEM_GRADS, sizeof(float) * (size_t)total);
+        if (!s->flat_params || !s->flat_grads) return CT_ERR_NOMEM;
+    }
+    for (int u = 0; u < n; u++) {
+        ct_shard_unit *su = &s->units[u];
+        size_t padded = sizeof(float) * (size_t)su->padded;
+        size_t shard_bytes = sizeof(float) * (size_t)su->shard_len;
+        switch (s->cfg.strategy) {
+        case CT_SHARD_DDP:
+            su->params = s->flat_params + s->flat_offset[u];
+            su->grads = s->flat_grads + s->flat_offset[u];
+            break;
+        case CT_SHARD_ZERO1:
+            su->params = ct_alloc(CT_MEM_PARAMS, padded);
+            su->grads = ct_alloc(CT_MEM_GRADS, padded);
+            if (!su->params || !su->grads) return CT_ERR_NOMEM;
+            break;
+        case CT_SHARD_ZERO2:
+            su->params = ct_alloc(CT_MEM_PARAMS, padded);
+            su->grad_shard = ct_alloc(CT_MEM_GRADS, shard_bytes);
+            if (!su->params || !su->grad_shard) return CT_ERR_NOMEM;
+            break;
+        case CT_SHARD_FSDP:
+        case CT_SHARD_HSDP:
+            su->param_shard = ct_alloc(CT_MEM_PARAMS, shard_bytes);
+            su->grad_shard = ct_alloc(CT_MEM_GRADS, shard_bytes);
+            if (!su->param_shard || !su->grad_shard) return CT_ERR_NOMEM;
+            break;
+        }
+        if (ct_shard_is_fsdp(s))
+            ct_gpt_init_range(s->gpt, u, seed, su->lo, su->hi, su->param_shard);
+        else
+            ct_gpt_init_range(s->gpt, u, seed, 0, su->numel, su->params);
+        ct_shard_bind(s, u);
+    }
+    return CT_OK;
+}
+
+/* Where AdamW reads and writes, per unit: the own range [lo, hi). */
+static ct_status make_optimizer(ct_shard *s) {
+    int n = s->gpt->n_units;
+    int64_t lo[n], hi[n];
+    s->opt_params = ct_alloc(CT_MEM_OTHER, sizeof(float *) * (size_t)n);
+    s->opt_grads = ct_alloc(CT_MEM_OTHER, sizeof(float *) * (size_t)n);
+    if (!s->opt_params || !s->opt_grads) return CT_ERR_NOMEM;
+    for (int u = 0; u < n; u++) {
+        ct_shard_unit *su = &s->units[u];
+        lo[u] = su->lo;
+        hi[u] = su->hi;
+        bool sharded_params = ct_shard_is_fsdp(s);
+        bool sharded_grads = s->cfg.strategy != CT_SHARD_DDP && s->cfg.strategy != CT_SHARD_ZERO1;
+        s->opt_params[u] = sharded_params ? su->param_shard : su->params + su->lo;
+        s->opt_grads[u] = sharded_grads ? su->grad_shard : su->grads + su->lo;
+    }
+    return ct_adamw_init(&s->opt, s->gpt, lo, hi);
+}
+
+ct_status ct_shard_new(ct_shard **out, ct_gpt *gpt, ct_comm *world, const ct_shard_config *cfg,
+                       uint64_t seed) {
+    ct_shard *s = ct_alloc(CT_MEM_OTHER, sizeof(ct_shard));
+    *out = s;
+    if (!s) return CT_ERR_NOMEM;
+    s->cfg = *cfg;
+    s->gpt = gpt;
+    s->world = world;
+    s->bucket_hi = -1;
+    CT_CHECK(make_groups(s));
+    s->units = ct_alloc(CT_MEM_OTHER, sizeof(ct_shard_unit) * (size_t)gpt->n_units);
+    if (!s->units) return CT_ERR_NOMEM;
+    lay_out(s);
+    CT_CHECK(allocate(s, seed));
+    CT_CHECK(make_optimizer(s));
+    ct_shard_init_hooks(s);
+    return CT_OK;
+}
+
+void ct_shard_free(ct_shard *s) {
+    if (!s) return;
+    int n = s->gpt->n_units;
+    if (s->opt.m) ct_adamw_free(&s->opt);
+    for (int u = 0; s->units && u < n; u++) {
+        ct_shard_unit *su = &s->units[u];
+        size_t padded = sizeof(float) * (size_t)su->padded;
+        size_t shard_bytes = sizeof(float) * (size_t)su->shard_len;
+        ct_shard_wait(&su->gather);
+        ct_shard_wait(&su->reduce);
+        if (su->params_pooled) ct_shard_pool_give(s, su->params);
+        if (su->grads_pooled) ct_shard_pool_give(s, su->grads);
+        if (s->cfg.strategy != CT_SHARD_DDP && !su->params_pooled && !ct_shard_is_fsdp(s))
+            ct_free(CT_MEM_PARAMS, su->params, padded);
+        if (s->cfg.strategy == CT_SHARD_ZERO1) ct_free(CT_MEM_GRADS, su->grads, padded);
+        ct_free(CT_MEM_PARAMS, su->param_shard, shard_bytes);
+        ct_free(CT_MEM_GRADS, su->grad_shard, shard_bytes);
+        ct_unit_bind(&s->gpt->units[u], NULL, NULL);
+    }
+    for (int i = 0; i < s->pool_free; i++)
+        ct_free(CT_MEM_GATHERED, s->pool[i], sizeof(float) * (size_t)s->pool_floats);
+    if (s->flat_offset) {
+        int64_t total = s->flat_offset[n - 1] + s->units[n - 1].numel;
+        ct_free(CT_MEM_PARAMS, s->flat_params, sizeof(float) * (size_t)total);
+        ct_free(CT_MEM_GRADS, s->flat_grads, sizeof(float) * (size_t)total);
+        ct_free(CT_MEM_OTHER, s->flat_offset, sizeof(int64_t) * (size_t)n);
+    }
+    ct_free(CT_MEM_OTHER, s->opt_params, sizeof(float *) * (size_t)n);
+    ct_free(CT_MEM_OTHER, s->opt_grads, sizeof(float *) * (size_t)n);
+    ct_free(CT_MEM_OTHER, s->units, sizeof(ct_shard_unit) * (size_t)n);
+    if (s->owns_groups) {
+        ct_comm_free(s->group);
+        ct_comm_free(s->replica);
+    }
+    ct_free(CT_MEM_OTHER, s, sizeof(ct_shard));
+}
+
+const ct_unit_hooks *ct_shard_hooks(ct_shard *shard) {
+    return &shard->hooks;
+}
+
+void ct_shard_load_unit(ct_shard *s, int u, const float *full) {
+    ct_shard_unit *su = &s->units[u];
+    if (ct_shard_is_fsdp(s))
+        memcpy(su->param_shard, full + su->lo, sizeof(float) * (size_t)(su->hi - su->lo));
+    else
+        memcpy(su->params, full, sizeof(float) * (size_t)su->numel);
+}

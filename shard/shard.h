@@ -1,0 +1,92 @@
+/*
+ * shard: data parallelism and ZeRO sharding around the model, implemented only through the
+ * unit hooks of the tape (model/model.h). One layout serves every strategy: each unit's flat
+ * buffer is padded to a multiple of the shard group size G and split into G equal contiguous
+ * shards; rank g of the group owns elements [g*S, (g+1)*S) (clipped to the unit's length).
+ *
+ *   ddp    full params, full grads all-reduced in buckets as backward finishes units, full Adam
+ *   zero1  full params and grads; grads reduce-scattered, Adam on the own shard, params
+ *          all-gathered after the update
+ *   zero2  as zero1, but a unit's full gradient exists only while backward is in it (a pooled
+ *          buffer, released after its reduce-scatter); the rank keeps its gradient shard
+ *   fsdp   only the own shard of params, grads and Adam; a unit is all-gathered into a pooled
+ *          buffer before forward and again before backward, freed after each
+ *          (reshard_after_forward), with the next unit's gather prefetched
+ *   hsdp   fsdp inside groups of shard_group_size ranks, gradient shards all-reduced across
+ *          the groups
+ *
+ * Gradients are sums over ranks of per-rank losses scaled by 1/(world * grad_accum), so the
+ * reduced gradient is the mean over the global batch, as a single process computes it.
+ */
+#ifndef CT_SHARD_H
+#define CT_SHARD_H
+
+#include "comm/comm.h"
+#include "common/common.h"
+#include "model/model.h"
+
+#include <stdbool.h>
+
+typedef enum {
+    CT_SHARD_DDP = 0,
+    CT_SHARD_ZERO1,
+    CT_SHARD_ZERO2,
+    CT_SHARD_FSDP,
+    CT_SHARD_HSDP
+} ct_shard_strategy;
+
+typedef struct {
+    ct_shard_strategy strategy;
+    double bucket_mb;           /* ddp: all-reduce bucket size */
+    bool prefetch;              /* fsdp/hsdp: gather the next unit while this one computes */
+    bool reshard_after_forward; /* fsdp/hsdp: free a unit's params after its forward */
+    int shard_group_size;       /* hsdp: ranks per shard group (a divisor of the world size) */
+} ct_shard_config;
+
+typedef struct ct_shard ct_shard;
+
+/* Parses "ddp" | "zero1" | "zero2" | "fsdp" | "hsdp". */
+ct_status ct_shard_parse_strategy(const char *name, ct_shard_strategy *strategy);
+const char *ct_shard_strategy_name(ct_shard_strategy strategy);
+
+/* Lays out and allocates this rank's storage for `gpt` (laid out by ct_gpt_init, with no
+ * memory of its own) and initialises its parameters from `seed` exactly as a single process
+ * would. `world` may be NULL (a world of one). */
+ct_status ct_shard_new(ct_shard **shard, ct_gpt *gpt, ct_comm *world, const ct_shard_config *cfg,
+                       uint64_t seed);
+void ct_shard_free(ct_shard *shard);
+
+/* The hooks to install on the tape. */
+const ct_unit_hooks *ct_shard_hooks(ct_shard *shard);
+
+/* Replaces unit u's parameters by `full` (the unit's numel floats, the same on every rank). */
+void ct_shard_load_unit(ct_shard *shard, int u, const float *full);
+
+/* Step protocol, on every rank:
+ *   ct_shard_begin_step; for each micro-batch: ct_shard_begin_micro(last?), forward, backward;
+ *   ct_shard_finish_grads; ct_shard_grad_norm; ct_shard_optimizer_step. */
+ct_status ct_shard_begin_step(ct_shard *shard);
+void ct_shard_begin_micro(ct_shard *shard, bool last);
+/* Waits for every gradient reduction of the step. */
+ct_status ct_shard_finish_grads(ct_shard *shard);
+/* The global L2 norm of the reduced gradient, each element counted once. */
+ct_status ct_shard_grad_norm(ct_shard *shard, double *norm);
+/* AdamW on this rank's shard (ddp: everything), then whatever makes params whole again. */
+ct_status ct_shard_optimizer_step(ct_shard *shard, const ct_adamw_hparams *hp, float grad_scale);
+/* Collective: unit u's full parameters into dest (numel floats) on every rank. */
+ct_status ct_shard_gather_unit(ct_shard *shard, int u, float *dest);
+
+/* Adds the traffic of the shard layer's own groups (hsdp's shard and replica groups) to
+ * `total`; the world's traffic is the caller's to read. */
+void ct_shard_add_group_stats(const ct_shard *shard, ct_comm_stats *total);
+
+/* Memory held by this rank (bytes, from the allocator's categories). */
+typedef struct {
+    size_t model_state_bytes; /* persistent params + grads + optimizer state */
+    size_t gathered_bytes;    /* pooled buffers for gathered units and transient gradients */
+} ct_shard_memory;
+void ct_shard_get_memory(const ct_shard *shard, ct_shard_memory *memory);
+/* The ZeRO paper's per-rank figure for this strategy, for the banner. */
+void ct_shard_describe_plan(const ct_shard *shard, char *text, size_t text_bytes);
+
+#endif

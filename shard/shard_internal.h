@@ -1,0 +1,75 @@
+/*
+ * The state shared by the files of shard/: layout and buffers per unit, the buffer pool, and
+ * the requests in flight. shard.c owns the lifecycle and the step protocol, hooks.c the hooks.
+ */
+#ifndef CT_SHARD_INTERNAL_H
+#define CT_SHARD_INTERNAL_H
+
+#include "shard/shard.h"
+
+#define CT_SHARD_POOL_MAX 8
+
+typedef struct {
+    int64_t numel;      /* elements of the unit */
+    int64_t shard_len;  /* S: padded / group size */
+    int64_t padded;     /* S * G */
+    int64_t lo, hi;     /* the own range, clipped to numel (lo == hi: nothing owned) */
+    float *params;      /* full params: persistent (ddp, zero) or a pooled buffer (fsdp) */
+    float *grads;       /* full grads: persistent (ddp, zero1) or a pooled buffer (zero2, fsdp) */
+    float *param_shard; /* fsdp/hsdp: S persistent floats */
+    float *grad_shard;  /* zero2/fsdp/hsdp: S persistent floats */
+    ct_comm_request *gather; /* fsdp: a pending (prefetched) all-gather into params */
+    ct_comm_request *reduce; /* a pending reduction of grads */
+    bool params_pooled, grads_pooled;
+} ct_shard_unit;
+
+struct ct_shard {
+    ct_shard_config cfg;
+    ct_gpt *gpt;
+    ct_comm *world;   /* may be NULL: a world of one */
+    ct_comm *group;   /* the shard group (hsdp: a split; else world) */
+    ct_comm *replica; /* hsdp: ranks holding the same shard; else NULL */
+    bool owns_groups;
+    int world_size, group_size, group_rank;
+    ct_shard_unit *units;
+    float *flat_params, *flat_grads; /* ddp: one contiguous buffer each, for buckets */
+    int64_t *flat_offset;            /* ddp: each unit's offset in the flat buffers */
+    int bucket_hi;                   /* ddp: highest unit of the bucket being filled; -1 none */
+    ct_comm_request *buckets[64];    /* ddp: all-reduces in flight */
+    int n_buckets;
+    float *pool[CT_SHARD_POOL_MAX]; /* free pooled buffers (max padded unit each) */
+    int pool_free, pool_total;
+    int64_t pool_floats;
+    bool last_micro;
+    ct_adamw opt;
+    float **opt_params, **opt_grads; /* per unit: where AdamW reads and writes */
+    ct_unit_hooks hooks;
+};
+
+/* Waits for *request when there is one and clears it. */
+static inline ct_status ct_shard_wait(ct_comm_request **request) {
+    ct_comm_request *r = *request;
+    *request = NULL;
+    return r ? ct_comm_wait(r) : CT_OK;
+}
+
+/* A communicator worth calling: NULL for a group of one (the collective is the identity). */
+static inline ct_comm *ct_shard_live(ct_comm *comm) {
+    return comm && ct_comm_size(comm) > 1 ? comm : NULL;
+}
+
+/* A pooled buffer of pool_floats floats (zeroed when `zero`); NULL on failure. */
+float *ct_shard_pool_take(ct_shard *shard, bool zero);
+void ct_shard_pool_give(ct_shard *shard, float *buffer);
+/* Points unit u's views at its current params and grads. */
+void ct_shard_bind(ct_shard *shard, int u);
+bool ct_shard_is_fsdp(const ct_shard *shard);
+/* Installs the strategy's hooks into shard->hooks. */
+void ct_shard_init_hooks(ct_shard *shard);
+/* fsdp: starts (or, with wait, completes) the all-gather of unit u's params into a pooled
+ * buffer; nothing when they are already there. */
+ct_status ct_shard_gather_params(ct_shard *shard, int u, bool wait);
+/* fsdp: returns unit u's gathered params to the pool. */
+void ct_shard_release_params(ct_shard *shard, int u);
+
+#endif

@@ -1,0 +1,148 @@
+/*
+ * What the shard layer does around forward and backward in each step: zeroing gradients,
+ * finishing the reductions the hooks started, the global gradient norm (each element counted
+ * once, by the rank that owns it), AdamW on the own shard, and making params whole again
+ * (zero1/zero2: all-gather; fsdp: nothing, params stay sharded).
+ */
+#include "shard/shard_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+ct_status ct_shard_begin_step(ct_shard *s) {
+    for (int u = 0; u < s->gpt->n_units; u++) {
+        ct_shard_unit *su = &s->units[u];
+        if (su->grads && !su->grads_pooled)
+            memset(su->grads, 0, sizeof(float) * (size_t)su->padded);
+        if (su->grad_shard) memset(su->grad_shard, 0, sizeof(float) * (size_t)su->shard_len);
+    }
+    return CT_OK;
+}
+
+void ct_shard_begin_micro(ct_shard *s, bool last) {
+    s->last_micro = last;
+}
+
+ct_status ct_shard_finish_grads(ct_shard *s) {
+    for (int b = 0; b < s->n_buckets; b++)
+        CT_CHECK(ct_shard_wait(&s->buckets[b]));
+    s->n_buckets = 0;
+    ct_comm *replica = ct_shard_live(s->replica);
+    for (int u = 0; u < s->gpt->n_units; u++) {
+        ct_shard_unit *su = &s->units[u];
+        CT_CHECK(ct_shard_wait(&su->reduce));
+        if (su->grads_pooled) {
+            ct_shard_pool_give(s, su->grads);
+            su->grads = NULL;
+            su->grads_pooled = false;
+            ct_shard_bind(s, u);
+        }
+        /* hsdp: the shard group reduced its ranks; now sum across the groups. */
+        if (replica)
+            CT_CHECK(ct_comm_allreduce(replica, su->grad_shard, (size_t)su->shard_len, CT_COMM_F32,
+                                       &su->reduce));
+    }
+    for (int u = 0; replica && u < s->gpt->n_units; u++)
+        CT_CHECK(ct_shard_wait(&s->units[u].reduce));
+    return CT_OK;
+}
+
+ct_status ct_shard_grad_norm(ct_shard *s, double *norm) {
+    const ct_kernels *k = ct_kern_cpu();
+    double sum = 0.0;
+    for (int u = 0; u < s->gpt->n_units; u++) {
+        ct_shard_unit *su = &s->units[u];
+        sum += k->sum_squares(s->opt_grads[u], (size_t)(su->hi - su->lo));
+    }
+    /* ddp holds the whole reduced gradient on every rank: nothing to add up. */
+    ct_comm *group = s->cfg.strategy == CT_SHARD_DDP ? NULL : ct_shard_live(s->group);
+    if (group) CT_CHECK(ct_comm_allreduce(group, &sum, 1, CT_COMM_F64, NULL));
+    *norm = sqrt(sum);
+    return CT_OK;
+}
+
+ct_status ct_shard_optimizer_step(ct_shard *s, const ct_adamw_hparams *hp, float grad_scale) {
+    ct_adamw_step(&s->opt, s->gpt, s->opt_params, (const float *const *)s->opt_grads, hp,
+                  grad_scale, ct_kern_cpu());
+    int n = s->gpt->n_units;
+    if (ct_shard_is_fsdp(s)) {
+        /* Gathered copies are stale now: the next forward gathers again. */
+        for (int u = 0; u < n; u++)
+            ct_shard_release_params(s, u);
+        return CT_OK;
+    }
+    ct_comm *group = ct_shard_live(s->group);
+    if (s->cfg.strategy == CT_SHARD_DDP || !group) return CT_OK;
+    for (int u = 0; u < n; u++) {
+        ct_shard_unit *su = &s->units[u];
+        CT_CHECK(ct_comm_allgather(group, su->params + s->group_rank * su->shard_len, su->params,
+                                   (size_t)su->shard_len, CT_COMM_F32, &su->gather));
+    }
+    for (int u = 0; u < n; u++)
+        CT_CHECK(ct_shard_wait(&s->units[u].gather));
+    return CT_OK;
+}
+
+ct_status ct_shard_gather_unit(ct_shard *s, int u, float *dest) {
+    ct_shard_unit *su = &s->units[u];
+    bool held = su->params != NULL;
+    if (ct_shard_is_fsdp(s)) CT_CHECK(ct_shard_gather_params(s, u, true));
+    memcpy(dest, su->params, sizeof(float) * (size_t)su->numel);
+    if (ct_shard_is_fsdp(s) && !held) ct_shard_release_params(s, u);
+    return CT_OK;
+}
+
+static void add_stats(ct_comm_stats *total, const ct_comm *comm) {
+    if (!comm) return;
+    ct_comm_stats more;
+    ct_comm_get_stats(comm, &more);
+    for (int k = 0; k < CT_COLL_KINDS; k++) {
+        total->calls[k] += more.calls[k];
+        total->bytes[k] += more.bytes[k];
+        total->seconds[k] += more.seconds[k];
+    }
+}
+
+void ct_shard_add_group_stats(const ct_shard *s, ct_comm_stats *total) {
+    if (!s->owns_groups) return;
+    add_stats(total, s->group);
+    add_stats(total, s->replica);
+}
+
+void ct_shard_get_memory(const ct_shard *s, ct_shard_memory *memory) {
+    (void)s;
+    ct_mem_stats stats;
+    ct_mem_get_stats(&stats);
+    memory->model_state_bytes = stats.current_bytes[CT_MEM_PARAMS] +
+                                stats.current_bytes[CT_MEM_GRADS] +
+                                stats.current_bytes[CT_MEM_OPTIMIZER];
+    memory->gathered_bytes = stats.current_bytes[CT_MEM_GATHERED];
+}
+
+void ct_shard_describe_plan(const ct_shard *s, char *text, size_t text_bytes) {
+    double psi = (double)s->gpt->num_params, n = s->group_size, mib = 1.0 / (1 << 20);
+    double bytes = 0;
+    const char *formula = "";
+    /* fp32 training: 4 bytes each of params, grads, Adam m and v (16 psi in all). */
+    switch (s->cfg.strategy) {
+    case CT_SHARD_DDP:
+        bytes = 16 * psi, formula = "16 psi";
+        break;
+    case CT_SHARD_ZERO1:
+        bytes = 8 * psi + 8 * psi / n, formula = "8 psi + 8 psi/N";
+        break;
+    case CT_SHARD_ZERO2:
+        bytes = 4 * psi + 12 * psi / n, formula = "4 psi + 12 psi/N";
+        break;
+    case CT_SHARD_FSDP:
+    case CT_SHARD_HSDP:
+        bytes = 16 * psi / n, formula = "16 psi/N";
+        break;
+    }
+    snprintf(text, text_bytes, "%s: %s = %.1f MiB per rank (N = %d), plus activations%s",
+             ct_shard_strategy_name(s->cfg.strategy), formula, bytes * mib, s->group_size,
+             ct_shard_is_fsdp(s) || s->cfg.strategy == CT_SHARD_ZERO2
+                 ? " and gathered units in flight"
+                 : "");
+}

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# ctrain-launch and ctrain worker: the mpirun command --dry-run prints (ranks, hostfile,
+# threads, the absolute ctrain path, the job and its overrides, extra mpirun words with their
+# quotes), usage errors (exit 2), a missing job (exit 1, named), the direct worker inside an
+# MPI or Slurm job, and real runs: --nproc 1 in this process, and --nproc 2 through mpirun when
+# mpirun is installed (skipped with a message otherwise).
+# usage: cli_launch.sh BIN_DIR SOURCE_DIR
+set -u
+bin=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+checks=0
+# The tests decide whether they run inside an MPI or Slurm job, not the caller's environment.
+unset OMPI_COMM_WORLD_SIZE PMIX_RANK SLURM_PROCID
+
+# expect CODE PATTERN -- command...: exit status CODE (or "nonzero"), output matches PATTERN
+# (an extended regex; a literal string when PATTERN starts with '=').
+expect() {
+  local want=$1 pattern=$2
+  shift 3
+  local out status
+  out=$("$@" 2>&1)
+  status=$?
+  checks=$((checks + 1))
+  local ok=1
+  if [ "$want" = nonzero ]; then
+    { [ "$status" -ne 0 ] && [ "$status" -lt 128 ]; } || ok=0
+  else
+    [ "$status" -eq "$want" ] || ok=0
+  fi
+  if [ "${pattern:0:1}" = "=" ]; then
+    grep -qF -- "${pattern:1}" <<<"$out" || ok=0
+  else
+    grep -qE -- "$pattern" <<<"$out" || ok=0
+  fi
+  if [ $ok -eq 0 ]; then
+    failures=$((failures + 1))
+    echo "FAIL: $* -> exit $status (want $want), output:"
+    sed 's/^/    /' <<<"$out" | head -12
+    echo "    (expected /$pattern/)"
+  fi
+}
+
+"$bin/ctrain" data synth --out "$work/data" --tokens 5000 --vocab 64 --seed 3 >/dev/null
+cat >"$work/job.toml" <<TOML
+[model]
+n_layer = 1
+n_head = 2
+n_embd = 16
+vocab_size = 64
+seq_len = 8
+[data]
+train = "$work/data/train_*.bin"
+[train]
+batch_size = 2
+steps = 2
+[log]
+dir = "$work/run"
+TOML
+printf 'nodea slots=2\nnodeb slots=2   # a comment\n' >"$work/hosts"
+ctrain=$(cd "$bin" && pwd -P)/ctrain
+job=$(cd "$work" && pwd -P)/job.toml
+
+# --dry-run: the mpirun command on one line, then the resolved job (overrides applied)
+launch=("$bin/ctrain-launch" --nproc 3 --hostfile "$work/hosts" --dry-run "$job" train.lr=1e-3
+        train.steps=3)
+expect 0 "=mpirun -np 3 " -- "${launch[@]}"
+expect 0 "=--hostfile $work/hosts " -- "${launch[@]}"
+expect 0 "-x OMP_NUM_THREADS=[0-9]+ -x OPENBLAS_NUM_THREADS=[0-9]+" -- "${launch[@]}"
+expect 0 "=--bind-to none" -- "${launch[@]}"
+expect 0 "= $ctrain worker $job train.lr=1e-3 train.steps=3" -- "${launch[@]}"
+expect 0 "^lr = 0.001" -- "${launch[@]}"
+expect 0 "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun" -- "${launch[@]}"
+# threads: the job's key wins; else cores / ranks on the busiest host (2 slots each here)
+expect 0 "=OMP_NUM_THREADS=5 " -- "${launch[@]}" device.threads_per_rank=5
+cores=$(nproc)
+expect 0 "=OMP_NUM_THREADS=$(( cores / 2 > 0 ? cores / 2 : 1 )) " -- "${launch[@]}"
+printf 'nodea slots=1\nnodeb slots=1\n' >"$work/hosts1"
+expect 0 "=OMP_NUM_THREADS=$cores " -- \
+  "$bin/ctrain-launch" --nproc 2 --hostfile "$work/hosts1" --dry-run "$job"
+# no hostfile: all ranks here, oversubscribed past the cores
+expect 0 "=mpirun -np $((cores + 1)) --oversubscribe " -- \
+  "$bin/ctrain-launch" --nproc $((cores + 1)) --dry-run "$job"
+expect 0 "=-x CTRAIN_LOG " -- env CTRAIN_LOG=debug "${launch[@]}"
+# extra mpirun words, split like a shell, printed quoted where a shell needs it
+expect 0 "=--mca btl tcp,self -x 'A B' $ctrain worker" -- \
+  "$bin/ctrain-launch" --nproc 2 --mpirun-args "--mca btl 'tcp,self' -x \"A B\"" --dry-run "$job"
+# --nproc 1: no mpirun, the same worker in this process
+expect 0 "would train in this process" -- "$bin/ctrain-launch" --dry-run "$job"
+expect 0 "=$ctrain worker $job" -- "$bin/ctrain-launch" --nproc 1 --dry-run "$job"
+
+# inside an MPI or Slurm job the worker runs directly
+expect 0 "SLURM_PROCID is set\): running the worker directly" -- \
+  env SLURM_PROCID=0 "$bin/ctrain-launch" --dry-run "$job"
+expect 0 "would run the worker directly" -- \
+  env OMPI_COMM_WORLD_SIZE=4 "$bin/ctrain-launch" --nproc 4 --dry-run "$job"
+expect 0 "--nproc, --hostfile and --mpirun-args are ignored" -- \
+  env PMIX_RANK=0 "$bin/ctrain-launch" --nproc 4 --dry-run "$job"
+
+# usage errors exit 2; job errors exit 1 and name the file
+expect 2 "unknown option '--bogus'" -- "$bin/ctrain-launch" --bogus "$job"
+expect 2 "unknown option '--max-restarts'" -- "$bin/ctrain-launch" --max-restarts 3 "$job"
+expect 2 "--nproc needs a positive integer" -- "$bin/ctrain-launch" --nproc 0 "$job"
+expect 2 "--nproc needs a positive integer" -- "$bin/ctrain-launch" --dry-run --nproc
+expect 2 "--hostfile needs a file" -- "$bin/ctrain-launch" --hostfile
+expect 2 "--mpirun-args needs a value" -- "$bin/ctrain-launch" --mpirun-args
+expect 2 "unterminated ' quote" -- "$bin/ctrain-launch" --nproc 2 --mpirun-args "'x" "$job"
+expect 2 "expected a job file" -- "$bin/ctrain-launch" --nproc 2
+expect 1 "no-such-job.toml" -- "$bin/ctrain-launch" --nproc 2 --dry-run "$work/no-such-job.toml"
+expect 1 "cannot read hostfile.*no-hosts" -- \
+  "$bin/ctrain-launch" --nproc 2 --hostfile "$work/no-hosts" --dry-run "$job"
+printf 'nodea slots=two\n' >"$work/bad-hosts"
+expect 1 "bad-hosts:1: bad 'slots=two'" -- \
+  "$bin/ctrain-launch" --nproc 2 --hostfile "$work/bad-hosts" --dry-run "$job"
+expect 1 "train.lrr" -- "$bin/ctrain-launch" --nproc 2 --dry-run "$job" train.lrr=1
+expect 2 "expected a job file" -- "$bin/ctrain" worker
+expect 2 "unknown option '--x'" -- "$bin/ctrain" worker --x
+expect 1 "no-such-job.toml" -- "$bin/ctrain" worker "$work/no-such-job.toml"
+expect 0 "usage: ctrain worker" -- "$bin/ctrain" worker --help
+expect 0 "worker JOB.toml" -- "$bin/ctrain" --help
+
+# real runs: in this process, then (when Open MPI is here) two ranks through mpirun
+expect 0 "final weights" -- "$bin/ctrain-launch" --nproc 1 "$job"
+expect 0 "final weights" -- "$bin/ctrain" train "$job" train.steps=1
+if command -v mpirun >/dev/null; then
+  expect 0 "world size 2" -- timeout 120 "$bin/ctrain-launch" --nproc 2 "$job"
+  # a failure on the ranks ends the job non-zero with the rank's message
+  expect nonzero "\[rank [01]\] error: .*>= vocab_size 16" -- \
+    timeout 120 "$bin/ctrain-launch" --nproc 2 "$job" model.vocab_size=16
+else
+  echo "skipped the mpirun runs: mpirun is not installed"
+fi
+expect 1 "mpirun not found on PATH" -- env PATH=/nonexistent "$bin/ctrain-launch" --nproc 2 "$job"
+
+echo "$((checks - failures)) passed, $failures failed"
+[ "$failures" -eq 0 ]
