@@ -140,8 +140,8 @@ static const ct_job_key keys[] = {
                "Where ranks compute: cpu, cuda (one GPU per rank), or auto = cuda when the build "
                "has CUDA and a GPU is present, else cpu."),
     INT_KEY("device", "threads_per_rank", device_threads_per_rank, 0, 0, 4096,
-            "CPU threads (OpenMP and BLAS) per rank; 0 = the machine's cores divided by the "
-            "ranks on it."),
+            "CPU threads (OpenMP and BLAS) per rank; 0 = OMP_NUM_THREADS when it is set, else "
+            "the machine's cores divided by the ranks on it."),
 };
 #define N_KEYS CT_ARRAY_LEN(keys)
 
