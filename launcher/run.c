@@ -64,12 +64,12 @@ static void write_metrics(FILE *f, const ct_trainer *tr, const ct_step_stats *s,
     fprintf(f,
             ", \"comm_bytes\": {\"allreduce\": %llu, \"reduce_scatter\": %llu, "
             "\"allgather\": %llu, \"broadcast\": %llu}, \"model_state_bytes\": %zu, "
-            "\"gathered_bytes\": %zu",
+            "\"gathered_bytes\": %zu, \"comm_buffer_bytes\": %zu",
             (unsigned long long)s->comm_bytes[CT_COLL_ALLREDUCE],
             (unsigned long long)s->comm_bytes[CT_COLL_REDUCE_SCATTER],
             (unsigned long long)s->comm_bytes[CT_COLL_ALLGATHER],
             (unsigned long long)s->comm_bytes[CT_COLL_BROADCAST], memory.model_state_bytes,
-            memory.gathered_bytes);
+            memory.gathered_bytes, memory.comm_buffer_bytes);
     if (!isnan(val_loss)) fprintf(f, ", \"val_loss\": %.9g", val_loss);
     fputs("}\n", f);
     fflush(f);

@@ -84,6 +84,7 @@ void ct_shard_add_group_stats(const ct_shard *shard, ct_comm_stats *total);
 typedef struct {
     size_t model_state_bytes; /* persistent params + grads + optimizer state */
     size_t gathered_bytes;    /* pooled buffers for gathered units and transient gradients */
+    size_t comm_buffer_bytes; /* the process groups' own buffers */
 } ct_shard_memory;
 void ct_shard_get_memory(const ct_shard *shard, ct_shard_memory *memory);
 /* The ZeRO paper's per-rank figure for this strategy, for the banner. */

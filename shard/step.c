@@ -118,6 +118,7 @@ void ct_shard_get_memory(const ct_shard *s, ct_shard_memory *memory) {
                                 stats.current_bytes[CT_MEM_GRADS] +
                                 stats.current_bytes[CT_MEM_OPTIMIZER];
     memory->gathered_bytes = stats.current_bytes[CT_MEM_GATHERED];
+    memory->comm_buffer_bytes = stats.current_bytes[CT_MEM_COMM];
 }
 
 void ct_shard_describe_plan(const ct_shard *s, char *text, size_t text_bytes) {
