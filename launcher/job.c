@@ -42,6 +42,7 @@ static const struct {
     {"data", "The token shards to train and evaluate on."},
     {"train", "The optimisation: batch, steps, AdamW and the learning-rate schedule."},
     {"parallel", "How the ranks share the model state."},
+    {"comm", "Communication between ranks."},
     {"log", "What the run writes, and where."},
     {"device", "Where each rank computes."},
 };
@@ -129,6 +130,10 @@ static const ct_job_key keys[] = {
     INT_KEY("parallel", "shard_group_size", parallel_shard_group_size, 0, 0, 65536,
             "hsdp: ranks per shard group; must divide the world size. 0 = the ranks of one "
             "node."),
+    FLOAT_KEY("comm", "timeout_s", comm_timeout_s, 600.0, 0, CLOSED, INFINITY, OPEN,
+              "Hang watchdog: a collective not finished after this many seconds makes every "
+              "rank print its last 32 collectives and which rank is behind, then the job exits "
+              "non-zero. 0 = off."),
     STRING_KEY("log", "dir", log_dir, "",
                "Run directory for the run's outputs; \"\" = `runs/<job file name without .toml>`."),
     INT_KEY("log", "every", log_every, 10, 1, INT_MAX,

@@ -55,6 +55,9 @@ typedef struct {
     bool parallel_reshard_after_forward;
     int parallel_shard_group_size; /* hsdp; 0 = the ranks of one node */
 
+    /* [comm] */
+    double comm_timeout_s; /* watchdog: a collective pending longer ends the job; 0 = off */
+
     /* [log] */
     char log_dir[CT_JOB_STR]; /* run directory; "" = runs/<job file name without .toml> */
     int log_every;

@@ -92,6 +92,7 @@ ct_status ct_trainer_new(ct_trainer **out, const ct_job *job, ct_comm *world) {
     tr->world = world;
     tr->rank = world ? ct_comm_rank(world) : 0;
     tr->world_size = world ? ct_comm_size(world) : 1;
+    if (world && tr->world_size > 1) ct_comm_set_timeout(world, job->comm_timeout_s);
     ct_kern_cpu_set_threads(job->device_threads_per_rank);
     tr->kernels = ct_kern_cpu();
     CT_CHECK(open_datasets(tr));

@@ -26,3 +26,8 @@ set_tests_properties(test_format PROPERTIES LABELS unit TIMEOUT 120 SKIP_RETURN_
 add_test(NAME mpi_equivalence
          COMMAND python3 ${CMAKE_CURRENT_SOURCE_DIR}/mpi_equivalence.py ${CMAKE_BINARY_DIR}/bin)
 set_tests_properties(mpi_equivalence PROPERTIES LABELS mpi TIMEOUT 900 SKIP_RETURN_CODE 77)
+
+# The hang watchdog through the trainer (comm.timeout_s and CTRAIN_FAULT).
+add_test(NAME mpi_watchdog_train COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/mpi_watchdog_train.sh
+         ${CMAKE_BINARY_DIR}/bin)
+set_tests_properties(mpi_watchdog_train PROPERTIES LABELS mpi TIMEOUT 180 SKIP_RETURN_CODE 77)
