@@ -192,7 +192,8 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
     stats->ms = 1e3 * dt;
     stats->tokens_per_s = tokens / dt;
     if (tr->ceiling_gflops > 0)
-        stats->mfu = tr->flops_per_token * stats->tokens_per_s / (tr->ceiling_gflops * 1e9);
+        stats->mfu = tr->flops_per_token * stats->tokens_per_s /
+                     (tr->ceiling_gflops * 1e9 * tr->world_size); /* each rank: its own cores */
     stats->batch_hash = ct_data_batch_hash(tr->train, &tr->sampler, step);
     if (tr->world) {
         ct_comm_get_stats(tr->world, &comm_after);
