@@ -1,8 +1,8 @@
 /*
  * `ctrain`: the toolbox. Subcommands: data (make shards), sample (generate text), info (what
- * this build and machine have), config (key reference, resolved job), bench (the sgemm ceiling),
- * worker (train as one rank of an MPI job, or alone: what ctrain-launch runs for each rank; `train`
- * is the same command).
+ * this build and machine have), config (key reference, resolved job), bench (the sgemm ceiling,
+ * collective bandwidth), worker (train as one rank of an MPI job, or alone: what ctrain-launch runs
+ * for each rank; `train` is the same command).
  */
 #include "kernels/kernels.h"
 #include "launcher/launch_internal.h"
@@ -23,6 +23,7 @@ static const char *ctrain_usage =
     "  config docs              print the job.toml key reference (docs/config.md)\n"
     "  config show JOB.toml [k=v ...]  print the job with defaults and overrides applied\n"
     "  bench sgemm [--threads N] [--size N]  the sgemm rate MFU is measured against\n"
+    "  bench comm [--nproc N] [...]  collective bandwidth, nccl-tests style (--help)\n"
     "  info                     build and machine facts\n";
 
 static int cli_info(void) {
@@ -55,10 +56,9 @@ static int cli_config(int argc, char **argv) {
 }
 
 static int cli_bench(int argc, char **argv) {
+    if (argc >= 1 && strcmp(argv[0], "comm") == 0) return ct_cli_bench_comm(argc - 1, argv + 1);
     if (argc < 1 || strcmp(argv[0], "sgemm") != 0)
-        return ct_cli_usage_error("bench", ctrain_usage,
-                                  "expected 'sgemm' (comm arrives with "
-                                  "the Distributed issue)");
+        return ct_cli_usage_error("bench", ctrain_usage, "expected 'sgemm' or 'comm'");
     int threads = 0, size = 1024;
     for (int i = 1; i < argc; i++) {
         bool ok = i + 1 < argc;

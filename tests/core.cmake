@@ -31,3 +31,10 @@ set_tests_properties(mpi_equivalence PROPERTIES LABELS mpi TIMEOUT 900 SKIP_RETU
 add_test(NAME mpi_watchdog_train COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/mpi_watchdog_train.sh
          ${CMAKE_BINARY_DIR}/bin)
 set_tests_properties(mpi_watchdog_train PROPERTIES LABELS mpi TIMEOUT 180 SKIP_RETURN_CODE 77)
+
+# ctrain bench comm: starts 3 ranks itself, checks every collective's result (exit 1 if wrong).
+add_test(NAME mpi_bench_comm COMMAND ${CMAKE_BINARY_DIR}/bin/ctrain bench comm --nproc 3
+         --min-bytes 1000 --max-bytes 300000 --iters 2)
+set_tests_properties(mpi_bench_comm PROPERTIES LABELS mpi TIMEOUT 120
+                     ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
+                     PASS_REGULAR_EXPRESSION "broadcast")
