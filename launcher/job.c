@@ -127,6 +127,14 @@ static const ct_job_key keys[] = {
     BOOL_KEY("parallel", "reshard_after_forward", parallel_reshard_after_forward, 1,
              "fsdp/hsdp: free a unit's gathered parameters after its forward and gather them "
              "again for backward (less memory, one more all-gather per unit)."),
+    BOOL_KEY("parallel", "reduce_every_microbatch", parallel_reduce_every_microbatch, 0,
+             "zero2/fsdp/hsdp: reduce-scatter the gradients after every micro-batch instead of "
+             "only the last, so full gradients never outlive a micro-batch: less memory, "
+             "grad_accum times the reduce-scatter traffic."),
+    BOOL_KEY("parallel", "reduce_every_microbatch", parallel_reduce_every_microbatch, 0,
+             "zero2/fsdp/hsdp: reduce-scatter the gradients after every micro-batch instead of "
+             "only the last, so full gradients never outlive a micro-batch: less memory, "
+             "grad_accum times the reduce-scatter traffic."),
     INT_KEY("parallel", "shard_group_size", parallel_shard_group_size, 0, 0, 65536,
             "hsdp: ranks per shard group; must divide the world size. 0 = the ranks of one "
             "node."),

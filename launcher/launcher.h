@@ -54,6 +54,7 @@ typedef struct {
     bool parallel_prefetch;
     bool parallel_reshard_after_forward;
     int parallel_shard_group_size; /* hsdp; 0 = the ranks of one node */
+    bool parallel_reduce_every_microbatch;
 
     /* [comm] */
     double comm_timeout_s; /* watchdog: a collective pending longer ends the job; 0 = off */

@@ -68,7 +68,8 @@ static ct_status build_model(ct_trainer *tr) {
     ct_shard_config cfg = {.bucket_mb = job->parallel_bucket_mb,
                            .prefetch = job->parallel_prefetch,
                            .reshard_after_forward = job->parallel_reshard_after_forward,
-                           .shard_group_size = job->parallel_shard_group_size};
+                           .shard_group_size = job->parallel_shard_group_size,
+                           .reduce_every_microbatch = job->parallel_reduce_every_microbatch};
     CT_CHECK(ct_shard_parse_strategy(job->parallel_strategy, &cfg.strategy));
     if (cfg.shard_group_size == 0)
         cfg.shard_group_size = tr->world ? ct_comm_local_size(tr->world) : 1;
@@ -132,7 +133,7 @@ static ct_status micro_step(ct_trainer *tr, int64_t step, int micro, double *los
     tr->tape.recording = true;
     /* Summed over ranks by the reductions, this makes the gradient the global batch's mean. */
     float grad_scale = 1.0f / (float)(job->train_grad_accum * tr->world_size);
-    ct_shard_begin_micro(tr->shard, micro + 1 == job->train_grad_accum);
+    CT_CHECK(ct_shard_begin_micro(tr->shard, micro == 0, micro + 1 == job->train_grad_accum));
     ct_tensor *loss =
         ct_gpt_forward_loss(&tr->gpt, &tr->tape, tr->inputs, tr->targets, B, T, grad_scale);
     if (!loss) return ct_tape_status(&tr->tape);

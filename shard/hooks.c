@@ -35,13 +35,25 @@ static float *take(ct_shard *s, bool zero) {
     return ct_shard_pool_take(s, zero);
 }
 
-/* zero2/fsdp: a zeroed full gradient buffer for unit u, unless it has one. */
+/* Reducing after every micro-batch (zero2/fsdp): whether this micro-batch reduces. */
+static bool reduces_now(const ct_shard *s) {
+    return s->last_micro || (s->cfg.reduce_every_microbatch && s->cfg.strategy != CT_SHARD_ZERO1);
+}
+
+/* zero2/fsdp: a zeroed full gradient buffer for unit u, unless it has one. When every
+ * micro-batch reduces, the shard summed so far goes into the own block of the new buffer: the
+ * next reduce-scatter then adds it to the new gradients of all ranks, and the shard holds the
+ * running total without a buffer of its own. */
 static ct_status acquire_grads(ct_shard *s, int u) {
     ct_shard_unit *su = &s->units[u];
     if (su->grads) return CT_OK;
+    CT_CHECK(ct_shard_wait(&su->reduce));
     su->grads = take(s, true);
     if (!su->grads) return CT_ERR_NOMEM;
     su->grads_pooled = true;
+    if (s->cfg.reduce_every_microbatch && !s->first_micro)
+        memcpy(su->grads + s->group_rank * su->shard_len, su->grad_shard,
+               sizeof(float) * (size_t)su->shard_len);
     ct_shard_bind(s, u);
     return CT_OK;
 }
@@ -113,7 +125,7 @@ static ct_status ddp_post_backward(void *ctx, ct_unit *unit, bool last_use) {
 
 static ct_status zero1_post_backward(void *ctx, ct_unit *unit, bool last_use) {
     ct_shard *s = ctx;
-    return last_use && s->last_micro ? reduce_scatter(s, unit->index) : CT_OK;
+    return last_use && reduces_now(s) ? reduce_scatter(s, unit->index) : CT_OK;
 }
 
 static ct_status zero2_pre_forward(void *ctx, ct_unit *unit) {
@@ -158,7 +170,7 @@ static ct_status fsdp_pre_backward(void *ctx, ct_unit *unit) {
 static ct_status fsdp_post_backward(void *ctx, ct_unit *unit, bool last_use) {
     ct_shard *s = ctx;
     if (!last_use) return CT_OK; /* the tied unit stays gathered for its other use */
-    if (s->last_micro) CT_CHECK(reduce_scatter(s, unit->index));
+    if (reduces_now(s)) CT_CHECK(reduce_scatter(s, unit->index));
     ct_shard_release_params(s, unit->index);
     return CT_OK;
 }

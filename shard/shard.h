@@ -37,10 +37,12 @@ typedef enum {
 
 typedef struct {
     ct_shard_strategy strategy;
-    double bucket_mb;           /* ddp: all-reduce bucket size */
-    bool prefetch;              /* fsdp/hsdp: gather the next unit while this one computes */
-    bool reshard_after_forward; /* fsdp/hsdp: free a unit's params after its forward */
-    int shard_group_size;       /* hsdp: ranks per shard group (a divisor of the world size) */
+    double bucket_mb;             /* ddp: all-reduce bucket size */
+    bool prefetch;                /* fsdp/hsdp: gather the next unit while this one computes */
+    bool reshard_after_forward;   /* fsdp/hsdp: free a unit's params after its forward */
+    int shard_group_size;         /* hsdp: ranks per shard group (a divisor of the world size) */
+    bool reduce_every_microbatch; /* zero2/fsdp/hsdp: reduce-scatter after every micro-batch
+                                   * so full gradients never outlive one (more traffic) */
 } ct_shard_config;
 
 typedef struct ct_shard ct_shard;
@@ -63,10 +65,11 @@ const ct_unit_hooks *ct_shard_hooks(ct_shard *shard);
 void ct_shard_load_unit(ct_shard *shard, int u, const float *full);
 
 /* Step protocol, on every rank:
- *   ct_shard_begin_step; for each micro-batch: ct_shard_begin_micro(last?), forward, backward;
+ *   ct_shard_begin_step; for each micro-batch: ct_shard_begin_micro(first?, last?), forward,
+ *   backward;
  *   ct_shard_finish_grads; ct_shard_grad_norm; ct_shard_optimizer_step. */
 ct_status ct_shard_begin_step(ct_shard *shard);
-void ct_shard_begin_micro(ct_shard *shard, bool last);
+ct_status ct_shard_begin_micro(ct_shard *shard, bool first, bool last);
 /* Waits for every gradient reduction of the step. */
 ct_status ct_shard_finish_grads(ct_shard *shard);
 /* The global L2 norm of the reduced gradient, each element counted once. */

@@ -20,8 +20,27 @@ ct_status ct_shard_begin_step(ct_shard *s) {
     return CT_OK;
 }
 
-void ct_shard_begin_micro(ct_shard *s, bool last) {
+/* Waits for unit u's reduction and returns its pooled full gradient, if it has one. */
+static ct_status release_grads(ct_shard *s, int u) {
+    ct_shard_unit *su = &s->units[u];
+    CT_CHECK(ct_shard_wait(&su->reduce));
+    if (su->grads_pooled) {
+        ct_shard_pool_give(s, su->grads);
+        su->grads = NULL;
+        su->grads_pooled = false;
+        ct_shard_bind(s, u);
+    }
+    return CT_OK;
+}
+
+ct_status ct_shard_begin_micro(ct_shard *s, bool first, bool last) {
+    /* Reduced after the previous micro-batch: those full gradients are spent. */
+    if (!first && s->cfg.reduce_every_microbatch)
+        for (int u = 0; u < s->gpt->n_units; u++)
+            CT_CHECK(release_grads(s, u));
+    s->first_micro = first;
     s->last_micro = last;
+    return CT_OK;
 }
 
 ct_status ct_shard_finish_grads(ct_shard *s) {
@@ -31,13 +50,7 @@ ct_status ct_shard_finish_grads(ct_shard *s) {
     ct_comm *replica = ct_shard_live(s->replica);
     for (int u = 0; u < s->gpt->n_units; u++) {
         ct_shard_unit *su = &s->units[u];
-        CT_CHECK(ct_shard_wait(&su->reduce));
-        if (su->grads_pooled) {
-            ct_shard_pool_give(s, su->grads);
-            su->grads = NULL;
-            su->grads_pooled = false;
-            ct_shard_bind(s, u);
-        }
+        CT_CHECK(release_grads(s, u));
         /* hsdp: the shard group reduced its ranks; now sum across the groups. */
         if (replica)
             CT_CHECK(ct_comm_allreduce(replica, su->grad_shard, (size_t)su->shard_len, CT_COMM_F32,

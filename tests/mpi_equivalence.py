@@ -28,12 +28,13 @@ import sys
 import tempfile
 
 STRATEGIES = ["ddp", "zero1", "zero2", "fsdp", "hsdp"]
+EVERY_MICRO = ["zero2", "fsdp"]  # also run with parallel.reduce_every_microbatch = true
 TOL = 1e-5
 ACCUM = 2  # micro-batches per step on each rank
 MODEL = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=64, seq_len=16)
 
 
-def job_text(data_dir, run_dir, batch, accum, strategy, group):
+def job_text(data_dir, run_dir, batch, accum, strategy, group, every_micro=False):
     return f"""
 [model]
 n_layer = {MODEL['n_layer']}
@@ -56,6 +57,7 @@ seed = 7
 strategy = "{strategy}"
 bucket_mb = 0.02
 shard_group_size = {group}
+reduce_every_microbatch = {"true" if every_micro else "false"}
 [log]
 dir = "{run_dir}"
 every = 1
@@ -133,7 +135,7 @@ def compare(name, ref_dir, dist_dir):
     return failures
 
 
-def expected_traffic(strategy, world, group):
+def expected_traffic(strategy, world, group, every_micro=False):
     """Bytes per step on one rank, per collective kind (nccl-tests convention, comm.h)."""
     C, V, T = MODEL["n_embd"], MODEL["vocab_size"], MODEL["seq_len"]
     units = [V * C + T * C + 2 * C] + [12 * C * C + 13 * C] * MODEL["n_layer"]
@@ -148,7 +150,8 @@ def expected_traffic(strategy, world, group):
     replicas = 4 * sum(shard) if strategy == "hsdp" and group < world else 0
     # fsdp gathers each unit for forward and again for backward, in each of the 2 micro-batches
     gathers = 2 * ACCUM if strategy in ("fsdp", "hsdp") else 1
-    return dict(allreduce=scalars + replicas, reduce_scatter=4 * sum(padded),
+    reductions = ACCUM if every_micro else 1
+    return dict(allreduce=scalars + replicas, reduce_scatter=reductions * 4 * sum(padded),
                 allgather=gathers * 4 * sum(padded), broadcast=0)
 
 
@@ -192,11 +195,22 @@ def main():
                 failures += compare(f"{strategy} world {world}", ref_dir, dist_dir)
                 failures += check_traffic(f"{strategy} world {world}", dist_dir,
                                           expected_traffic(strategy, world, group))
+            for strategy in EVERY_MICRO:
+                name = f"{strategy}+every world {world}"
+                dist_dir = os.path.join(work, f"{strategy}-every{world}")
+                job = os.path.join(work, f"{strategy}-every{world}.toml")
+                with open(job, "w") as f:
+                    f.write(job_text(data, dist_dir, 2, ACCUM, strategy, world, True))
+                run(["mpirun", "--oversubscribe", "-np", str(world), ctrain, "worker", job], env)
+                failures += compare(name, ref_dir, dist_dir)
+                failures += check_traffic(name, dist_dir,
+                                          expected_traffic(strategy, world, world, True))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for f in failures:
         print("FAIL:", f)
-    print(f"{'PASS' if not failures else 'FAIL'}: {len(worlds) * len(STRATEGIES)} runs compared")
+    runs = len(worlds) * (len(STRATEGIES) + len(EVERY_MICRO))
+    print(f"{'PASS' if not failures else 'FAIL'}: {runs} runs compared")
     return 1 if failures else 0
 
 
