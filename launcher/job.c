@@ -131,10 +131,6 @@ static const ct_job_key keys[] = {
              "zero2/fsdp/hsdp: reduce-scatter the gradients after every micro-batch instead of "
              "only the last, so full gradients never outlive a micro-batch: less memory, "
              "grad_accum times the reduce-scatter traffic."),
-    BOOL_KEY("parallel", "reduce_every_microbatch", parallel_reduce_every_microbatch, 0,
-             "zero2/fsdp/hsdp: reduce-scatter the gradients after every micro-batch instead of "
-             "only the last, so full gradients never outlive a micro-batch: less memory, "
-             "grad_accum times the reduce-scatter traffic."),
     INT_KEY("parallel", "shard_group_size", parallel_shard_group_size, 0, 0, 65536,
             "hsdp: ranks per shard group; must divide the world size. 0 = the ranks of one "
             "node."),
@@ -392,8 +388,14 @@ static ct_status apply_override(job_loader *ld, int index) {
 
 void ct_job_defaults(ct_job *job) {
     memset(job, 0, sizeof(*job)); /* padding too, so that equal jobs are equal bytes */
-    for (size_t i = 0; i < N_KEYS; i++)
+    for (size_t i = 0; i < N_KEYS; i++) {
         ct_job_key_default(job, &keys[i]);
+        /* A key listed twice would be applied twice and documented twice: a bug. */
+        for (size_t j = 0; j < i; j++)
+            CT_ASSERT(strcmp(keys[i].section, keys[j].section) != 0 ||
+                          strcmp(keys[i].name, keys[j].name) != 0,
+                      "job key %s.%s is in the table twice", keys[i].section, keys[i].name);
+    }
 }
 
 ct_status ct_job_load(ct_job *job, const char *path, int n_overrides, char *const *overrides) {
