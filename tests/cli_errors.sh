@@ -6,50 +6,10 @@
 set -u
 bin=$1
 src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failures=0
-checks=0
+# shellcheck source=tests/cli_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cli_lib.sh"
 
-# expect CODE PATTERN -- command...: exit status CODE (or "nonzero"), output matches PATTERN.
-expect() {
-  local want=$1 pattern=$2
-  shift 3
-  local out status
-  out=$("$@" 2>&1)
-  status=$?
-  checks=$((checks + 1))
-  local ok=1
-  if [ "$want" = nonzero ]; then
-    { [ "$status" -ne 0 ] && [ "$status" -lt 128 ]; } || ok=0
-  else
-    [ "$status" -eq "$want" ] || ok=0
-  fi
-  grep -qE -- "$pattern" <<<"$out" || ok=0
-  if [ $ok -eq 0 ]; then
-    failures=$((failures + 1))
-    echo "FAIL: $* -> exit $status (want $want), output:"
-    sed 's/^/    /' <<<"$out" | head -8
-    echo "    (expected /$pattern/)"
-  fi
-}
-
-"$bin/ctrain" data synth --out "$work/data" --tokens 5000 --vocab 64 --seed 3 >/dev/null
-cat >"$work/job.toml" <<TOML
-[model]
-n_layer = 1
-n_head = 2
-n_embd = 16
-vocab_size = 64
-seq_len = 8
-[data]
-train = "$work/data/train_*.bin"
-[train]
-batch_size = 2
-steps = 2
-[log]
-dir = "$work/run"
-TOML
+tiny_job "$work/job.toml"
 
 # --help and usage
 expect 0 "usage: ctrain-launch" -- "$bin/ctrain-launch" --help
@@ -96,5 +56,4 @@ if [ -f "$src/docs/config.md" ]; then
   fi
 fi
 
-echo "$((checks - failures)) passed, $failures failed"
-[ "$failures" -eq 0 ]
+summary

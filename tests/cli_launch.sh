@@ -7,57 +7,12 @@
 # usage: cli_launch.sh BIN_DIR SOURCE_DIR
 set -u
 bin=$1
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failures=0
-checks=0
+# shellcheck source=tests/cli_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cli_lib.sh"
 # The tests decide whether they run inside an MPI or Slurm job, not the caller's environment.
 unset OMPI_COMM_WORLD_SIZE PMIX_RANK SLURM_PROCID
 
-# expect CODE PATTERN -- command...: exit status CODE (or "nonzero"), output matches PATTERN
-# (an extended regex; a literal string when PATTERN starts with '=').
-expect() {
-  local want=$1 pattern=$2
-  shift 3
-  local out status
-  out=$("$@" 2>&1)
-  status=$?
-  checks=$((checks + 1))
-  local ok=1
-  if [ "$want" = nonzero ]; then
-    { [ "$status" -ne 0 ] && [ "$status" -lt 128 ]; } || ok=0
-  else
-    [ "$status" -eq "$want" ] || ok=0
-  fi
-  if [ "${pattern:0:1}" = "=" ]; then
-    grep -qF -- "${pattern:1}" <<<"$out" || ok=0
-  else
-    grep -qE -- "$pattern" <<<"$out" || ok=0
-  fi
-  if [ $ok -eq 0 ]; then
-    failures=$((failures + 1))
-    echo "FAIL: $* -> exit $status (want $want), output:"
-    sed 's/^/    /' <<<"$out" | head -12
-    echo "    (expected /$pattern/)"
-  fi
-}
-
-"$bin/ctrain" data synth --out "$work/data" --tokens 5000 --vocab 64 --seed 3 >/dev/null
-cat >"$work/job.toml" <<TOML
-[model]
-n_layer = 1
-n_head = 2
-n_embd = 16
-vocab_size = 64
-seq_len = 8
-[data]
-train = "$work/data/train_*.bin"
-[train]
-batch_size = 2
-steps = 2
-[log]
-dir = "$work/run"
-TOML
+tiny_job "$work/job.toml"
 printf 'nodea slots=2\nnodeb slots=2   # a comment\n' >"$work/hosts"
 ctrain=$(cd "$bin" && pwd -P)/ctrain
 job=$(cd "$work" && pwd -P)/job.toml
@@ -133,5 +88,4 @@ else
 fi
 expect 1 "mpirun not found on PATH" -- env PATH=/nonexistent "$bin/ctrain-launch" --nproc 2 "$job"
 
-echo "$((checks - failures)) passed, $failures failed"
-[ "$failures" -eq 0 ]
+summary

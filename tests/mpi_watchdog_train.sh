@@ -7,42 +7,27 @@
 set -u
 bin=$1
 command -v mpirun >/dev/null || { echo "mpirun not found: skipped"; exit 77; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=tests/cli_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cli_lib.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-"$bin/ctrain" data synth --out "$work/data" --tokens 20000 --vocab 64 --seed 3 >/dev/null
-cat >"$work/job.toml" <<TOML
-[model]
-n_layer = 1
-n_head = 2
-n_embd = 16
-vocab_size = 64
-seq_len = 8
-[data]
-train = "$work/data/train_*.bin"
-[train]
-batch_size = 2
-steps = 20
-[comm]
+tiny_job "$work/job.toml" "[comm]
 timeout_s = 3
-[log]
-dir = "$work/run"
-every = 1
 [device]
-threads_per_rank = 1
-TOML
+threads_per_rank = 1"
+sed -i 's/^steps = 2$/steps = 20/' "$work/job.toml"
 start=$(date +%s.%N)
 CTRAIN_FAULT=stall:rank=1:step=3 timeout 120 "$bin/ctrain-launch" --nproc 3 "$work/job.toml" \
   >"$work/out" 2>&1
 rc=$?
 elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-failures=0
 check() {
+  checks=$((checks + 1))
   if ! eval "$1"; then
     echo "FAIL: $2"
     failures=$((failures + 1))
   fi
 }
+# shellcheck disable=SC2016  # evaluated by check
 check '[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ]' "the job exited $rc (want non-zero, not a hang)"
 # 3 s timeout + 10 s, plus up to 10 s of MPI start-up on a loaded 2-core machine
 check "awk -v e=$elapsed 'BEGIN { exit !(e < 23) }'" "the job took $elapsed s"
@@ -52,5 +37,4 @@ for r in 0 1 2; do
 done
 echo "exit $rc after $elapsed s"
 [ $failures -eq 0 ] || sed 's/^/    /' "$work/out" | tail -30
-echo "$((4 - failures)) passed, $failures failed"
-[ $failures -eq 0 ]
+summary
