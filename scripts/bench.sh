@@ -16,15 +16,11 @@
 # CTRAIN_BIN=DIR measures the binaries in DIR instead of build/bin (use with --no-build).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BENCH_NAME=bench
+# shellcheck source=scripts/bench_lib.sh
+source scripts/bench_lib.sh
 
-RUNS=1
 THREADS=2
-STEPS=13
-WARMUP=3
-OUT=""
-TORCH=1
-BUILD=1
-CONFIGS=()
 usage() { sed -n '2,17s/^# \{0,1\}//p' "$0"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -40,92 +36,22 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ ${#CONFIGS[@]} -gt 0 ]] || CONFIGS=(gpt-mini byte-lm)
-for n in "$RUNS" "$THREADS" "$STEPS"; do
-    [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "bench: '$n' is not a positive integer" >&2; exit 2; }
-done
-if [[ $STEPS -le $WARMUP ]]; then
-    echo "bench: --steps must exceed the $WARMUP warm-up steps" >&2
-    exit 2
-fi
-for c in "${CONFIGS[@]}"; do
-    [[ -f "bench/$c.toml" ]] || { echo "bench: no bench/$c.toml" >&2; exit 2; }
-done
+bench_check_positive "$RUNS" "$THREADS" "$STEPS"
+bench_check_steps "$STEPS" "$WARMUP"
+bench_check_configs "${CONFIGS[@]}"
 
-log() { echo "bench: $*" >&2; }
-BIN=${CTRAIN_BIN:-build/bin}  # another build to measure: CTRAIN_BIN=build-x/bin
-
-if [[ $BUILD -eq 1 ]]; then
-    scripts/build.sh >&2
-fi
-for b in ctrain ctrain-launch; do
-    [[ -x "$BIN/$b" ]] || { log "$BIN/$b is missing: run scripts/build.sh"; exit 1; }
-done
-
-# The first python that can import torch, or nothing.
-torch_python() {
-    local p
-    for p in python3 /usr/bin/python3; do
-        if command -v "$p" >/dev/null && "$p" -c 'import torch' 2>/dev/null; then
-            command -v "$p"
-            return 0
-        fi
-    done
-    return 1
-}
-TORCH_PY=""
-if [[ $TORCH -eq 1 ]]; then
-    if TORCH_PY=$(torch_python); then
-        log "PyTorch reference: $TORCH_PY ($("$TORCH_PY" -c 'import torch; print(torch.__version__)'))"
-    else
-        log "no python with torch (scripts/install-deps.sh --with-torch): no PyTorch column"
-        TORCH_PY=""
-    fi
-fi
+bench_build "$BUILD"
+bench_find_torch "$TORCH" column
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ctrain-bench.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-# Model keys of a job file as shell assignments: L= H= C= V= T= B=
-model_keys() {
-    python3 - "$1" <<'EOF'
-import re, sys
-try:
-    import tomllib
-    with open(sys.argv[1], "rb") as f:
-        job = tomllib.load(f)
-except ImportError:  # python < 3.11: the bench files are flat enough for a regex
-    job, table = {}, None
-    for line in open(sys.argv[1]):
-        line = line.split("#")[0].strip()
-        m = re.match(r"\[(\w+)\]$", line)
-        if m:
-            table = job.setdefault(m.group(1), {})
-        elif "=" in line and table is not None:
-            k, v = (s.strip() for s in line.split("=", 1))
-            table[k] = v.strip('"')
-m, t = job["model"], job["train"]
-print("L=%s H=%s C=%s V=%s T=%s B=%s" % (m["n_layer"], m["n_head"], m["n_embd"],
-      m["vocab_size"], m["seq_len"], t["batch_size"]))
-EOF
-}
-
-# The ceiling is the best of 3 measurements: on a shared host a single one can land low.
-log "sgemm ceiling: best of 3 x $BIN/ctrain bench sgemm --threads $THREADS"
-GFLOPS=$(for _ in 1 2 3; do "$BIN/ctrain" bench sgemm --threads "$THREADS" || true; done |
-         grep '^{' | python3 -c '
-import json, sys
-rates = [json.loads(l)["gflops"] for l in sys.stdin]
-print(max(rates) if rates else "")')
-log "sgemm ceiling: ${GFLOPS:-unknown} GFLOP/s"
+GFLOPS=$(bench_sgemm_ceiling "$THREADS")
 
 rows=()
 for c in "${CONFIGS[@]}"; do
     eval "$(model_keys "bench/$c.toml")"
-    data="data/bench/$c"
-    if ! compgen -G "$data/train_*.bin" >/dev/null; then
-        log "making $data: $BIN/ctrain data synth --out $data --tokens 2000000 --vocab $V --seed 1"
-        "$BIN/ctrain" data synth --out "$data" --tokens 2000000 --vocab "$V" --seed 1 >&2
-    fi
+    bench_synth_data "$c" "$V"
     overrides=("train.steps=$STEPS" "log.every=1" "device.threads_per_rank=$THREADS")
     [[ $STEPS -lt 10 ]] && overrides+=("train.warmup_steps=$STEPS")
     metrics=() torchs=()
@@ -151,34 +77,10 @@ for c in "${CONFIGS[@]}"; do
     rows+=("$c|$L|$H|$C|$V|$T|$B|$(IFS=,; echo "${metrics[*]}")|$(IFS=,; echo "${torchs[*]:-}")")
 done
 
-table=$(python3 - "$GFLOPS" "$THREADS" "$RUNS" "$STEPS" "$WARMUP" "${rows[@]}" <<'EOF'
-import json, statistics, sys
-
+table=$(bench_py "$GFLOPS" "$THREADS" "$RUNS" "$STEPS" "$WARMUP" "${rows[@]}" <<'EOF'
 gflops, threads, runs, steps, warmup = sys.argv[1:6]
 threads, runs, warmup = int(threads), int(runs), int(warmup)
 gflops = float(gflops) if gflops else None
-
-
-def timed_records(path):
-    recs = sorted((json.loads(l) for l in open(path) if l.strip()), key=lambda r: r["step"])
-    recs = [r for r in recs if "tokens_per_s" in r]
-    return recs[warmup:]
-
-
-def summary(per_run):
-    """Median of the runs' medians; min-max over every timed step of every run."""
-    meds = [statistics.median(v) for v in per_run if v]
-    flat = [x for v in per_run for x in v]
-    if not flat:
-        return None
-    return statistics.median(meds), min(flat), max(flat)
-
-
-def fmt(s, digits=0):
-    if s is None:
-        return "n/a"
-    return "%.*f (%.*f-%.*f)" % (digits, s[0], digits, s[1], digits, s[2])
-
 
 print("| config | params | ctrain tokens/s | ms/step | MFU (ctrain) | MFU vs sgemm "
       "| peak RSS MiB | PyTorch tokens/s | ctrain / PyTorch |")
@@ -188,7 +90,7 @@ for row in sys.argv[6:]:
     L, H, C, V, T, B = (int(x) for x in (L, H, C, V, T, B))
     params = V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C
     fpt = 6 * (V * C + 12 * L * C * C) + 12 * L * T * C
-    recs = [timed_records(p) for p in mfiles.split(",") if p]
+    recs = [timed_records(p, warmup) for p in mfiles.split(",") if p]
     tps = summary([[r["tokens_per_s"] for r in rr] for rr in recs])
     ms = summary([[r["ms"] for r in rr] for rr in recs])
     mfu_c = summary([[r["mfu"] for r in rr if "mfu" in r] for rr in recs])
@@ -216,7 +118,7 @@ print("Medians of %d run%s of %s steps each, the first %d left out as warm-up; (
 EOF
 )
 
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+cpu=$(bench_cpu)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 report=$(cat <<EOF
 ## ctrain benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'))
@@ -228,8 +130,4 @@ sgemm ceiling (1024^3, $THREADS threads, best of 3 \`ctrain bench sgemm\`): ${GF
 $table
 EOF
 )
-echo "$report"
-if [[ -n "$OUT" ]]; then
-    echo "$report" >"$OUT"
-    log "wrote $OUT"
-fi
+bench_emit "$report" "$OUT"

@@ -22,14 +22,10 @@
 # progress on stderr. CTRAIN_BIN=DIR measures the binaries in DIR instead of build/bin.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BENCH_NAME=bench_dist
+# shellcheck source=scripts/bench_lib.sh
+source scripts/bench_lib.sh
 
-RUNS=1
-STEPS=13
-WARMUP=3
-OUT=""
-TORCH=1
-BUILD=1
-CONFIGS=()
 ARGS=("$@")
 usage() { sed -n '2,23s/^# \{0,1\}//p' "$0"; }
 while [[ $# -gt 0 ]]; do
@@ -45,86 +41,19 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ ${#CONFIGS[@]} -gt 0 ]] || CONFIGS=(gpt-mini)
-for n in "$RUNS" "$STEPS"; do
-    [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "bench_dist: '$n' is not a positive integer" >&2; exit 2; }
-done
-if [[ $STEPS -le $WARMUP ]]; then
-    echo "bench_dist: --steps must exceed the $WARMUP warm-up steps" >&2
-    exit 2
-fi
-for c in "${CONFIGS[@]}"; do
-    [[ -f "bench/$c.toml" ]] || { echo "bench_dist: no bench/$c.toml" >&2; exit 2; }
-done
+bench_check_positive "$RUNS" "$STEPS"
+bench_check_steps "$STEPS" "$WARMUP"
+bench_check_configs "${CONFIGS[@]}"
 
-log() { echo "bench_dist: $*" >&2; }
-BIN=${CTRAIN_BIN:-build/bin}  # another build to measure: CTRAIN_BIN=build-x/bin
-
-if [[ $BUILD -eq 1 ]]; then
-    scripts/build.sh >&2
-fi
-for b in ctrain ctrain-launch; do
-    [[ -x "$BIN/$b" ]] || { log "$BIN/$b is missing: run scripts/build.sh"; exit 1; }
-done
+bench_build "$BUILD"
 command -v mpirun >/dev/null || { log "mpirun is not on PATH (apt-get install openmpi-bin)"; exit 1; }
-
-# The first python that can import torch, or nothing (as scripts/bench.sh and torch_gpt.py).
-torch_python() {
-    local p
-    for p in python3 /usr/bin/python3; do
-        if command -v "$p" >/dev/null && "$p" -c 'import torch' 2>/dev/null; then
-            command -v "$p"
-            return 0
-        fi
-    done
-    return 1
-}
-TORCH_PY=""
-TORCH_VER=""
-if [[ $TORCH -eq 1 ]]; then
-    if TORCH_PY=$(torch_python); then
-        TORCH_VER=$("$TORCH_PY" -c 'import torch; print(torch.__version__)')
-        log "PyTorch reference: $TORCH_PY ($TORCH_VER)"
-    else
-        log "no python with torch (scripts/install-deps.sh --with-torch): no PyTorch rows"
-        TORCH_PY=""
-    fi
-fi
+bench_find_torch "$TORCH" rows
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ctrain-bench-dist.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-# Model keys of a job file as shell assignments: L= H= C= V= T= B= A= (A = grad_accum)
-model_keys() {
-    python3 - "$1" <<'EOF'
-import re, sys
-try:
-    import tomllib
-    with open(sys.argv[1], "rb") as f:
-        job = tomllib.load(f)
-except ImportError:  # python < 3.11: the bench files are flat enough for a regex
-    job, table = {}, None
-    for line in open(sys.argv[1]):
-        line = line.split("#")[0].strip()
-        m = re.match(r"\[(\w+)\]$", line)
-        if m:
-            table = job.setdefault(m.group(1), {})
-        elif "=" in line and table is not None:
-            k, v = (s.strip() for s in line.split("=", 1))
-            table[k] = v.strip('"')
-m, t = job["model"], job["train"]
-print("L=%s H=%s C=%s V=%s T=%s B=%s A=%s" % (m["n_layer"], m["n_head"], m["n_embd"],
-      m["vocab_size"], m["seq_len"], t["batch_size"], t.get("grad_accum", 1)))
-EOF
-}
-
 CORES=$(nproc)
-log "sgemm ceiling: best of 3 x $BIN/ctrain bench sgemm --threads $CORES"
-GFLOPS=$(for _ in 1 2 3; do "$BIN/ctrain" bench sgemm --threads "$CORES" || true; done |
-         grep '^{' | python3 -c '
-import json, sys
-rates = [json.loads(l)["gflops"] for l in sys.stdin]
-print(max(rates) if rates else "")')
-log "sgemm ceiling: ${GFLOPS:-unknown} GFLOP/s"
+GFLOPS=$(bench_sgemm_ceiling "$CORES")
 
 # Layouts: name nproc threads strategy [extra override]
 LAYOUTS=(
@@ -144,11 +73,7 @@ manifest="$tmp/manifest"
 failures=0
 for c in "${CONFIGS[@]}"; do
     eval "$(model_keys "bench/$c.toml")"
-    data="data/bench/$c"
-    if ! compgen -G "$data/train_*.bin" >/dev/null; then
-        log "making $data: $BIN/ctrain data synth --out $data --tokens 2000000 --vocab $V --seed 1"
-        "$BIN/ctrain" data synth --out "$data" --tokens 2000000 --vocab "$V" --seed 1 >&2
-    fi
+    bench_synth_data "$c" "$V"
     echo "config|$c|$L|$H|$C|$V|$T|$B|$A" >>"$manifest"
     base=("train.steps=$STEPS" "log.every=1")
     [[ $STEPS -lt 10 ]] && base+=("train.warmup_steps=$STEPS")
@@ -194,8 +119,7 @@ for c in "${CONFIGS[@]}"; do
     done
 done
 
-table=$(python3 - "$manifest" "$GFLOPS" "$RUNS" "$STEPS" "$WARMUP" "$TORCH_VER" <<'EOF'
-import json, statistics, sys
+table=$(bench_py "$manifest" "$GFLOPS" "$RUNS" "$STEPS" "$WARMUP" "$TORCH_VER" <<'EOF'
 from collections import defaultdict
 
 manifest, gflops, runs, steps, warmup, torch_ver = sys.argv[1:7]
@@ -204,27 +128,6 @@ gflops = float(gflops) if gflops else None
 MiB = 2.0 ** 20
 STRATS = ["ddp", "zero1", "zero2", "fsdp", "hsdp"]
 TARGET = {"gpt-mini": 1.5, "byte-lm": 1.0}
-
-
-def timed_records(path):
-    recs = sorted((json.loads(l) for l in open(path) if l.strip()), key=lambda r: r["step"])
-    recs = [r for r in recs if "tokens_per_s" in r]
-    return recs[warmup:]
-
-
-def summary(per_run):
-    """Median of the runs' medians; min-max over every timed step of every run."""
-    meds = [statistics.median(v) for v in per_run if v]
-    flat = [x for v in per_run for x in v]
-    if not flat:
-        return None
-    return statistics.median(meds), min(flat), max(flat)
-
-
-def fmt(s, digits=0):
-    if s is None:
-        return "n/a"
-    return "%.*f (%.*f-%.*f)" % (digits, s[0], digits, s[1], digits, s[2])
 
 
 def mib(x):
@@ -241,7 +144,7 @@ for line in open(manifest):
     if f[0] == "config":
         configs.append((f[1],) + tuple(int(x) for x in f[2:]))
     elif f[0] == "ctrain":
-        ctrain[(f[1], f[2])].append((int(f[3]), int(f[4]), f[5], timed_records(f[6])))
+        ctrain[(f[1], f[2])].append((int(f[3]), int(f[4]), f[5], timed_records(f[6], warmup)))
     elif f[0] == "torch1":
         torch1[(f[1], f[2])].append(json.load(open(f[6])))
     elif f[0] == "torchdist":
@@ -443,7 +346,7 @@ print("Medians of %d run%s of %s steps each, the first %d left out as warm-up; (
 EOF
 )
 
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+cpu=$(bench_cpu)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=""
 [[ -n "$(git status --porcelain 2>/dev/null)" ]] && dirty=" (plus uncommitted changes)"
@@ -458,11 +361,7 @@ PyTorch: ${TORCH_VER:-not measured}${TORCH_PY:+ ($TORCH_PY)}.
 $table
 EOF
 )
-echo "$report"
-if [[ -n "$OUT" ]]; then
-    echo "$report" >"$OUT"
-    log "wrote $OUT"
-fi
+bench_emit "$report" "$OUT"
 if [[ $failures -gt 0 ]]; then
     log "$failures ctrain run(s) failed"
     exit 1

@@ -18,30 +18,22 @@ the process starts: the caller must set it (scripts/bench.sh does). Exits 77 whe
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_gpt as tg  # noqa: E402  (re-executes with a python that has torch, or exits 77)
 import torch  # noqa: E402
+import torch_bench_common as tbc  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--layers", type=int, required=True)
-    ap.add_argument("--heads", type=int, required=True)
-    ap.add_argument("--embd", type=int, required=True)
-    ap.add_argument("--vocab", type=int, required=True)
-    ap.add_argument("--seq", type=int, required=True)
-    ap.add_argument("--batch", type=int, required=True)
-    ap.add_argument("--steps", type=int, default=13, help="steps in all, warm-up included")
-    ap.add_argument("--warmup", type=int, default=3, help="first steps left out of the figures")
+    tbc.add_shape_args(ap)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    if args.steps <= args.warmup:
-        ap.error("--steps must exceed --warmup")
+    tbc.check_steps(ap, args)
 
     blas = os.environ.get("OPENBLAS_NUM_THREADS")
     if blas != str(args.threads):
@@ -53,14 +45,11 @@ def main():
 
     model = tg.GPT(args.layers, args.heads, args.embd, args.vocab, args.seq, use_sdpa=True)
     model.init_random(torch.Generator().manual_seed(args.seed))
-    flags = model.decay_flags()
-    groups = [{"params": [p for p, d in flags if d], "weight_decay": 0.1},
-              {"params": [p for p, d in flags if not d], "weight_decay": 0.0}]
-    kw = dict(lr=6e-4, betas=(0.9, 0.95), eps=1e-8)
+    groups = tbc.decay_groups(model.decay_flags())
     try:
-        opt = torch.optim.AdamW(groups, fused=False, **kw)  # torch >= 2.0 has fused=
+        opt = torch.optim.AdamW(groups, fused=False, **tbc.ADAMW_KW)  # torch >= 2.0 has fused=
     except TypeError:
-        opt = torch.optim.AdamW(groups, **kw)
+        opt = torch.optim.AdamW(groups, **tbc.ADAMW_KW)
 
     tokens = args.batch * args.seq
     ms = []
@@ -76,14 +65,9 @@ def main():
         ms.append((time.perf_counter() - t0) * 1e3)
         print("torch_bench: step %d loss %.4f %.1f ms" % (len(ms), loss.item(), ms[-1]),
               file=sys.stderr)
-    timed = ms[args.warmup:]
-    tps = [tokens / (m / 1e3) for m in timed]
     print(json.dumps({
-        "tokens_per_s_median": round(statistics.median(tps), 2),
-        "min": round(min(tps), 2), "max": round(max(tps), 2),
-        "ms_median": round(statistics.median(timed), 3),
-        "ms_min": round(min(timed), 3), "ms_max": round(max(timed), 3),
-        "steps_timed": len(timed), "threads": args.threads, "openblas_num_threads": blas,
+        **tbc.timed_figures(tokens, ms[args.warmup:]),
+        "threads": args.threads, "openblas_num_threads": blas,
         "params": tg.num_params(args.layers, args.embd, args.vocab, args.seq),
         "flops_per_token": tg.flops_per_token(args.layers, args.embd, args.vocab, args.seq),
         "torch": torch.__version__, "python": sys.executable, "sdpa": model.use_sdpa,

@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_gpt as tg  # noqa: E402  (re-executes with a python that has torch, or exits 77)
 import torch  # noqa: E402
+import torch_bench_common as tbc  # noqa: E402
 
 LAYOUTS = ("ddp", "zero", "fsdp")
 
@@ -74,10 +74,8 @@ def free_port():
 
 # ---- worker -------------------------------------------------------------------------------
 def make_optimizer(model, layout, params_model):
-    flags = [(p, p.dim() >= 2) for p in params_model.parameters()]
-    groups = [{"params": [p for p, d in flags if d], "weight_decay": 0.1},
-              {"params": [p for p, d in flags if not d], "weight_decay": 0.0}]
-    kw = dict(lr=6e-4, betas=(0.9, 0.95), eps=1e-8)
+    groups = tbc.decay_groups([(p, p.dim() >= 2) for p in params_model.parameters()])
+    kw = dict(tbc.ADAMW_KW)
     if torch_version() >= (2, 0):
         kw["fused"] = False
     if layout == "zero":
@@ -148,14 +146,10 @@ def worker(args):
     if rank == 0:
         slow = t.tolist()[args.warmup:]
         tokens = world * args.batch * args.seq
-        tps = [tokens / (m / 1e3) for m in slow]
         with open(args.result, "w") as f:
             json.dump({
-                "tokens_per_s_median": round(statistics.median(tps), 2),
-                "min": round(min(tps), 2), "max": round(max(tps), 2),
-                "ms_median": round(statistics.median(slow), 3),
-                "ms_min": round(min(slow), 3), "ms_max": round(max(slow), 3),
-                "steps_timed": len(slow), "nproc": world, "threads": args.threads,
+                **tbc.timed_figures(tokens, slow),
+                "nproc": world, "threads": args.threads,
                 "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
                 "optimizer": type(opt).__name__, "wrapper": type(net).__name__,
             }, f)
@@ -214,14 +208,7 @@ def run_layout(args, layout, tmpdir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--layers", type=int, required=True)
-    ap.add_argument("--heads", type=int, required=True)
-    ap.add_argument("--embd", type=int, required=True)
-    ap.add_argument("--vocab", type=int, required=True)
-    ap.add_argument("--seq", type=int, required=True)
-    ap.add_argument("--batch", type=int, required=True, help="sequences per rank")
-    ap.add_argument("--steps", type=int, default=13, help="steps in all, warm-up included")
-    ap.add_argument("--warmup", type=int, default=3, help="first steps left out of the figures")
+    tbc.add_shape_args(ap, batch_help="sequences per rank")
     ap.add_argument("--nproc", type=int, default=2, help="processes (ranks)")
     ap.add_argument("--threads", type=int, default=1, help="threads per process")
     ap.add_argument("--seed", type=int, default=1)
@@ -232,8 +219,7 @@ def main():
     ap.add_argument("--layout", choices=LAYOUTS, help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.steps <= args.warmup:
-        ap.error("--steps must exceed --warmup")
+    tbc.check_steps(ap, args)
     if args.worker:
         return worker(args)
     layouts = [x for x in args.layouts.split(",") if x]

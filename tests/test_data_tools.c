@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 
 #include "data/data.h"
+#include "tests/test_data_util.h"
 #include "tests/test_temp_dir.h"
 #include "tests/test_util.h"
 
@@ -39,12 +40,6 @@ static bool tokens_equal_bytes(const int32_t *tokens, const char *bytes, size_t 
     for (size_t i = 0; i < n; i++)
         if (tokens[i] != (unsigned char)bytes[i]) return false;
     return true;
-}
-
-static bool message_has(const char *needle) {
-    bool found = strstr(ct_error_message(), needle) != NULL;
-    if (!found) printf("\n  message '%s' lacks '%s'\n", ct_error_message(), needle);
-    return found;
 }
 
 /* Multibyte UTF-8 of every length: 2 (é, ö), 3 (—, 日本語) and 4 (🎉) bytes. */
