@@ -30,4 +30,170 @@ ct_status ct_ckpt_llmc_read_config(const char *path, ct_gpt_config *config);
 /* Reads the parameters into a fully bound model whose configuration must match the file's. */
 ct_status ct_ckpt_llmc_read(const char *path, ct_gpt *gpt);
 
+/* ================================================================ sharded checkpoints
+ * The storage layer of sharded checkpoints (docs/checkpoints.md has the format byte by byte).
+ * Wiring into the trainer (save, resume, resharding at load, export) is not done yet. */
+
+typedef enum {
+    CT_CKPT_PARAMS = 0,
+    CT_CKPT_ADAM_M,
+    CT_CKPT_ADAM_V,
+    CT_CKPT_KIND_COUNT
+} ct_ckpt_kind;
+const char *ct_ckpt_kind_name(ct_ckpt_kind kind);
+
+/* Byte-plane shuffle: AUTO tries both and keeps the smaller frame (ties keep plain). */
+typedef enum { CT_CKPT_SHUFFLE_AUTO = 0, CT_CKPT_SHUFFLE_OFF, CT_CKPT_SHUFFLE_ON } ct_ckpt_shuffle;
+
+/* Little-endian field access for the on-disk formats. */
+void ct_ckpt_put_u32(uint8_t *p, uint32_t v);
+void ct_ckpt_put_u64(uint8_t *p, uint64_t v);
+uint32_t ct_ckpt_get_u32(const uint8_t *p);
+uint64_t ct_ckpt_get_u64(const uint8_t *p);
+
+/* ---------------------------------------------------------------- frames (zframe.c) */
+
+#define CT_CKPT_FRAME_HEADER_BYTES 40
+#define CT_CKPT_FRAME_FLAG_SHUFFLE 1u
+
+typedef struct {
+    uint32_t kind, flags;
+    uint64_t raw_bytes;        /* 4 x floats */
+    uint64_t compressed_bytes; /* the zstd frame after the header */
+    uint64_t checksum;         /* ct_hash64(raw float bytes, seed 0) */
+} ct_ckpt_frame_header;
+
+/* The most bytes a frame of n floats takes (header included), and the scratch it needs. */
+size_t ct_ckpt_frame_bound_bytes(size_t n);
+size_t ct_ckpt_frame_scratch_bytes(size_t n);
+/* Compresses src (n floats) at zstd `level` into dst (>= bound bytes); *frame_bytes is the
+ * header plus the compressed bytes. scratch: ct_ckpt_frame_scratch_bytes(n) bytes. */
+ct_status ct_ckpt_frame_encode(const float *src, size_t n, ct_ckpt_kind kind, int level,
+                               ct_ckpt_shuffle shuffle, uint8_t *dst, size_t dst_bytes,
+                               uint8_t *scratch, size_t *frame_bytes);
+/* Checks magic, version, kind, flags and that the compressed bytes fit in avail_bytes. `where`
+ * (file, offset, unit) starts every error message. */
+ct_status ct_ckpt_frame_parse_header(const uint8_t *frame, size_t avail_bytes, const char *where,
+                                     ct_ckpt_frame_header *header);
+/* Decodes a frame of exactly n floats into dst, checking every size and the checksum.
+ * scratch: n * 4 bytes (used for shuffled frames). */
+ct_status ct_ckpt_frame_decode(const uint8_t *frame, size_t avail_bytes, const char *where,
+                               float *dst, size_t n, uint8_t *scratch);
+
+/* ---------------------------------------------------------------- rank files (ckpt_file.c) */
+
+#define CT_CKPT_FORMAT_VERSION 1
+#define CT_CKPT_FILE_HEADER_BYTES 32
+#define CT_CKPT_INDEX_ENTRY_BYTES 64
+#define CT_CKPT_TRAILER_BYTES 32
+
+/* One frame of a rank file: elements [lo, hi) of unit `unit`'s flat buffer of kind `kind`. */
+typedef struct {
+    uint32_t unit, kind, flags;
+    uint64_t lo, hi;
+    uint64_t offset;      /* of the frame header, from the start of the file */
+    uint64_t frame_bytes; /* header + compressed */
+    uint64_t raw_bytes;
+    uint64_t checksum; /* of the raw floats, as in the frame header */
+} ct_ckpt_entry;
+
+typedef struct ct_ckpt_writer ct_ckpt_writer;
+
+/* Creates (truncates) `path` for rank `rank` of `world_size`. */
+ct_status ct_ckpt_writer_open(ct_ckpt_writer **writer, const char *path, int rank, int world_size,
+                              int zstd_level, ct_ckpt_shuffle shuffle);
+/* Appends one frame: data holds hi - lo floats, elements [lo, hi) of the unit's buffer. An
+ * empty range (lo == hi, a rank that owns nothing of a small unit) writes nothing. */
+ct_status ct_ckpt_writer_add(ct_ckpt_writer *writer, int unit, ct_ckpt_kind kind, int64_t lo,
+                             int64_t hi, const float *data);
+/* Writes the index and trailer, fsyncs and closes; frees the writer in every case. file_bytes
+ * and checksum (ct_hash64 of the index bytes, which hold every frame's checksum) are for the
+ * manifest; either may be NULL. */
+ct_status ct_ckpt_writer_close(ct_ckpt_writer *writer, uint64_t *file_bytes, uint64_t *checksum);
+/* Closes, removes the file and frees (after a failure). */
+void ct_ckpt_writer_abort(ct_ckpt_writer *writer);
+
+typedef struct ct_ckpt_reader ct_ckpt_reader;
+
+/* Opens a rank file and checks its header, trailer and index against the file's size. */
+ct_status ct_ckpt_reader_open(ct_ckpt_reader **reader, const char *path);
+void ct_ckpt_reader_close(ct_ckpt_reader *reader);
+int ct_ckpt_reader_rank(const ct_ckpt_reader *reader);
+int ct_ckpt_reader_world_size(const ct_ckpt_reader *reader);
+uint64_t ct_ckpt_reader_file_bytes(const ct_ckpt_reader *reader);
+uint64_t ct_ckpt_reader_checksum(const ct_ckpt_reader *reader);
+int ct_ckpt_reader_entry_count(const ct_ckpt_reader *reader);
+const ct_ckpt_entry *ct_ckpt_reader_entry(const ct_ckpt_reader *reader, int i);
+/* Copies the part of elements [lo, hi) of (unit, kind) that this file holds into
+ * dst[x - lo], decoding (and checksumming) only the frames that overlap; *covered counts the
+ * elements copied. `unit_name` (may be NULL) goes into error messages. */
+ct_status ct_ckpt_reader_read(ct_ckpt_reader *reader, int unit, const char *unit_name,
+                              ct_ckpt_kind kind, int64_t lo, int64_t hi, float *dst,
+                              int64_t *covered);
+/* The same over several files (the rank files of one checkpoint): fails unless they cover
+ * [lo, hi) exactly once. This is the read a reshard needs. */
+ct_status ct_ckpt_read_range(ct_ckpt_reader *const *readers, int n_readers, int unit,
+                             const char *unit_name, ct_ckpt_kind kind, int64_t lo, int64_t hi,
+                             float *dst);
+/* Decodes every frame of the file (checksums included): what `ckpt verify` does per file. */
+ct_status ct_ckpt_reader_verify(ct_ckpt_reader *reader);
+
+/* ---------------------------------------------------------------- manifest (manifest.c) */
+
+#define CT_CKPT_NAME_BYTES 64
+
+typedef struct {
+    char name[CT_CKPT_NAME_BYTES];
+    int64_t numel, shard_len, padded;
+} ct_ckpt_unit_layout;
+
+typedef struct {
+    char file[CT_CKPT_NAME_BYTES]; /* rank_NNNNN.ctk, relative to the checkpoint directory */
+    uint64_t file_bytes;
+    uint64_t checksum;
+} ct_ckpt_rank_file;
+
+typedef struct {
+    int format_version;
+    int64_t step;
+    int world_size;
+    char strategy[CT_CKPT_NAME_BYTES];
+    char *config_text; /* the job's configuration as text */
+    int n_units;
+    ct_ckpt_unit_layout *units; /* n_units */
+    ct_ckpt_rank_file *ranks;   /* world_size */
+    int64_t data_step;          /* the data position: steps consumed */
+    uint64_t rng_seed;
+} ct_ckpt_manifest;
+
+/* Writes manifest.json at `path` (with its own checksum) and fsyncs it. */
+ct_status ct_ckpt_manifest_write(const char *path, const ct_ckpt_manifest *manifest);
+/* Reads and checks a manifest; errors name the file and the byte offset. Owns what it
+ * allocates until ct_ckpt_manifest_free. */
+ct_status ct_ckpt_manifest_read(const char *path, ct_ckpt_manifest *manifest);
+void ct_ckpt_manifest_free(ct_ckpt_manifest *manifest);
+
+/* Checks an open rank file against the manifest's entry for `rank`: its header's rank and
+ * world size, its size and its checksum; errors name the file. */
+ct_status ct_ckpt_check_rank_file(const ct_ckpt_manifest *manifest, int rank,
+                                  const ct_ckpt_reader *reader);
+
+/* ---------------------------------------------------------------- directories (ckpt_dir.c) */
+
+/* dir/step_NNNNNNNN (or .tmp) into out. */
+void ct_ckpt_step_path(const char *dir, int64_t step, bool tmp, char *out, size_t out_bytes);
+/* step_dir/rank_NNNNN.ctk into out. */
+void ct_ckpt_rank_path(const char *step_dir, int rank, char *out, size_t out_bytes);
+/* Makes dir/step_NNNNNNNN.tmp/ empty (removing a crashed save's leftovers) and its path. */
+ct_status ct_ckpt_begin(const char *dir, int64_t step, char *tmp_path, size_t tmp_path_bytes);
+/* After every file inside is written and fsynced (manifest last): fsyncs the .tmp directory,
+ * renames it to step_NNNNNNNN/ and fsyncs `dir`. Fails if the final name exists. */
+ct_status ct_ckpt_commit(const char *dir, int64_t step);
+/* The newest complete checkpoint (step_NNNNNNNN/ with a manifest.json; *.tmp ignored):
+ * *found false when there is none. path may be NULL. */
+ct_status ct_ckpt_latest(const char *dir, bool *found, int64_t *step, char *path,
+                         size_t path_bytes);
+/* Deletes complete checkpoints older than the newest `keep` (>= 1): never the newest. */
+ct_status ct_ckpt_prune(const char *dir, int keep);
+
 #endif
