@@ -32,7 +32,8 @@ ct_status ct_ckpt_llmc_read(const char *path, ct_gpt *gpt);
 
 /* ================================================================ sharded checkpoints
  * The storage layer of sharded checkpoints (docs/checkpoints.md has the format byte by byte).
- * Wiring into the trainer (save, resume, resharding at load, export) is not done yet. */
+ * The trainer's save and same-layout resume are launcher/ckpt_io.c; resharding at load and
+ * export are not done yet. */
 
 typedef enum {
     CT_CKPT_PARAMS = 0,
@@ -195,5 +196,8 @@ ct_status ct_ckpt_latest(const char *dir, bool *found, int64_t *step, char *path
                          size_t path_bytes);
 /* Deletes complete checkpoints older than the newest `keep` (>= 1): never the newest. */
 ct_status ct_ckpt_prune(const char *dir, int keep);
+/* Deletes complete checkpoints of step >= `step`: before a run that started fresh or from an
+ * older checkpoint commits step `step`, what is there at or after it is another run's. */
+ct_status ct_ckpt_remove_from(const char *dir, int64_t step);
 
 #endif

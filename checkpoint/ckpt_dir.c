@@ -170,3 +170,25 @@ ct_status ct_ckpt_prune(const char *dir, int keep) {
     if (st == CT_OK) st = fsync_dir(dir);
     return st;
 }
+
+ct_status ct_ckpt_remove_from(const char *dir, int64_t step) {
+    CT_CHECK(check_dir_length(dir));
+    int64_t *steps;
+    int count, cap;
+    CT_CHECK(list_complete(dir, &steps, &count, &cap));
+    ct_status st = CT_OK;
+    bool removed = false;
+    for (int i = 0; i < count && st == CT_OK; i++) {
+        if (steps[i] < step) continue;
+        char path[CT_CKPT_DIR_PATH_BYTES];
+        ct_ckpt_step_path(dir, steps[i], false, path, sizeof(path));
+        /* Never silent: these were another run's (see the caller). */
+        ct_log(CT_LOG_WARN, "checkpoint", "replacing %s: it is at or after step %lld of this run",
+               path, (long long)step);
+        st = remove_tree(path);
+        removed = true;
+    }
+    ct_free(CT_MEM_OTHER, steps, (size_t)cap * sizeof(int64_t));
+    if (st == CT_OK && removed) st = fsync_dir(dir);
+    return st;
+}

@@ -44,6 +44,8 @@ static const struct {
     {"parallel", "How the ranks share the model state."},
     {"comm", "Communication between ranks."},
     {"log", "What the run writes, and where."},
+    {"checkpoint", "Sharded checkpoints: saving and resuming the model and optimizer state "
+                   "(docs/checkpoints.md)."},
     {"device", "Where each rank computes."},
 };
 
@@ -145,6 +147,22 @@ static const ct_job_key keys[] = {
     STRING_KEY("log", "metrics", log_metrics, "",
                "Path of the metrics file (JSON Lines, one object per record); \"\" = "
                "`<log.dir>/metrics.jsonl`."),
+    STRING_KEY("checkpoint", "dir", checkpoint_dir, "",
+               "Directory of the checkpoints, one `step_NNNNNNNN/` each; \"\" = "
+               "`<log.dir>/ckpt`."),
+    INT_KEY("checkpoint", "every", checkpoint_every, 0, 0, INT_MAX,
+            "Steps between checkpoints; 0 = only after the last step (one is always written "
+            "there)."),
+    INT_KEY("checkpoint", "keep", checkpoint_keep, 2, 1, INT_MAX,
+            "Complete checkpoints kept in checkpoint.dir; older ones are deleted after each save, "
+            "never the newest."),
+    INT_KEY("checkpoint", "zstd_level", checkpoint_zstd_level, 3, 1, 19,
+            "zstd compression level of the checkpoint frames (higher: smaller, slower)."),
+    STRING_KEY("checkpoint", "resume", checkpoint_resume, "auto",
+               "\"auto\" = resume from the newest complete checkpoint in checkpoint.dir when "
+               "there is one, else start fresh; \"never\" = always start fresh; any other value "
+               "is the path of a checkpoint (a step_NNNNNNNN directory) to resume from. Resuming "
+               "needs the saving run's world size and parallel.strategy."),
     CHOICE_KEY("device", "type", device_type, "auto", "auto|cpu|cuda",
                "Where ranks compute: cpu, cuda (one GPU per rank), or auto = cuda when the build "
                "has CUDA and a GPU is present, else cpu."),
@@ -174,6 +192,10 @@ static bool train_data_given(const ct_job *j) {
     return j->data_train[0] != '\0';
 }
 
+static bool resume_given(const ct_job *j) {
+    return j->checkpoint_resume[0] != '\0';
+}
+
 static const job_rule rules[] = {
     {"model.n_embd", "model.n_head", "model.n_embd must be a multiple of model.n_head",
      heads_divide_width},
@@ -184,6 +206,8 @@ static const job_rule rules[] = {
      "data.train must be set to a glob of training shards, e.g. "
      "\"data/train_*.bin\"",
      train_data_given},
+    {"checkpoint.resume", NULL,
+     "checkpoint.resume must be \"auto\", \"never\" or the path of a checkpoint", resume_given},
 };
 
 /* Where each key was last set while loading, to name it in messages. */

@@ -64,6 +64,13 @@ typedef struct {
     int log_every;
     char log_metrics[CT_JOB_STR]; /* JSONL path; "" = <log.dir>/metrics.jsonl */
 
+    /* [checkpoint] */
+    char checkpoint_dir[CT_JOB_STR]; /* "" = <log.dir>/ckpt */
+    int checkpoint_every;            /* 0 = only after the last step */
+    int checkpoint_keep;
+    int checkpoint_zstd_level;
+    char checkpoint_resume[CT_JOB_STR]; /* "auto" | "never" | a checkpoint directory */
+
     /* [device] */
     char device_type[CT_JOB_STR]; /* "auto" | "cpu" | "cuda" */
     int device_threads_per_rank;  /* 0 = all cores / local ranks */

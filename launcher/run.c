@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
@@ -100,6 +101,13 @@ static void print_profile(const ct_trainer *tr, double total_s, int steps) {
            100 * (total_s - accounted) / total_s);
 }
 
+/* CTRAIN_STOP_AFTER=N (tests only): save a checkpoint after step N and exit 0 without the
+ * final weights, as an interrupted run would have left it; 0 = unset. */
+static int stop_after_steps(void) {
+    const char *text = getenv("CTRAIN_STOP_AFTER");
+    return text ? atoi(text) : 0;
+}
+
 static int fail(const char *what) {
     ct_log(CT_LOG_ERROR, "train", "%s%s%s", what, what[0] ? ": " : "", ct_error_message());
     return 1;
@@ -140,12 +148,13 @@ int ct_train_run(const ct_job *job, ct_comm *world) {
         if (!metrics) ct_log(CT_LOG_WARN, "train", "cannot write metrics to %s", path);
     }
 
-    int code = 0;
+    int code = 0, first = tr->step, stop_after = stop_after_steps();
     double train_s = 0.0;
-    for (int step = 0; step < job->train_steps; step++) {
+    bool stopped = false;
+    for (int step = first; step < job->train_steps; step++) {
         ct_step_stats stats;
         double t0 = ct_time_s();
-        if (step == PROFILE_WARMUP_STEPS) { /* restart the profile once warm */
+        if (step == first + PROFILE_WARMUP_STEPS) { /* restart the profile once warm */
             memset(&tr->profile, 0, sizeof(tr->profile));
             tr->data_s = tr->optimizer_s = train_s = 0.0;
         }
@@ -175,10 +184,18 @@ int ct_train_run(const ct_job *job, ct_comm *world) {
             fflush(stdout);
             write_metrics(metrics, tr, &stats, val_loss);
         }
+        stopped = stop_after > 0 && tr->step == stop_after;
+        bool periodic = job->checkpoint_every > 0 && tr->step % job->checkpoint_every == 0;
+        if ((last || stopped || periodic) && ct_trainer_save_checkpoint(tr) != CT_OK) {
+            code = fail("saving a checkpoint");
+            break;
+        }
+        if (stopped) break;
     }
     if (metrics) fclose(metrics);
-    if (rank == 0) print_profile(tr, train_s, job->train_steps - PROFILE_WARMUP_STEPS);
-    if (code == 0) {
+    if (rank == 0) print_profile(tr, train_s, job->train_steps - first - PROFILE_WARMUP_STEPS);
+    if (stopped && rank == 0) printf("stopped after step %d (CTRAIN_STOP_AFTER)\n", tr->step);
+    if (code == 0 && !stopped) {
         snprintf(path, sizeof(path), "%s/final.bin", run_dir);
         if (save_final(tr, path) != CT_OK)
             code = fail("saving final weights");

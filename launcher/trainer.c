@@ -99,6 +99,7 @@ ct_status ct_trainer_new(ct_trainer **out, const ct_job *job, ct_comm *world) {
     CT_CHECK(open_datasets(tr));
     ct_tape_init(&tr->tape, tr->kernels);
     CT_CHECK(build_model(tr));
+    CT_CHECK(ct_trainer_resume(tr));
     const char *profile = getenv("CTRAIN_PROFILE");
     if (profile && profile[0] && strcmp(profile, "0") != 0) tr->tape.profile = &tr->profile;
     size_t tokens = (size_t)job->train_batch_size * job->model_seq_len;

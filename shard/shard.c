@@ -236,3 +236,32 @@ void ct_shard_load_unit(ct_shard *s, int u, const float *full) {
     else
         memcpy(su->params, full, sizeof(float) * (size_t)su->numel);
 }
+
+float *ct_shard_unit_state(ct_shard *s, int u, ct_shard_state state, int64_t *lo, int64_t *hi) {
+    ct_shard_unit *su = &s->units[u];
+    if (state == CT_SHARD_STATE_PARAMS) {
+        bool sharded = ct_shard_is_fsdp(s);
+        *lo = sharded ? su->lo : 0;
+        *hi = sharded ? su->hi : su->numel;
+        return sharded ? su->param_shard : su->params;
+    }
+    *lo = s->opt.lo[u];
+    *hi = s->opt.hi[u];
+    return state == CT_SHARD_STATE_ADAM_M ? s->opt.m[u] : s->opt.v[u];
+}
+
+int64_t ct_shard_step_count(const ct_shard *s) {
+    return s->opt.t;
+}
+
+void ct_shard_set_step_count(ct_shard *s, int64_t t) {
+    s->opt.t = t;
+}
+
+ct_shard_strategy ct_shard_get_strategy(const ct_shard *s) {
+    return s->cfg.strategy;
+}
+
+int ct_shard_group_size(const ct_shard *s) {
+    return s->group_size;
+}

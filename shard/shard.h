@@ -61,6 +61,25 @@ void ct_shard_free(ct_shard *shard);
 /* The hooks to install on the tape. */
 const ct_unit_hooks *ct_shard_hooks(ct_shard *shard);
 
+/* The persistent per-unit state a checkpoint holds. */
+typedef enum {
+    CT_SHARD_STATE_PARAMS = 0,
+    CT_SHARD_STATE_ADAM_M,
+    CT_SHARD_STATE_ADAM_V
+} ct_shard_state;
+
+/* Writable pointer to this rank's persistent copy of unit u's `state`, which holds elements
+ * [*lo, *hi) of the unit's flat buffer (pointer[0] is element *lo). Params: fsdp/hsdp the own
+ * shard, ddp/zero1/zero2 the full unit ([0, numel)); Adam m and v: the own range (ddp: all).
+ * Not while a step is in flight (fsdp's gathered copies would go stale). */
+float *ct_shard_unit_state(ct_shard *shard, int u, ct_shard_state state, int64_t *lo, int64_t *hi);
+/* Optimizer steps taken (AdamW's bias correction counts them); set when resuming. */
+int64_t ct_shard_step_count(const ct_shard *shard);
+void ct_shard_set_step_count(ct_shard *shard, int64_t t);
+ct_shard_strategy ct_shard_get_strategy(const ct_shard *shard);
+/* Ranks in this rank's shard group (ddp: 1, everything is replicated). */
+int ct_shard_group_size(const ct_shard *shard);
+
 /* Replaces unit u's parameters by `full` (the unit's numel floats, the same on every rank). */
 void ct_shard_load_unit(ct_shard *shard, int u, const float *full);
 

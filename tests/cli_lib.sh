@@ -37,7 +37,8 @@ expect() {
 }
 
 # tiny_job FILE [EXTRA_TOML]: synthetic data in $work/data (vocabulary 64) and a job of one
-# small layer training 2 steps into $work/run; EXTRA_TOML is appended (more tables).
+# small layer training 2 steps into $work/run, never resuming (the tests reuse $work/run with
+# other world sizes and steps); EXTRA_TOML is appended (more tables).
 tiny_job() {
   [ -d "$work/data" ] ||
     "$bin/ctrain" data synth --out "$work/data" --tokens 20000 --vocab 64 --seed 3 >/dev/null
@@ -55,6 +56,8 @@ batch_size = 2
 steps = 2
 [log]
 dir = "$work/run"
+[checkpoint]
+resume = "never"
 ${2:-}
 TOML
 }

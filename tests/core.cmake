@@ -37,3 +37,9 @@ add_test(NAME mpi_bench_comm COMMAND ${CMAKE_BINARY_DIR}/bin/ctrain bench comm -
          --min-bytes 1000 --max-bytes 300000 --iters 2)
 set_tests_properties(mpi_bench_comm PROPERTIES LABELS mpi TIMEOUT 120
                      ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+
+# Exact resume: 4 steps, a checkpoint, then 4 more equal 8 uninterrupted steps bit for bit (ddp at
+# world size 1; ddp, zero1, zero2, fsdp at world size 3); a flipped byte in a shard fails the resume.
+add_test(NAME mpi_resume
+         COMMAND python3 ${CMAKE_CURRENT_SOURCE_DIR}/mpi_resume.py ${CMAKE_BINARY_DIR}/bin)
+set_tests_properties(mpi_resume PROPERTIES LABELS mpi TIMEOUT 600 SKIP_RETURN_CODE 77)

@@ -201,7 +201,7 @@ static void test_unknown_key_suggests_the_nearest(void) {
 static void test_unknown_table_suggests_the_nearest(void) {
     expect_error(DATA "[trian]\nlr = 1\n", 0, NULL, "job.toml:3:", "[trian]",
                  "did you mean [train]?");
-    expect_error(DATA "[checkpoint]\n", 0, NULL, "job.toml:3:", "[checkpoint]", "[model]");
+    expect_error(DATA "[optimizer]\n", 0, NULL, "job.toml:3:", "[optimizer]", "[model]");
 }
 
 static void test_wrong_types_name_key_and_value(void) {

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Exact resume: a run interrupted by a checkpoint and resumed equals the uninterrupted run.
+
+usage: mpi_resume.py BIN_DIR
+
+For ddp at world size 1 (`ctrain train`, no MPI) and for ddp, zero1, zero2 and fsdp at world
+size 3 (`mpirun -np 3 ctrain worker`), trains a small GPT for 8 steps without checkpoints
+(checkpoint.resume = "never", checkpoint.every = 0), and again with CTRAIN_STOP_AFTER=4 (a
+test-only variable: save a checkpoint after step 4 and exit 0), then a second launch of the
+same job (train.steps = 8 both times, so the learning-rate schedule is the same) that resumes
+from the step-4 checkpoint. Asserts:
+  - final.bin is byte for byte that of the uninterrupted run (filecmp, shallow=False);
+  - the resumed run's metrics (its own log.metrics file: steps 5..8) have exactly the loss and
+    batch_hash of the uninterrupted run's steps 5..8 (equality, no tolerance: the resumed run
+    must compute the same floats in the same order);
+  - resuming from a checkpoint with one byte of rank_00001.ctk flipped fails with a non-zero
+    exit and a message naming that file (world size 3, ddp, which reads every rank file).
+
+Only the Python standard library is used. Exit 0 = pass, 1 = fail, 77 = skipped (no mpirun).
+"""
+import filecmp
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+STEPS = 8
+STOP = 4
+CASES = [("ddp", 1), ("ddp", 3), ("zero1", 3), ("zero2", 3), ("fsdp", 3)]
+
+
+def job_text(data_dir, run_dir, strategy, metrics, resume, every):
+    return f"""
+[model]
+n_layer = 2
+n_head = 2
+n_embd = 32
+vocab_size = 64
+seq_len = 16
+[data]
+train = "{data_dir}/train_*.bin"
+shuffle = true
+[train]
+batch_size = 2
+grad_accum = 2
+steps = {STEPS}
+lr = 3e-3
+min_lr = 3e-4
+warmup_steps = 2
+grad_clip = 0.5
+seed = 7
+[parallel]
+strategy = "{strategy}"
+bucket_mb = 0.02
+[checkpoint]
+every = {every}
+resume = "{resume}"
+keep = 2
+[log]
+dir = "{run_dir}"
+every = 1
+metrics = "{metrics}"
+[device]
+threads_per_rank = 1
+"""
+
+
+def launch(ctrain, job, world, env, check=True):
+    if world == 1:
+        cmd = [ctrain, "train", job]
+    else:
+        cmd = ["mpirun", "--oversubscribe", "-np", str(world), ctrain, "worker", job]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    if check and out.returncode != 0:
+        print("FAILED:", " ".join(cmd))
+        print(out.stdout[-3000:], out.stderr[-3000:])
+        raise SystemExit(1)
+    return out
+
+
+def read_metrics(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def write_job(work, name, *args):
+    path = os.path.join(work, name + ".toml")
+    with open(path, "w") as f:
+        f.write(job_text(*args))
+    return path
+
+
+def check_case(ctrain, work, data, strategy, world, env):
+    name = f"{strategy}{world}"
+    failures = []
+    full_dir = os.path.join(work, name + "-full")
+    full_metrics = os.path.join(work, name + "-full.jsonl")
+    job = write_job(work, name + "-full", data, full_dir, strategy, full_metrics, "never", 0)
+    launch(ctrain, job, world, env)
+
+    part_dir = os.path.join(work, name + "-part")
+    first_metrics = os.path.join(work, name + "-first.jsonl")
+    job = write_job(work, name + "-first", data, part_dir, strategy, first_metrics, "auto", 0)
+    launch(ctrain, job, world, dict(env, CTRAIN_STOP_AFTER=str(STOP)))
+    if os.path.exists(os.path.join(part_dir, "final.bin")):
+        failures.append(f"{name}: the stopped run wrote final.bin")
+    second_metrics = os.path.join(work, name + "-second.jsonl")
+    job = write_job(work, name + "-second", data, part_dir, strategy, second_metrics, "auto", 0)
+    out = launch(ctrain, job, world, env)
+    if f"at step {STOP}" not in out.stdout:
+        failures.append(f"{name}: no 'resumed from ... at step {STOP}' line:\n{out.stdout}")
+
+    if not filecmp.cmp(os.path.join(full_dir, "final.bin"), os.path.join(part_dir, "final.bin"),
+                       shallow=False):
+        failures.append(f"{name}: final.bin differs from the uninterrupted run's")
+    full = read_metrics(full_metrics)
+    resumed = read_metrics(second_metrics)
+    if [r["step"] for r in resumed] != list(range(STOP + 1, STEPS + 1)):
+        failures.append(f"{name}: resumed run logged steps {[r['step'] for r in resumed]}")
+    for r in resumed:
+        f = full[r["step"] - 1]
+        if (f["loss"], f["batch_hash"]) != (r["loss"], r["batch_hash"]):
+            failures.append(f"{name}: step {r['step']} loss {r['loss']} batch_hash "
+                            f"{r['batch_hash']}, uninterrupted {f['loss']} {f['batch_hash']}")
+    print(f"{name:8s} {'ok' if not failures else 'FAIL'}")
+    return failures, part_dir
+
+
+def check_corrupt(ctrain, work, data, env):
+    """One flipped byte in rank_00001.ctk: the resume fails naming the file."""
+    run_dir = os.path.join(work, "corrupt")
+    metrics = os.path.join(work, "corrupt.jsonl")
+    job = write_job(work, "corrupt", data, run_dir, "ddp", metrics, "auto", 0)
+    launch(ctrain, job, 3, dict(env, CTRAIN_STOP_AFTER=str(STOP)))
+    step_dir = os.path.join(run_dir, "ckpt", f"step_{STOP:08d}")
+    shard = os.path.join(step_dir, "rank_00001.ctk")
+    with open(shard, "r+b") as f:
+        size = f.seek(0, 2)
+        f.seek(size // 2)
+        byte = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([byte[0] ^ 0x01]))
+    out = launch(ctrain, job, 3, env, check=False)
+    text = out.stdout + out.stderr
+    if out.returncode == 0:
+        return ["corrupt: the resume from a flipped byte succeeded"]
+    if "rank_00001.ctk" not in text:
+        return [f"corrupt: the error does not name rank_00001.ctk:\n{text[-2000:]}"]
+    print("corrupt  ok (exit %d)" % out.returncode)
+    return []
+
+
+def main():
+    bin_dir = sys.argv[1]
+    if not shutil.which("mpirun"):
+        print("mpirun not found: skipped")
+        return 77
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env.pop("CTRAIN_STOP_AFTER", None)
+    ctrain = os.path.join(bin_dir, "ctrain")
+    work = tempfile.mkdtemp(prefix="ctrain_resume_")
+    failures = []
+    try:
+        data = os.path.join(work, "data")
+        subprocess.run([ctrain, "data", "synth", "--out", data, "--tokens", "20000", "--vocab",
+                        "64", "--seed", "3"], check=True, capture_output=True)
+        for strategy, world in CASES:
+            case_failures, _ = check_case(ctrain, work, data, strategy, world, env)
+            failures += case_failures
+        failures += check_corrupt(ctrain, work, data, env)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for f in failures:
+        print("FAIL:", f)
+    print(f"{'PASS' if not failures else 'FAIL'}: {len(CASES)} resumes and a corrupted shard")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
