@@ -80,8 +80,10 @@ fi
 ls -l "$DATA"
 
 header "3/4 train $JOB (a few minutes on 2 cores)"
-echo "\$ $BIN/ctrain-launch --nproc 1 $JOB${*:+ $*}"
-"$BIN/ctrain-launch" --nproc 1 "$JOB" "$@"
+# Each demo run trains from the start (a second run would otherwise resume from the first's
+# final checkpoint and have nothing left to train); later arguments may override this.
+echo "\$ $BIN/ctrain-launch --nproc 1 $JOB checkpoint.resume=never${*:+ $*}"
+"$BIN/ctrain-launch" --nproc 1 "$JOB" checkpoint.resume=never "$@"
 
 dir=$(run_dir "$@")
 header "4/4 sample from $dir/final.bin"
