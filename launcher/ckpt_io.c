@@ -10,12 +10,16 @@
  * shard groups smaller than the world owns another range: such a run trains without saving
  * (with a warning) and cannot resume, for now.
  *
- * Resume (same world size and strategy only) opens every rank file and reads, per unit, the
- * range each state covers on this rank: the own shard of params (fsdp) or the full params
- * (ddp, zero1, zero2: read from all files rather than loaded as a shard and all-gathered, which
- * costs a little more reading but no collective), and the own range of m and v. The
- * optimizer's step count and the trainer's step become the manifest's step; the data sampler
- * is a pure function of the step, so the batch sequence continues exactly.
+ * Resume, at the saved world size and strategy or at others (resharding), opens every rank
+ * file and reads, per unit, the range each state covers on this rank in its own layout: the own
+ * shard of params (fsdp) or the full params (ddp, zero1, zero2: read from all files rather than
+ * loaded as a shard and all-gathered, which costs a little more reading but no collective), and
+ * the own range of m and v. ct_ckpt_read_range assembles a range from the saved layout's frames
+ * (and checks that they tile each unit), so the saved world size does not matter. The
+ * optimizer's step count and the trainer's step become the manifest's step. The data sampler is
+ * a pure function of (step, global batch), so the run must keep the saved global batch (world
+ * size x train.batch_size x train.grad_accum, the saved values read from the manifest's job
+ * text); then the batch sequence continues exactly.
  */
 #include "checkpoint/checkpoint.h"
 #include "launcher/launcher.h"
@@ -193,14 +197,65 @@ static ct_status find_checkpoint(const ct_trainer *tr, bool *found, char *path, 
     return ct_ckpt_latest(dir, found, &step, path, bytes);
 }
 
-static ct_status check_manifest(const ct_trainer *tr, const char *path, const ct_ckpt_manifest *m) {
-    if (m->world_size != tr->world_size || strcmp(m->strategy, tr->job.parallel_strategy) != 0)
+/* An integer key of the saved job text (ct_job_print's form: "[section]" lines, then
+ * "key = value" lines); false when it is missing or not an integer. */
+static bool saved_int(const char *text, const char *section, const char *key, long *value) {
+    size_t key_len = strlen(key), section_len = strlen(section);
+    bool in_section = false;
+    for (const char *line = text, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) next++;
+        if (line[0] == '[') {
+            in_section =
+                strncmp(line + 1, section, section_len) == 0 && line[1 + section_len] == ']';
+            continue;
+        }
+        if (!in_section || strncmp(line, key, key_len) != 0) continue;
+        const char *p = line + key_len;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p++ != '=') continue;
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno != 0 || end == p || (*end != '\n' && *end != '\0' && *end != ' ' && *end != '\r'))
+            return false;
+        *value = v;
+        return true;
+    }
+    return false;
+}
+
+/* Resharding keeps the data position only if a step is the same number of sequences: the
+ * sampler maps (step, global batch) to sequences, whatever the world size and strategy. */
+static ct_status check_global_batch(const ct_trainer *tr, const char *path,
+                                    const ct_ckpt_manifest *m) {
+    long batch, accum;
+    if (!m->config_text || !saved_int(m->config_text, "train", "batch_size", &batch) ||
+        !saved_int(m->config_text, "train", "grad_accum", &accum) || batch < 1 || accum < 1) {
+        /* The global batch is unknown: only the saved layout itself is allowed (as before). */
+        if (m->world_size == tr->world_size && strcmp(m->strategy, tr->job.parallel_strategy) == 0)
+            return CT_OK;
         return ct_error(CT_ERR_INVALID,
-                        "%s: saved at world size %d with strategy %s; this run has world size %d "
-                        "and strategy %s: resuming at another world size or strategy (resharding) "
-                        "is not supported yet",
-                        path, m->world_size, m->strategy, tr->world_size,
-                        tr->job.parallel_strategy);
+                        "%s: the saved job has no train.batch_size or train.grad_accum, so its "
+                        "global batch is unknown: resume at its world size (%d) and strategy (%s)",
+                        path, m->world_size, m->strategy);
+    }
+    long long saved = (long long)m->world_size * batch * accum;
+    long long now = (long long)tr->world_size * tr->job.train_batch_size * tr->job.train_grad_accum;
+    if (saved != now)
+        return ct_error(CT_ERR_INVALID,
+                        "%s: saved with a global batch of %lld sequences (world size %d x "
+                        "batch_size %ld x grad_accum %ld); this run's is %lld (world size %d x "
+                        "batch_size %d x grad_accum %d): set train.batch_size and train.grad_accum "
+                        "so that world size x batch_size x grad_accum = %lld",
+                        path, saved, m->world_size, batch, accum, now, tr->world_size,
+                        tr->job.train_batch_size, tr->job.train_grad_accum, saved);
+    return CT_OK;
+}
+
+static ct_status check_manifest(const ct_trainer *tr, const char *path, const ct_ckpt_manifest *m) {
+    CT_CHECK(check_global_batch(tr, path, m));
     if (m->n_units != tr->gpt.n_units)
         return ct_error(CT_ERR_INVALID, "%s: %d units, this model has %d", path, m->n_units,
                         tr->gpt.n_units);

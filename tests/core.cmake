@@ -43,3 +43,9 @@ set_tests_properties(mpi_bench_comm PROPERTIES LABELS mpi TIMEOUT 120
 add_test(NAME mpi_resume
          COMMAND python3 ${CMAKE_CURRENT_SOURCE_DIR}/mpi_resume.py ${CMAKE_BINARY_DIR}/bin)
 set_tests_properties(mpi_resume PROPERTIES LABELS mpi TIMEOUT 600 SKIP_RETURN_CODE 77)
+
+# Resharding: checkpoints saved at (world 2, fsdp) and (world 3, zero2) resume at world 1-4 (ddp,
+# zero1, fsdp) with the same global batch and match uninterrupted runs; another global batch fails.
+add_test(NAME mpi_reshard
+         COMMAND python3 ${CMAKE_CURRENT_SOURCE_DIR}/mpi_reshard.py ${CMAKE_BINARY_DIR}/bin)
+set_tests_properties(mpi_reshard PROPERTIES LABELS mpi TIMEOUT 600 SKIP_RETURN_CODE 77)
