@@ -164,14 +164,21 @@ def check_traffic(name, dist_dir, expected):
     return []
 
 
+def mpi_env():
+    """The environment every MPI test run needs: root allowed, one thread per rank."""
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env.pop("CTRAIN_STOP_AFTER", None)
+    return env
+
+
 def main():
     bin_dir = sys.argv[1]
     worlds = [int(w) for w in sys.argv[2:]] or [1, 2, 3, 4]
     if not shutil.which("mpirun"):
         print("mpirun not found: skipped")
         return 77
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env = mpi_env()
     ctrain = os.path.join(bin_dir, "ctrain")
     work = tempfile.mkdtemp(prefix="ctrain_equiv_")
     failures = []

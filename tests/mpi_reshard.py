@@ -137,9 +137,7 @@ def main():
     if not shutil.which("mpirun"):
         print("mpirun not found: skipped")
         return 77
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    env.pop("CTRAIN_STOP_AFTER", None)
+    env = mpi_equivalence.mpi_env()
     ctrain = os.path.join(bin_dir, "ctrain")
     for layout in SAVES + RESUMES:
         assert layout[1] * layout[2] * layout[3] == GLOBAL, layout

@@ -26,6 +26,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mpi_equivalence  # noqa: E402
+
 STEPS = 8
 STOP = 4
 CASES = [("ddp", 1), ("ddp", 3), ("zero1", 3), ("zero2", 3), ("fsdp", 3)]
@@ -157,9 +160,7 @@ def main():
     if not shutil.which("mpirun"):
         print("mpirun not found: skipped")
         return 77
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    env.pop("CTRAIN_STOP_AFTER", None)
+    env = mpi_equivalence.mpi_env()
     ctrain = os.path.join(bin_dir, "ctrain")
     work = tempfile.mkdtemp(prefix="ctrain_resume_")
     failures = []
