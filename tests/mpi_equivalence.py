@@ -172,14 +172,21 @@ def mpi_env():
     return env
 
 
+def mpi_setup(bin_dir):
+    """(environment, path of ctrain) for an MPI test, or None (printed) without mpirun."""
+    if not shutil.which("mpirun"):
+        print("mpirun not found: skipped")
+        return None
+    return mpi_env(), os.path.join(bin_dir, "ctrain")
+
+
 def main():
     bin_dir = sys.argv[1]
     worlds = [int(w) for w in sys.argv[2:]] or [1, 2, 3, 4]
-    if not shutil.which("mpirun"):
-        print("mpirun not found: skipped")
+    setup = mpi_setup(bin_dir)
+    if not setup:
         return 77
-    env = mpi_env()
-    ctrain = os.path.join(bin_dir, "ctrain")
+    env, ctrain = setup
     work = tempfile.mkdtemp(prefix="ctrain_equiv_")
     failures = []
     try:

@@ -134,11 +134,10 @@ def check_mismatch(ctrain, work, data, ckpt, saved, env):
 
 def main():
     bin_dir = sys.argv[1]
-    if not shutil.which("mpirun"):
-        print("mpirun not found: skipped")
+    setup = mpi_equivalence.mpi_setup(bin_dir)
+    if not setup:
         return 77
-    env = mpi_equivalence.mpi_env()
-    ctrain = os.path.join(bin_dir, "ctrain")
+    env, ctrain = setup
     for layout in SAVES + RESUMES:
         assert layout[1] * layout[2] * layout[3] == GLOBAL, layout
     work = tempfile.mkdtemp(prefix="ctrain_reshard_")

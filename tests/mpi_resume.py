@@ -157,11 +157,10 @@ def check_corrupt(ctrain, work, data, env):
 
 def main():
     bin_dir = sys.argv[1]
-    if not shutil.which("mpirun"):
-        print("mpirun not found: skipped")
+    setup = mpi_equivalence.mpi_setup(bin_dir)
+    if not setup:
         return 77
-    env = mpi_equivalence.mpi_env()
-    ctrain = os.path.join(bin_dir, "ctrain")
+    env, ctrain = setup
     work = tempfile.mkdtemp(prefix="ctrain_resume_")
     failures = []
     try:
