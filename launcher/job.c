@@ -67,8 +67,10 @@ static const ct_job_key keys[] = {
             "Context length in tokens: the length of every training sequence and the number of "
             "positional embeddings."),
     STRING_KEY("model", "init_from", model_init_from, "",
-               "llm.c model file (the gpt2_124M.bin format) to take the initial weights from; its "
-               "shapes must match the keys above. \"\" = random initialisation from train.seed."),
+               "File to take the initial weights from: an llm.c model file (the gpt2_124M.bin "
+               "format) or a safetensors file with Hugging Face GPT-2 names (`ctrain ckpt export`'s "
+               "output, or GPT-2's model.safetensors), told apart by their first bytes; its shapes "
+               "must match the keys above. \"\" = random initialisation from train.seed."),
     STRING_KEY("data", "train", data_train, "",
                "Glob of the training shards (e.g. \"data/train_*.bin\"), read in sorted order as "
                "one token stream. Required."),
@@ -158,11 +160,22 @@ static const ct_job_key keys[] = {
             "never the newest."),
     INT_KEY("checkpoint", "zstd_level", checkpoint_zstd_level, 3, 1, 19,
             "zstd compression level of the checkpoint frames (higher: smaller, slower)."),
+    BOOL_KEY("checkpoint", "async", checkpoint_async, 1,
+             "Save in the background: each rank copies its shards to a host buffer (as large as "
+             "its part of params, Adam m and v) and training continues while a thread compresses "
+             "and writes them; the next save and the end of the run wait for it. false = training "
+             "waits for every save."),
+    BOOL_KEY("checkpoint", "overwrite", checkpoint_overwrite, 0,
+             "What to do when checkpoint.dir holds checkpoints at or after the step this run starts "
+             "from (another run's, or a later part of this one when resuming from an older "
+             "checkpoint): false = refuse to start, naming them; true = replace them as this run "
+             "saves (each is removed when this run saves at or before its step)."),
     STRING_KEY("checkpoint", "resume", checkpoint_resume, "auto",
                "\"auto\" = resume from the newest complete checkpoint in checkpoint.dir when "
                "there is one, else start fresh; \"never\" = always start fresh; any other value "
-               "is the path of a checkpoint (a step_NNNNNNNN directory) to resume from. Resuming "
-               "needs the saving run's world size and parallel.strategy."),
+               "is the path of a checkpoint (a step_NNNNNNNN directory) to resume from. Any world "
+               "size and parallel.strategy may resume it when world size x train.batch_size x "
+               "train.grad_accum (the global batch) is the saved one."),
     CHOICE_KEY("device", "type", device_type, "auto", "auto|cpu|cuda",
                "Where ranks compute: cpu, cuda (one GPU per rank), or auto = cuda when the build "
                "has CUDA and a GPU is present, else cpu."),
