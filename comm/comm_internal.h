@@ -124,9 +124,8 @@ void ct_comm_drain(ct_comm *comm);
 /* watchdog.c */
 ct_status ct_comm_watchdog_start(ct_comm *world);
 void ct_comm_watchdog_stop(ct_comm *world);
-/* Parses CTRAIN_FAULT once; a malformed value is an error. */
-ct_status ct_comm_fault_init(void);
-/* Stalls this rank forever when CTRAIN_FAULT names it and the current step. */
+/* Stalls this rank forever when CTRAIN_FAULT (common/fault.h) has a stall fault for its world
+ * rank and the current step. */
 void ct_comm_fault_check(void);
 
 #endif

@@ -14,6 +14,7 @@
  * `max_count` elements (CTRAIN_COMM_MAX_COUNT lowers it so tests reach those paths).
  */
 #include "comm/comm_internal.h"
+#include "common/fault.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -292,7 +293,7 @@ ct_status ct_comm_init_world(ct_comm **world, int *argc, char ***argv) {
                             INT_MAX);
         max_count = (size_t)v;
     }
-    CT_CHECK(ct_comm_fault_init());
+    CT_CHECK(ct_fault_init()); /* a malformed CTRAIN_FAULT fails before MPI starts */
     int initialized = 0, provided = 0;
     MPI_Initialized(&initialized);
     if (!initialized) {

@@ -14,10 +14,12 @@
  * stopping, until every rank is stopping; all ranks then leave after the same round, so none
  * is left waiting in an exchange.
  *
- * CTRAIN_FAULT=stall:rank=R:step=S makes world rank R sleep forever (until the job is killed)
- * at its first collective while the step set by ct_comm_set_step is S: the watchdog's test.
+ * CTRAIN_FAULT=stall:rank=R:step=S (parsed by common/fault.c) makes world rank R sleep forever
+ * (until the job is killed) at its first collective while the step set by ct_comm_set_step is
+ * S: the watchdog's test.
  */
 #include "comm/comm_internal.h"
+#include "common/fault.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -55,13 +57,6 @@ struct ct_watchdog {
 
 static _Atomic int64_t timeout_us; /* 0: off */
 static _Atomic int64_t current_step;
-
-static struct {
-    bool enabled;
-    int rank;
-    int64_t step;
-    atomic_bool fired;
-} fault;
 
 /* ---------------------------------------------------------------- report */
 
@@ -201,28 +196,12 @@ void ct_comm_watchdog_stop(ct_comm *world) {
     world->watchdog = NULL;
 }
 
-ct_status ct_comm_fault_init(void) {
-    const char *env = getenv("CTRAIN_FAULT");
-    fault.enabled = false;
-    if (!env || !*env) return CT_OK;
-    int rank, used = 0;
-    long long step;
-    if (sscanf(env, "stall:rank=%d:step=%lld%n", &rank, &step, &used) != 2 || env[used] != '\0' ||
-        rank < 0)
-        return ct_error(CT_ERR_INVALID,
-                        "CTRAIN_FAULT=%s: expected stall:rank=R:step=S (a test-only fault)", env);
-    fault.enabled = true;
-    fault.rank = rank;
-    fault.step = step;
-    atomic_store(&fault.fired, false);
-    return CT_OK;
-}
-
 void ct_comm_fault_check(void) {
-    if (!fault.enabled || ct_comm_world_rank() != fault.rank) return;
-    if (atomic_load(&current_step) != fault.step || atomic_exchange(&fault.fired, true)) return;
+    int rank = ct_comm_world_rank();
+    int64_t step = atomic_load(&current_step);
+    if (!ct_fault_fires("stall", rank, step)) return;
     fprintf(stderr, "[rank %d] CTRAIN_FAULT: stalling before the first collective of step %lld\n",
-            fault.rank, (long long)fault.step);
+            rank, (long long)step);
     fflush(stderr);
     for (;;)
         sleep(1000);
