@@ -200,4 +200,56 @@ ct_status ct_ckpt_prune(const char *dir, int keep);
  * older checkpoint commits step `step`, what is there at or after it is another run's. */
 ct_status ct_ckpt_remove_from(const char *dir, int64_t step);
 
+/* ---------------------------------------------------------------- whole checkpoints
+ * (ckpt_tools.c) What `ctrain ckpt info|verify|export` needs: one complete checkpoint with its
+ * manifest and every rank file open. */
+
+#define CT_CKPT_STEP_PATH_BYTES 1024
+
+typedef struct {
+    char path[CT_CKPT_STEP_PATH_BYTES]; /* the step_NNNNNNNN directory */
+    ct_ckpt_manifest manifest;
+    ct_ckpt_reader **readers; /* manifest.world_size, in rank order (NULL past a failed open) */
+} ct_ckpt_step;
+
+typedef struct {
+    int files, units;
+    int64_t frames;
+    uint64_t raw_bytes;  /* decoded: params, m and v of every unit */
+    uint64_t file_bytes; /* all rank files */
+} ct_ckpt_verify_counts;
+
+/* `path` is a step_NNNNNNNN directory (it holds manifest.json) or a checkpoint.dir, whose newest
+ * complete checkpoint is taken; the step directory goes into step_dir. */
+ct_status ct_ckpt_find(const char *path, char *step_dir, size_t step_dir_bytes);
+/* Reads the manifest and opens every rank file, checked against it (rank, world size, size,
+ * checksum). Call ct_ckpt_step_close afterwards, also after a failure. */
+ct_status ct_ckpt_step_open(ct_ckpt_step *ck, const char *step_dir);
+void ct_ckpt_step_close(ct_ckpt_step *ck);
+/* Checks that every frame lies inside a unit of the manifest, that the frames of the files tile
+ * each (unit, kind) exactly once, and decodes every frame (sizes, zstd, checksum). Errors name
+ * the file, and the unit where one is involved. */
+ct_status ct_ckpt_step_verify(ct_ckpt_step *ck, ct_ckpt_verify_counts *counts);
+/* Assembles the full parameters of every unit (not m, v) into a fully bound model, whose units
+ * must be the manifest's (name and size). */
+ct_status ct_ckpt_step_read_params(ct_ckpt_step *ck, ct_gpt *gpt);
+
+/* ---------------------------------------------------------------- safetensors (safetensors.c)
+ * GPT-2 under Hugging Face's names and layouts (docs/checkpoints.md has the mapping): F32
+ * tensors "transformer.wte.weight" (V,C), "transformer.wpe.weight" (maxT,C),
+ * "transformer.h.<l>.{ln_1,attn.c_attn,attn.c_proj,ln_2,mlp.c_fc,mlp.c_proj}.{weight,bias}"
+ * with Conv1D weights (in,out), the transpose of ctrain's, and "transformer.ln_f.*"; no
+ * lm_head.weight (tied to wte). */
+
+/* Writes a fully bound model; `metadata` (may be NULL) holds key, value, key, value, ..., NULL
+ * for "__metadata__", after {"format": "pt"}. */
+ct_status ct_ckpt_safetensors_write(const char *path, const ct_gpt *gpt,
+                                    const char *const *metadata);
+/* Reads into a fully bound model: names with or without "transformer.", HF's attention mask
+ * buffers ignored, lm_head.weight (if any) must equal wte; every shape must be the model's.
+ * Errors name the file and the tensor. */
+ct_status ct_ckpt_safetensors_read(const char *path, ct_gpt *gpt);
+/* An llm.c model file or safetensors, told apart by the first bytes (model.init_from). */
+ct_status ct_ckpt_model_read(const char *path, ct_gpt *gpt);
+
 #endif

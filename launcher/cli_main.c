@@ -24,6 +24,7 @@ static const char *ctrain_usage =
     "  config show JOB.toml [k=v ...]  print the job with defaults and overrides applied\n"
     "  bench sgemm [--threads N] [--size N]  the sgemm rate MFU is measured against\n"
     "  bench comm [--nproc N] [...]  collective bandwidth, nccl-tests style (--help)\n"
+    "  ckpt info|verify|export PATH ...  inspect, check or export a checkpoint (--help)\n"
     "  info                     build and machine facts\n";
 
 static int cli_info(void) {
@@ -97,8 +98,9 @@ int ct_cli_main(int argc, char **argv) {
         return ct_worker_main(argc - 2, argv + 2);
     if (strcmp(cmd, "config") == 0) return cli_config(argc - 2, argv + 2);
     if (strcmp(cmd, "bench") == 0) return cli_bench(argc - 2, argv + 2);
+    if (strcmp(cmd, "ckpt") == 0) return ct_cli_ckpt(argc - 2, argv + 2);
     if (strcmp(cmd, "info") == 0) return cli_info();
-    const char *commands[] = {"data", "sample", "worker", "train", "config", "bench", "info"};
+    const char *commands[] = {"data", "sample", "worker", "train", "config", "bench", "ckpt", "info"};
     const char *nearest = commands[0];
     for (size_t i = 1; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (ct_edit_distance(cmd, commands[i]) < ct_edit_distance(cmd, nearest))

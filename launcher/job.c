@@ -452,6 +452,15 @@ ct_status ct_job_load(ct_job *job, const char *path, int n_overrides, char *cons
     return validate(job, &ld);
 }
 
+ct_status ct_job_load_text(ct_job *job, const char *text, const char *source) {
+    ct_job_defaults(job);
+    job_loader ld = {.job = job, .path = source};
+    snprintf(job->source_path, sizeof(job->source_path), "%s", source);
+    ct_job_toml_handler handler = {on_table, on_key, &ld};
+    CT_CHECK(ct_job_toml_parse(text, source, &handler));
+    return validate(job, &ld);
+}
+
 ct_status ct_job_validate(const ct_job *job) {
     return validate(job, NULL);
 }

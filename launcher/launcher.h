@@ -90,6 +90,10 @@ void ct_job_defaults(ct_job *job);
  * file, line, key and value, and suggest the nearest valid key for unknown ones. */
 ct_status ct_job_load(ct_job *job, const char *path, int n_overrides, char *const *overrides);
 
+/* The same for job.toml text held in memory (a checkpoint's saved job); `source` names it in
+ * messages. */
+ct_status ct_job_load_text(ct_job *job, const char *text, const char *source);
+
 /* Checks values and relations between keys (n_embd divisible by n_head, min_lr <= lr, ...). */
 ct_status ct_job_validate(const ct_job *job);
 

@@ -20,6 +20,7 @@ int ct_cli_bad_flag(const char *command, const char *flag, const char *usage);
 
 int ct_cli_sample(int argc, char **argv);
 int ct_cli_data(int argc, char **argv);
+int ct_cli_ckpt(int argc, char **argv);
 int ct_cli_bench_comm(int argc, char **argv);
 
 #endif

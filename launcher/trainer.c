@@ -45,12 +45,13 @@ static ct_status open_datasets(ct_trainer *tr) {
     return CT_OK;
 }
 
-/* Starting weights from an llm.c model file: read whole, then each rank keeps its part. */
+/* Starting weights from an llm.c model file or safetensors (HF GPT-2 names, told apart by the
+ * first bytes): read whole, then each rank keeps its part. */
 static ct_status load_init_from(ct_trainer *tr, const char *path) {
     ct_gpt full;
     ct_status status = ct_gpt_init(&full, &tr->gpt.config);
     if (status == CT_OK) status = ct_gpt_alloc_full(&full);
-    if (status == CT_OK) status = ct_ckpt_llmc_read(path, &full);
+    if (status == CT_OK) status = ct_ckpt_model_read(path, &full);
     for (int u = 0; status == CT_OK && u < full.n_units; u++)
         ct_shard_load_unit(tr->shard, u, full.units[u].data);
     if (full.units) ct_gpt_free(&full);

@@ -1,0 +1,563 @@
+/*
+ * safetensors: GPT-2 weights under Hugging Face's names and layouts, so that transformers'
+ * GPT2LMHeadModel loads what ctrain exports and ctrain starts from HF's own files.
+ *
+ * The file: u64 (little-endian) header length N, N bytes of JSON (padded with spaces to a
+ * multiple of 8) mapping each tensor name to {"dtype", "shape", "data_offsets": [begin, end)}
+ * (offsets from the first byte after the header), plus "__metadata__" (string values); then
+ * the data. ctrain writes F32 tensors named "transformer.<name>" in its own order; HF's
+ * Conv1D layers (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) store (in, out), the
+ * transpose of ctrain's (out, in) linear weights. lm_head.weight is not written: it is tied to
+ * wte, and HF's save_pretrained leaves tied copies out the same way.
+ *
+ * Reading accepts names with and without "transformer." (HF's gpt2 model.safetensors has
+ * none), ignores the attention mask buffers (attn.bias, attn.masked_bias), requires an
+ * lm_head.weight, when present, to equal wte, and checks every size read from the file against
+ * the file's size before using it. The JSON reader below takes just the shape of a safetensors
+ * header (an object of objects of strings, integer arrays and string maps).
+ */
+#include "checkpoint/checkpoint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ST_PREFIX "transformer."
+#define ST_NAME_BYTES 128
+#define ST_MAX_HEADER_BYTES (100u << 20) /* the limit HF's own reader sets */
+#define ST_MAX_DIMS 8
+
+/* HF name (after "transformer."; per-layer ones after "h.<l>.") -> ctrain parameter. */
+typedef struct {
+    const char *hf, *ct;
+    bool per_layer, transpose;
+} st_slot;
+
+static const st_slot st_slots[] = {
+    {"wte.weight", "wte", false, false},
+    {"wpe.weight", "wpe", false, false},
+    {"ln_1.weight", "ln1.weight", true, false},
+    {"ln_1.bias", "ln1.bias", true, false},
+    {"attn.c_attn.weight", "attn.qkv.weight", true, true},
+    {"attn.c_attn.bias", "attn.qkv.bias", true, false},
+    {"attn.c_proj.weight", "attn.proj.weight", true, true},
+    {"attn.c_proj.bias", "attn.proj.bias", true, false},
+    {"ln_2.weight", "ln2.weight", true, false},
+    {"ln_2.bias", "ln2.bias", true, false},
+    {"mlp.c_fc.weight", "mlp.fc.weight", true, true},
+    {"mlp.c_fc.bias", "mlp.fc.bias", true, false},
+    {"mlp.c_proj.weight", "mlp.proj.weight", true, true},
+    {"mlp.c_proj.bias", "mlp.proj.bias", true, false},
+    {"ln_f.weight", "lnf.weight", false, false},
+    {"ln_f.bias", "lnf.bias", false, false},
+};
+
+/* One tensor of the model in HF's terms. */
+typedef struct {
+    char name[ST_NAME_BYTES]; /* without "transformer." */
+    ct_tensor *param;
+    bool transpose;
+    int64_t shape[2]; /* HF's: the parameter's, transposed for Conv1D weights */
+    int ndim;
+} st_tensor;
+
+/* One entry of a file's header. */
+typedef struct {
+    char name[ST_NAME_BYTES];
+    char dtype[16];
+    int ndim;
+    uint64_t shape[ST_MAX_DIMS];
+    uint64_t begin, end;
+    size_t offset; /* of the entry in the header, for messages */
+} st_entry;
+
+typedef struct {
+    const char *path, *text;
+    size_t len, pos;
+} st_parser;
+
+/* ---------------------------------------------------------------- the name mapping */
+
+static int st_tensor_count(const ct_gpt *gpt) {
+    return 4 + 12 * gpt->config.n_layer;
+}
+
+/* The i-th tensor in ctrain's order: wte, wpe, the blocks' in unit order, ln_f. */
+static void st_tensor_at(ct_gpt *gpt, int i, st_tensor *t) {
+    int per_layer = 12, L = gpt->config.n_layer;
+    const st_slot *slot;
+    char ct_name[ST_NAME_BYTES];
+    if (i < 2 || i >= 2 + per_layer * L) {
+        slot = &st_slots[i < 2 ? i : i - per_layer * L + per_layer];
+        snprintf(t->name, sizeof(t->name), "%s", slot->hf);
+        snprintf(ct_name, sizeof(ct_name), "embed.%s", slot->ct);
+    } else {
+        int l = (i - 2) / per_layer;
+        slot = &st_slots[2 + (i - 2) % per_layer];
+        snprintf(t->name, sizeof(t->name), "h.%d.%s", l, slot->hf);
+        snprintf(ct_name, sizeof(ct_name), "block.%d.%s", l, slot->ct);
+    }
+    t->param = ct_gpt_param(gpt, ct_name);
+    CT_ASSERT(t->param, "no parameter %s", ct_name);
+    t->transpose = slot->transpose;
+    t->ndim = t->param->ndim;
+    for (int d = 0; d < t->ndim; d++)
+        t->shape[d] = t->param->shape[slot->transpose ? t->ndim - 1 - d : d];
+}
+
+/* dst (cols, rows) = src (rows, cols) transposed. */
+static void transpose(float *dst, const float *src, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            dst[c * rows + r] = src[r * cols + c];
+}
+
+static void format_shape(char *out, size_t bytes, const uint64_t *shape, int ndim) {
+    size_t n = (size_t)snprintf(out, bytes, "[");
+    for (int d = 0; d < ndim && n < bytes; d++)
+        n += (size_t)snprintf(out + n, bytes - n, "%s%llu", d ? ", " : "",
+                              (unsigned long long)shape[d]);
+    if (n < bytes) snprintf(out + n, bytes - n, "]");
+}
+
+/* ---------------------------------------------------------------- header writing */
+
+/* Appends printf output to buf (cap bytes); *len counts what would be written. */
+static void append(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void append(char *buf, size_t cap, size_t *len, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    int n = vsnprintf(*len < cap ? buf + *len : NULL, *len < cap ? cap - *len : 0, fmt, args);
+    va_end(args);
+    *len += (size_t)n;
+}
+
+/* A JSON string: quotes, and escapes for '"', '\\' and control bytes. */
+static void append_string(char *buf, size_t cap, size_t *len, const char *s) {
+    append(buf, cap, len, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            append(buf, cap, len, "\\%c", c);
+        else if (c < 0x20)
+            append(buf, cap, len, "\\u%04x", c);
+        else
+            append(buf, cap, len, "%c", c);
+    }
+    append(buf, cap, len, "\"");
+}
+
+/* The whole header (without its length prefix, padded with spaces to a multiple of 8) into
+ * buf; returns its length (a call with cap 0 measures). */
+static size_t write_header(ct_gpt *gpt, const char *const *metadata, char *buf, size_t cap) {
+    size_t len = 0;
+    append(buf, cap, &len, "{\"__metadata__\":{\"format\":\"pt\"");
+    for (int i = 0; metadata && metadata[i] && metadata[i + 1]; i += 2) {
+        append(buf, cap, &len, ",");
+        append_string(buf, cap, &len, metadata[i]);
+        append(buf, cap, &len, ":");
+        append_string(buf, cap, &len, metadata[i + 1]);
+    }
+    append(buf, cap, &len, "}");
+    uint64_t at = 0;
+    for (int i = 0; i < st_tensor_count(gpt); i++) {
+        st_tensor t;
+        st_tensor_at(gpt, i, &t);
+        uint64_t bytes = 4 * (uint64_t)ct_tensor_numel(t.param);
+        append(buf, cap, &len, ",\"" ST_PREFIX "%s\":{\"dtype\":\"F32\",\"shape\":[%lld", t.name,
+               (long long)t.shape[0]);
+        if (t.ndim == 2) append(buf, cap, &len, ",%lld", (long long)t.shape[1]);
+        append(buf, cap, &len, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)at,
+               (unsigned long long)(at + bytes));
+        at += bytes;
+    }
+    append(buf, cap, &len, "}");
+    while (len % 8 != 0)
+        append(buf, cap, &len, " ");
+    return len;
+}
+
+/* ---------------------------------------------------------------- header reading */
+
+static ct_status st_fail(st_parser *p, const char *what) {
+    return ct_error(CT_ERR_FORMAT, "%s: safetensors header, byte %zu: %s", p->path, p->pos, what);
+}
+
+static void st_space(st_parser *p) {
+    while (p->pos < p->len && strchr(" \t\r\n", p->text[p->pos]))
+        p->pos++;
+}
+
+/* Skips blanks, then consumes `c` if it is next. */
+static bool st_take(st_parser *p, char c) {
+    st_space(p);
+    if (p->pos < p->len && p->text[p->pos] == c) {
+        p->pos++;
+        return true;
+    }
+    return false;
+}
+
+static ct_status st_expect(st_parser *p, char c) {
+    if (st_take(p, c)) return CT_OK;
+    char what[32];
+    snprintf(what, sizeof(what), "expected '%c'", c);
+    return st_fail(p, what);
+}
+
+/* A string into out (escapes resolved; \u escapes beyond ASCII become '?'). */
+static ct_status st_string(st_parser *p, char *out, size_t bytes) {
+    CT_CHECK(st_expect(p, '"'));
+    size_t n = 0;
+    while (p->pos < p->len && p->text[p->pos] != '"') {
+        char c = p->text[p->pos++];
+        if ((unsigned char)c < 0x20) return st_fail(p, "control byte inside a string");
+        if (c == '\\') {
+            if (p->pos >= p->len) break;
+            char e = p->text[p->pos++];
+            const char *from = "\"\\/bfnrt", *to = "\"\\/\b\f\n\r\t";
+            if (e == 'u') {
+                unsigned v = 0;
+                for (int k = 0; k < 4; k++, p->pos++) {
+                    char h = p->pos < p->len ? p->text[p->pos] : 0;
+                    int d = h >= '0' && h <= '9'   ? h - '0'
+                            : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                            : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                                   : -1;
+                    if (d < 0) return st_fail(p, "bad \\u escape");
+                    v = v * 16 + (unsigned)d;
+                }
+                c = v < 0x80 ? (char)v : '?';
+            } else if (e && strchr(from, e)) {
+                c = to[strchr(from, e) - from];
+            } else {
+                return st_fail(p, "bad escape");
+            }
+        }
+        if (n + 1 >= bytes) return st_fail(p, "string too long");
+        out[n++] = c;
+    }
+    if (p->pos >= p->len) return st_fail(p, "unterminated string");
+    p->pos++;
+    out[n] = '\0';
+    return CT_OK;
+}
+
+static ct_status st_u64(st_parser *p, uint64_t *out) {
+    st_space(p);
+    size_t start = p->pos;
+    uint64_t v = 0;
+    while (p->pos < p->len && p->text[p->pos] >= '0' && p->text[p->pos] <= '9') {
+        unsigned d = (unsigned)(p->text[p->pos++] - '0');
+        if (v > (UINT64_MAX - d) / 10) return st_fail(p, "integer too large");
+        v = v * 10 + d;
+    }
+    if (p->pos == start) return st_fail(p, "expected a non-negative integer");
+    *out = v;
+    return CT_OK;
+}
+
+/* [a, b, ...] of at most `max` integers. */
+static ct_status st_u64_array(st_parser *p, uint64_t *out, int max, int *n) {
+    CT_CHECK(st_expect(p, '['));
+    *n = 0;
+    if (st_take(p, ']')) return CT_OK;
+    do {
+        if (*n == max) return st_fail(p, "array too long");
+        CT_CHECK(st_u64(p, &out[(*n)++]));
+    } while (st_take(p, ','));
+    return st_expect(p, ']');
+}
+
+/* "__metadata__": an object of strings, checked and not kept. */
+static ct_status st_metadata(st_parser *p) {
+    char text[4096];
+    CT_CHECK(st_expect(p, '{'));
+    if (st_take(p, '}')) return CT_OK;
+    do {
+        CT_CHECK(st_string(p, text, sizeof(text)));
+        CT_CHECK(st_expect(p, ':'));
+        CT_CHECK(st_string(p, text, sizeof(text)));
+    } while (st_take(p, ','));
+    return st_expect(p, '}');
+}
+
+/* {"dtype": ..., "shape": [...], "data_offsets": [begin, end]} in any order, all three. */
+static ct_status st_tensor_entry(st_parser *p, st_entry *e) {
+    char key[32];
+    int seen = 0, n_offsets = 0;
+    uint64_t offsets[2];
+    CT_CHECK(st_expect(p, '{'));
+    do {
+        CT_CHECK(st_string(p, key, sizeof(key)));
+        CT_CHECK(st_expect(p, ':'));
+        if (strcmp(key, "dtype") == 0 && !(seen & 1)) {
+            CT_CHECK(st_string(p, e->dtype, sizeof(e->dtype)));
+            seen |= 1;
+        } else if (strcmp(key, "shape") == 0 && !(seen & 2)) {
+            CT_CHECK(st_u64_array(p, e->shape, ST_MAX_DIMS, &e->ndim));
+            seen |= 2;
+        } else if (strcmp(key, "data_offsets") == 0 && !(seen & 4)) {
+            CT_CHECK(st_u64_array(p, offsets, 2, &n_offsets));
+            if (n_offsets != 2) return st_fail(p, "data_offsets must be [begin, end]");
+            e->begin = offsets[0], e->end = offsets[1];
+            seen |= 4;
+        } else {
+            return st_fail(p, "unknown or repeated key in a tensor entry");
+        }
+    } while (st_take(p, ','));
+    CT_CHECK(st_expect(p, '}'));
+    if (seen != 7) return st_fail(p, "a tensor entry needs dtype, shape and data_offsets");
+    return CT_OK;
+}
+
+/* Parses the whole header into entries (cap of them). */
+static ct_status st_parse(st_parser *p, st_entry *entries, int cap, int *n) {
+    *n = 0;
+    CT_CHECK(st_expect(p, '{'));
+    if (!st_take(p, '}')) {
+        do {
+            char name[ST_NAME_BYTES];
+            st_space(p);
+            size_t offset = p->pos;
+            CT_CHECK(st_string(p, name, sizeof(name)));
+            CT_CHECK(st_expect(p, ':'));
+            if (strcmp(name, "__metadata__") == 0) {
+                CT_CHECK(st_metadata(p));
+                continue;
+            }
+            if (*n == cap) return st_fail(p, "too many tensors");
+            st_entry *e = &entries[(*n)++];
+            memset(e, 0, sizeof(*e));
+            snprintf(e->name, sizeof(e->name), "%s", name);
+            e->offset = offset;
+            CT_CHECK(st_tensor_entry(p, e));
+        } while (st_take(p, ','));
+        CT_CHECK(st_expect(p, '}'));
+    }
+    st_space(p);
+    if (p->pos != p->len) return st_fail(p, "trailing bytes after the header object");
+    return CT_OK;
+}
+
+/* ---------------------------------------------------------------- reading the data */
+
+typedef struct {
+    const char *path;
+    int fd;
+    uint64_t data_start, data_bytes; /* the data region of the file */
+} st_file;
+
+/* Checks an entry's dtype, shape and offsets, then reads its floats into dst. */
+static ct_status st_read_entry(const st_file *f, const st_entry *e, const int64_t *shape, int ndim,
+                               float *dst) {
+    char want[64], found[64];
+    uint64_t want_shape[2] = {(uint64_t)shape[0], ndim == 2 ? (uint64_t)shape[1] : 0};
+    format_shape(want, sizeof(want), want_shape, ndim);
+    format_shape(found, sizeof(found), e->shape, e->ndim);
+    if (strcmp(e->dtype, "F32") != 0)
+        return ct_error(CT_ERR_FORMAT, "%s: tensor %s has dtype %s; ctrain reads F32", f->path,
+                        e->name, e->dtype);
+    if (strcmp(want, found) != 0)
+        return ct_error(CT_ERR_INVALID,
+                        "%s: tensor %s has shape %s, the job's model needs %s (check "
+                        "model.n_layer, n_head, n_embd, vocab_size, seq_len)",
+                        f->path, e->name, found, want);
+    uint64_t bytes = 4 * (uint64_t)shape[0] * (ndim == 2 ? (uint64_t)shape[1] : 1);
+    if (e->begin > e->end || e->end > f->data_bytes || e->end - e->begin != bytes)
+        return ct_error(CT_ERR_FORMAT,
+                        "%s: tensor %s: data_offsets [%llu, %llu) do not hold its %llu bytes "
+                        "inside the data (%llu bytes)",
+                        f->path, e->name, (unsigned long long)e->begin, (unsigned long long)e->end,
+                        (unsigned long long)bytes, (unsigned long long)f->data_bytes);
+    for (uint64_t done = 0; done < bytes;) {
+        ssize_t got = pread(f->fd, (uint8_t *)dst + done, bytes - done,
+                            (off_t)(f->data_start + e->begin + done));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0)
+            return ct_error(CT_ERR_IO, "%s: reading tensor %s: %s", f->path, e->name,
+                            got < 0 ? strerror(errno) : "end of file");
+        done += (uint64_t)got;
+    }
+    return CT_OK;
+}
+
+/* The name without "transformer."; NULL for the buffers HF keeps beside the weights. */
+static const char *st_model_name(const char *name) {
+    if (strncmp(name, ST_PREFIX, strlen(ST_PREFIX)) == 0) name += strlen(ST_PREFIX);
+    size_t n = strlen(name);
+    static const char *const buffers[] = {".attn.bias", ".attn.masked_bias"};
+    for (size_t i = 0; i < CT_ARRAY_LEN(buffers); i++) {
+        size_t b = strlen(buffers[i]);
+        if (n > b && strcmp(name + n - b, buffers[i]) == 0) return NULL;
+    }
+    return name;
+}
+
+/* Loads every model tensor from the parsed entries into gpt; scratch holds the largest. */
+static ct_status st_load(const st_file *f, const st_entry *entries, int n, ct_gpt *gpt,
+                         float *scratch) {
+    int count = st_tensor_count(gpt);
+    for (int i = 0; i < count; i++) {
+        st_tensor t;
+        st_tensor_at(gpt, i, &t);
+        const st_entry *found = NULL;
+        for (int j = 0; j < n; j++) {
+            const char *name = st_model_name(entries[j].name);
+            if (!name || strcmp(name, t.name) != 0) continue;
+            if (found)
+                return ct_error(CT_ERR_FORMAT, "%s: tensor %s is there twice (as %s and %s)",
+                                f->path, t.name, found->name, entries[j].name);
+            found = &entries[j];
+        }
+        if (!found)
+            return ct_error(CT_ERR_FORMAT,
+                            "%s: no tensor %s (or " ST_PREFIX "%s): not a GPT-2 of the job's "
+                            "model.n_layer = %d",
+                            f->path, t.name, t.name, gpt->config.n_layer);
+        float *data = ct_tensor_f32(t.param);
+        CT_CHECK(st_read_entry(f, found, t.shape, t.ndim, t.transpose ? scratch : data));
+        if (t.transpose) transpose(data, scratch, t.shape[0], t.shape[1]);
+    }
+    /* Every other entry must be a known buffer or the tied head, which must equal wte. */
+    ct_tensor *wte = ct_gpt_param(gpt, "embed.wte");
+    for (int j = 0; j < n; j++) {
+        const char *name = st_model_name(entries[j].name);
+        if (!name) continue;
+        if (strcmp(name, "lm_head.weight") == 0) {
+            CT_CHECK(st_read_entry(f, &entries[j], wte->shape, 2, scratch));
+            if (memcmp(scratch, wte->data, 4 * (size_t)ct_tensor_numel(wte)) != 0)
+                return ct_error(CT_ERR_INVALID,
+                                "%s: lm_head.weight differs from wte.weight; ctrain's GPT-2 ties "
+                                "them (an untied head cannot be loaded)",
+                                f->path);
+            continue;
+        }
+        bool known = false;
+        for (int i = 0; i < count && !known; i++) {
+            st_tensor t;
+            st_tensor_at(gpt, i, &t);
+            known = strcmp(name, t.name) == 0;
+        }
+        if (!known)
+            return ct_error(CT_ERR_FORMAT,
+                            "%s: unexpected tensor %s (header byte %zu): not one of GPT-2's with "
+                            "the job's model.n_layer = %d",
+                            f->path, entries[j].name, entries[j].offset, gpt->config.n_layer);
+    }
+    return CT_OK;
+}
+
+/* ---------------------------------------------------------------- public functions */
+
+ct_status ct_ckpt_safetensors_write(const char *path, const ct_gpt *model,
+                                    const char *const *metadata) {
+    ct_gpt *gpt = (ct_gpt *)model; /* st_tensor_at looks parameters up; nothing is changed */
+    size_t header_bytes = write_header(gpt, metadata, NULL, 0);
+    size_t max_numel = 0;
+    for (int i = 0; i < st_tensor_count(gpt); i++) {
+        st_tensor t;
+        st_tensor_at(gpt, i, &t);
+        max_numel = CT_MAX(max_numel, (size_t)ct_tensor_numel(t.param));
+    }
+    size_t buf_bytes = CT_MAX(header_bytes + 1, 4 * max_numel);
+    char *buf = ct_alloc(CT_MEM_OTHER, buf_bytes);
+    if (!buf) return ct_error(CT_ERR_NOMEM, "%s: export buffer of %zu bytes", path, buf_bytes);
+    write_header(gpt, metadata, buf, header_bytes + 1);
+    char tmp[1024];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    ct_status status = CT_OK;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        status = ct_error(CT_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    } else {
+        uint8_t length[8];
+        ct_ckpt_put_u64(length, header_bytes);
+        bool ok = fwrite(length, 8, 1, f) == 1 && fwrite(buf, 1, header_bytes, f) == header_bytes;
+        for (int i = 0; ok && i < st_tensor_count(gpt); i++) {
+            st_tensor t;
+            st_tensor_at(gpt, i, &t);
+            size_t n = (size_t)ct_tensor_numel(t.param);
+            const float *src = ct_tensor_f32(t.param);
+            if (t.transpose) {
+                transpose((float *)buf, src, t.shape[1], t.shape[0]);
+                src = (const float *)buf;
+            }
+            ok = fwrite(src, sizeof(float), n, f) == n;
+        }
+        ok = (fclose(f) == 0) && ok;
+        if (!ok)
+            status = ct_error(CT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+        else if (rename(tmp, path) != 0)
+            status = ct_error(CT_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+        if (status != CT_OK) remove(tmp);
+    }
+    ct_free(CT_MEM_OTHER, buf, buf_bytes);
+    return status;
+}
+
+ct_status ct_ckpt_safetensors_read(const char *path, ct_gpt *gpt) {
+    st_file f = {.path = path, .fd = open(path, O_RDONLY)};
+    if (f.fd < 0) return ct_error(CT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    uint8_t length[8];
+    ct_status status = CT_OK;
+    if (fstat(f.fd, &sb) != 0 || sb.st_size < 8 || pread(f.fd, length, 8, 0) != 8) {
+        close(f.fd);
+        return ct_error(CT_ERR_FORMAT, "%s: too short for a safetensors file", path);
+    }
+    uint64_t header_bytes = ct_ckpt_get_u64(length), file_bytes = (uint64_t)sb.st_size;
+    if (header_bytes < 2 || header_bytes > file_bytes - 8 || header_bytes > ST_MAX_HEADER_BYTES) {
+        close(f.fd);
+        return ct_error(CT_ERR_FORMAT,
+                        "%s: safetensors header length %llu does not fit the file (%llu bytes, "
+                        "at most %u of header)",
+                        path, (unsigned long long)header_bytes, (unsigned long long)file_bytes,
+                        ST_MAX_HEADER_BYTES);
+    }
+    f.data_start = 8 + header_bytes;
+    f.data_bytes = file_bytes - f.data_start;
+    /* Every entry takes more than 40 header bytes, so this many fit in any header. */
+    int cap = (int)(header_bytes / 40 + 1);
+    size_t max_numel = 0;
+    for (int u = 0; u < gpt->n_units; u++)
+        for (int i = 0; i < gpt->units[u].n_params; i++)
+            max_numel = CT_MAX(max_numel, (size_t)gpt->units[u].params[i].numel);
+    size_t text_bytes = (size_t)header_bytes + 1, entries_bytes = (size_t)cap * sizeof(st_entry);
+    char *text = ct_alloc(CT_MEM_OTHER, text_bytes);
+    st_entry *entries = ct_alloc(CT_MEM_OTHER, entries_bytes);
+    float *scratch = ct_alloc(CT_MEM_OTHER, 4 * max_numel);
+    if (!text || !entries || !scratch)
+        status = ct_error(CT_ERR_NOMEM, "%s: reading the header", path);
+    if (status == CT_OK && pread(f.fd, text, header_bytes, 8) != (ssize_t)header_bytes)
+        status = ct_error(CT_ERR_IO, "%s: reading the header: %s", path, strerror(errno));
+    int n = 0;
+    st_parser p = {.path = path, .text = text, .len = (size_t)header_bytes};
+    if (status == CT_OK) status = st_parse(&p, entries, cap, &n);
+    if (status == CT_OK) status = st_load(&f, entries, n, gpt, scratch);
+    close(f.fd);
+    ct_free(CT_MEM_OTHER, text, text_bytes);
+    ct_free(CT_MEM_OTHER, entries, entries_bytes);
+    ct_free(CT_MEM_OTHER, scratch, 4 * max_numel);
+    return status;
+}
+
+ct_status ct_ckpt_model_read(const char *path, ct_gpt *gpt) {
+    uint8_t head[9];
+    FILE *f = fopen(path, "rb");
+    if (!f) return ct_error(CT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t got = fread(head, 1, sizeof(head), f);
+    fclose(f);
+    if (got >= 8 && ct_ckpt_get_u32(head) == CT_LLMC_MODEL_MAGIC)
+        return ct_ckpt_llmc_read(path, gpt);
+    if (got == sizeof(head) && head[8] == '{') return ct_ckpt_safetensors_read(path, gpt);
+    return ct_error(CT_ERR_FORMAT,
+                    "%s: neither an llm.c model file (int32 magic %d first) nor safetensors (a "
+                    "u64 header length, then '{')",
+                    path, CT_LLMC_MODEL_MAGIC);
+}
