@@ -3,6 +3,7 @@
  * the metrics JSONL file, and the final weights. Rank-local work is in trainer.c.
  */
 #include "checkpoint/checkpoint.h"
+#include "common/fault.h"
 #include "kernels/kernels.h"
 #include "launcher/launcher.h"
 #include "launcher/trainer_internal.h"
@@ -130,6 +131,7 @@ int ct_train_run(const ct_job *job, ct_comm *world) {
     ct_trainer *tr = NULL;
     char run_dir[CT_JOB_STR], path[2 * CT_JOB_STR];
     int rank = world ? ct_comm_rank(world) : 0;
+    if (ct_fault_init() != CT_OK) return fail(""); /* a malformed CTRAIN_FAULT, before training */
     ct_job_run_dir(job, run_dir, sizeof(run_dir));
     if (rank == 0 && ct_mkdir_p(run_dir) != CT_OK) return fail("");
     if (ct_trainer_new(&tr, job, world) != CT_OK) {
@@ -152,6 +154,7 @@ int ct_train_run(const ct_job *job, ct_comm *world) {
     double train_s = 0.0;
     bool stopped = false;
     for (int step = first; step < job->train_steps; step++) {
+        ct_fault_kill_point("kill", rank, step);
         ct_step_stats stats;
         double t0 = ct_time_s();
         if (step == first + PROFILE_WARMUP_STEPS) { /* restart the profile once warm */
