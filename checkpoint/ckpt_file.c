@@ -420,11 +420,13 @@ ct_status ct_ckpt_read_range(ct_ckpt_reader *const *readers, int n_readers, int 
     }
     ct_free(CT_MEM_OTHER, parts, (size_t)n * sizeof(*parts) + 1);
     if (!tiled || cursor != hi)
-        return ct_error(
-            CT_ERR_FORMAT, "unit %d (%s) %s [%lld, %lld): the %d checkpoint files %s element %lld",
-            unit, unit_name ? unit_name : "?", ct_ckpt_kind_name(kind), (long long)lo,
-            (long long)hi, n_readers, tiled ? "cover only up to" : "hold a gap or an overlap at",
-            (long long)cursor);
+        return ct_error(CT_ERR_FORMAT,
+                        "%s and the other %d files of the checkpoint: unit %d (%s) %s [%lld, "
+                        "%lld): their frames %s element %lld",
+                        n_readers ? readers[0]->path : "(no files)", CT_MAX(n_readers - 1, 0), unit,
+                        unit_name ? unit_name : "?", ct_ckpt_kind_name(kind), (long long)lo,
+                        (long long)hi, tiled ? "cover only up to" : "hold a gap or an overlap at",
+                        (long long)cursor);
     for (int f = 0; f < n_readers; f++) {
         int64_t covered = 0;
         CT_CHECK(ct_ckpt_reader_read(readers[f], unit, unit_name, kind, lo, hi, dst, &covered));

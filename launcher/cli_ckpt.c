@@ -39,6 +39,7 @@ static int fail(const char *cmd) {
 /* Finds and opens the checkpoint at `path`; on failure prints and returns false. */
 static bool open_checkpoint(const char *cmd, const char *path, ct_ckpt_step *ck) {
     char step_dir[CT_CKPT_STEP_PATH_BYTES];
+    memset(ck, 0, sizeof(*ck)); /* closable whatever fails */
     ct_status st = ct_ckpt_find(path, step_dir, sizeof(step_dir));
     if (st == CT_OK) st = ct_ckpt_step_open(ck, step_dir);
     if (st != CT_OK) {
