@@ -43,7 +43,8 @@ typedef enum {
 } ct_ckpt_kind;
 const char *ct_ckpt_kind_name(ct_ckpt_kind kind);
 
-/* Byte-plane shuffle: AUTO tries both and keeps the smaller frame (ties keep plain). */
+/* Byte-plane shuffle: AUTO keeps the smaller way per frame (ties keep plain), judged in full
+ * for small frames and from a 1 MiB sample for large ones. */
 typedef enum { CT_CKPT_SHUFFLE_AUTO = 0, CT_CKPT_SHUFFLE_OFF, CT_CKPT_SHUFFLE_ON } ct_ckpt_shuffle;
 
 /* Little-endian field access for the on-disk formats. */
@@ -64,22 +65,29 @@ typedef struct {
     uint64_t checksum;         /* ct_hash64(raw float bytes, seed 0) */
 } ct_ckpt_frame_header;
 
-/* The most bytes a frame of n floats takes (header included), and the scratch it needs. */
+/* A frame codec: zstd contexts and scratch kept from frame to frame (one per writer or reader;
+ * one thread at a time). With 2 threads (the default when the CPU kernels have 2 or more) the
+ * checksum runs beside zstd on a second thread. */
+typedef struct ct_ckpt_codec ct_ckpt_codec;
+ct_status ct_ckpt_codec_new(ct_ckpt_codec **codec);
+/* 1 or 2. */
+void ct_ckpt_codec_set_threads(ct_ckpt_codec *codec, int threads);
+void ct_ckpt_codec_free(ct_ckpt_codec *codec);
+
+/* The most bytes a frame of n floats takes (header included). */
 size_t ct_ckpt_frame_bound_bytes(size_t n);
-size_t ct_ckpt_frame_scratch_bytes(size_t n);
 /* Compresses src (n floats) at zstd `level` into dst (>= bound bytes); *frame_bytes is the
- * header plus the compressed bytes. scratch: ct_ckpt_frame_scratch_bytes(n) bytes. */
-ct_status ct_ckpt_frame_encode(const float *src, size_t n, ct_ckpt_kind kind, int level,
-                               ct_ckpt_shuffle shuffle, uint8_t *dst, size_t dst_bytes,
-                               uint8_t *scratch, size_t *frame_bytes);
+ * header plus the compressed bytes. AUTO: see docs/checkpoints.md (frames). */
+ct_status ct_ckpt_frame_encode(ct_ckpt_codec *codec, const float *src, size_t n, ct_ckpt_kind kind,
+                               int level, ct_ckpt_shuffle shuffle, uint8_t *dst, size_t dst_bytes,
+                               size_t *frame_bytes);
 /* Checks magic, version, kind, flags and that the compressed bytes fit in avail_bytes. `where`
  * (file, offset, unit) starts every error message. */
 ct_status ct_ckpt_frame_parse_header(const uint8_t *frame, size_t avail_bytes, const char *where,
                                      ct_ckpt_frame_header *header);
-/* Decodes a frame of exactly n floats into dst, checking every size and the checksum.
- * scratch: n * 4 bytes (used for shuffled frames). */
-ct_status ct_ckpt_frame_decode(const uint8_t *frame, size_t avail_bytes, const char *where,
-                               float *dst, size_t n, uint8_t *scratch);
+/* Decodes a frame of exactly n floats into dst, checking every size and the checksum. */
+ct_status ct_ckpt_frame_decode(ct_ckpt_codec *codec, const uint8_t *frame, size_t avail_bytes,
+                               const char *where, float *dst, size_t n);
 
 /* ---------------------------------------------------------------- rank files (ckpt_file.c) */
 
@@ -158,6 +166,11 @@ typedef struct {
     int format_version;
     int64_t step;
     int world_size;
+    /* The ranks the units are split among in the files (docs/parallel.md's layout over
+     * layout_ranks ranks; rank files r >= layout_ranks are empty): world_size, except for hsdp
+     * with shard groups smaller than the world, where the first group writes. 0 when writing
+     * = world_size. */
+    int layout_ranks;
     char strategy[CT_CKPT_NAME_BYTES];
     char *config_text; /* the job's configuration as text */
     int n_units;
@@ -196,6 +209,8 @@ ct_status ct_ckpt_latest(const char *dir, bool *found, int64_t *step, char *path
                          size_t path_bytes);
 /* Deletes complete checkpoints older than the newest `keep` (>= 1): never the newest. */
 ct_status ct_ckpt_prune(const char *dir, int keep);
+/* The oldest complete checkpoint of step >= `step`: *found false when there is none. */
+ct_status ct_ckpt_first_from(const char *dir, int64_t step, bool *found, int64_t *first);
 /* Deletes complete checkpoints of step >= `step`: before a run that started fresh or from an
  * older checkpoint commits step `step`, what is there at or after it is another run's. */
 ct_status ct_ckpt_remove_from(const char *dir, int64_t step);

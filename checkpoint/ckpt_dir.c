@@ -171,6 +171,18 @@ ct_status ct_ckpt_prune(const char *dir, int keep) {
     return st;
 }
 
+ct_status ct_ckpt_first_from(const char *dir, int64_t step, bool *found, int64_t *first) {
+    *found = false;
+    CT_CHECK(check_dir_length(dir));
+    int64_t *steps;
+    int count, cap;
+    CT_CHECK(list_complete(dir, &steps, &count, &cap));
+    for (int i = 0; i < count && !*found; i++)
+        if (steps[i] >= step) *found = true, *first = steps[i];
+    ct_free(CT_MEM_OTHER, steps, (size_t)cap * sizeof(int64_t));
+    return CT_OK;
+}
+
 ct_status ct_ckpt_remove_from(const char *dir, int64_t step) {
     CT_CHECK(check_dir_length(dir));
     int64_t *steps;

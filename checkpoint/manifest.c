@@ -264,6 +264,12 @@ static const json_node *member(json_parser *p, const json_node *obj, const char 
     return NULL;
 }
 
+static bool has_member(const json_parser *p, const json_node *obj, const char *key) {
+    for (int c = obj->first; c >= 0; c = p->nodes[c].next)
+        if (strcmp(p->nodes[c].key, key) == 0) return true;
+    return false;
+}
+
 /* Rejects keys outside `allowed` (NULL-terminated): a strict reader of what we write. */
 static ct_status only_keys(json_parser *p, const json_node *obj, const char *const *allowed) {
     for (int c = obj->first; c >= 0; c = p->nodes[c].next) {
@@ -338,15 +344,16 @@ static ct_status read_units(json_parser *p, const json_node *arr, ct_ckpt_manife
         CT_CHECK(get_int(p, u, "numel", INT64_MAX, &numel));
         CT_CHECK(get_int(p, u, "shard_len", INT64_MAX, &shard_len));
         CT_CHECK(get_int(p, u, "padded", INT64_MAX, &padded));
-        /* The layout of docs/parallel.md: padded = S * world, S = ceil(numel / world). */
-        uint64_t w = (uint64_t)m->world_size;
-        if (shard_len != (numel + w - 1) / w || padded != shard_len * w)
+        /* The layout of docs/parallel.md over the layout's ranks: padded = S * L,
+         * S = ceil(numel / L). */
+        uint64_t L = (uint64_t)m->layout_ranks;
+        if (shard_len != (numel + L - 1) / L || padded != shard_len * L)
             return ct_error(CT_ERR_FORMAT,
                             "%s: byte %zu: unit %d (%s): numel %llu, shard_len "
-                            "%llu, padded %llu do not match world size %d",
+                            "%llu, padded %llu do not match %d layout ranks",
                             p->path, u->offset, i, l->name, (unsigned long long)numel,
                             (unsigned long long)shard_len, (unsigned long long)padded,
-                            m->world_size);
+                            m->layout_ranks);
         l->numel = (int64_t)numel, l->shard_len = (int64_t)shard_len, l->padded = (int64_t)padded;
     }
     return CT_OK;
@@ -379,9 +386,9 @@ static ct_status read_ranks(json_parser *p, const json_node *arr, ct_ckpt_manife
 
 /* The schema of docs/checkpoints.md over a parsed document. */
 static ct_status read_document(json_parser *p, ct_ckpt_manifest *m) {
-    static const char *const keys[] = {
-        "format_version", "step", "world_size", "strategy", "config", "units",
-        "ranks",          "data", "rng",        "checksum", NULL};
+    static const char *const keys[] = {"format_version", "step",   "world_size", "layout_ranks",
+                                       "strategy",       "config", "units",      "ranks",
+                                       "data",           "rng",    "checksum",   NULL};
     const json_node *root = &p->nodes[0];
     ct_status st = CT_OK;
     uint64_t v;
@@ -397,6 +404,12 @@ static ct_status read_document(json_parser *p, ct_ckpt_manifest *m) {
     CT_CHECK(get_int(p, root, "world_size", 1 << 20, &v));
     if (v == 0) return ct_error(CT_ERR_FORMAT, "%s: world size 0", p->path);
     m->world_size = (int)v;
+    m->layout_ranks = m->world_size; /* optional: absent = the world layout */
+    if (has_member(p, root, "layout_ranks")) {
+        CT_CHECK(get_int(p, root, "layout_ranks", (uint64_t)m->world_size, &v));
+        if (v == 0) return ct_error(CT_ERR_FORMAT, "%s: layout_ranks 0", p->path);
+        m->layout_ranks = (int)v;
+    }
     CT_CHECK(get_str(p, root, "strategy", m->strategy, sizeof(m->strategy)));
     const json_node *config = member(p, root, "config", J_STRING, &st);
     if (!config) return st;
@@ -443,8 +456,11 @@ static ct_status check_own_checksum(json_parser *p, char *text) {
 
 ct_status ct_ckpt_manifest_write(const char *path, const ct_ckpt_manifest *m) {
     text_buf b = {0};
-    buf_printf(&b, "{\n  \"format_version\": %d,\n  \"step\": %lld,\n  \"world_size\": %d,\n",
-               m->format_version, (long long)m->step, m->world_size);
+    buf_printf(&b,
+               "{\n  \"format_version\": %d,\n  \"step\": %lld,\n  \"world_size\": %d,\n"
+               "  \"layout_ranks\": %d,\n",
+               m->format_version, (long long)m->step, m->world_size,
+               m->layout_ranks > 0 ? m->layout_ranks : m->world_size);
     buf_printf(&b, "  \"strategy\": ");
     buf_string(&b, m->strategy);
     buf_printf(&b, ",\n  \"config\": ");

@@ -78,6 +78,7 @@ typedef enum {
     CT_MEM_GATHERED,
     CT_MEM_COMM,
     CT_MEM_DATA,
+    CT_MEM_CHECKPOINT, /* host copies of the state for background saves */
     CT_MEM_OTHER,
     CT_MEM_COUNT
 } ct_mem_category;

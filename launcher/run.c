@@ -195,6 +195,8 @@ int ct_train_run(const ct_job *job, ct_comm *world) {
         }
         if (stopped) break;
     }
+    /* A background save must be committed before the run reports success. */
+    if (ct_trainer_wait_checkpoint(tr) != CT_OK && code == 0) code = fail("saving a checkpoint");
     if (metrics) fclose(metrics);
     if (rank == 0) print_profile(tr, train_s, job->train_steps - first - PROFILE_WARMUP_STEPS);
     if (stopped && rank == 0) printf("stopped after step %d (CTRAIN_STOP_AFTER)\n", tr->step);

@@ -113,6 +113,7 @@ ct_status ct_trainer_new(ct_trainer **out, const ct_job *job, ct_comm *world) {
 
 void ct_trainer_free(ct_trainer *tr) {
     if (!tr) return;
+    ct_trainer_free_saver(tr);
     size_t tokens = (size_t)tr->job.train_batch_size * tr->job.model_seq_len;
     ct_free(CT_MEM_DATA, tr->inputs, sizeof(int32_t) * tokens);
     ct_free(CT_MEM_DATA, tr->targets, sizeof(int32_t) * tokens);

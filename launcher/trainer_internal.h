@@ -11,6 +11,8 @@
 #include "model/model.h"
 #include "shard/shard.h"
 
+typedef struct ct_ckpt_saver ct_ckpt_saver;
+
 struct ct_trainer {
     ct_job job;
     const ct_kernels *kernels;
@@ -23,7 +25,7 @@ struct ct_trainer {
     ct_data_sampler sampler, val_sampler;
     int32_t *inputs, *targets; /* one micro-batch, (B,T) each */
     int step;                  /* steps taken */
-    bool checkpoint_warned;    /* said once that this layout cannot be checkpointed */
+    ct_ckpt_saver *saver;      /* ckpt_save.c's state; NULL until the first save */
     double flops_per_token;
     double ceiling_gflops; /* measured sgemm rate for MFU; 0 = not measured */
     /* CTRAIN_PROFILE=1: time per op kind (the tape's), plus the rest of the step */
@@ -31,11 +33,22 @@ struct ct_trainer {
     double data_s, optimizer_s; /* reading batches; zero_grad + norm + AdamW */
 };
 
-/* ckpt_io.c. Collective: saves the model and optimizer state at tr->step as a sharded
- * checkpoint in checkpoint.dir, then keeps the newest checkpoint.keep. */
+/* ckpt_save.c. Collective: saves the model and optimizer state at tr->step as a sharded
+ * checkpoint in checkpoint.dir, then keeps the newest checkpoint.keep. With checkpoint.async
+ * it returns once the state is copied, and a thread writes and commits it. */
 ct_status ct_trainer_save_checkpoint(ct_trainer *tr);
-/* After the model is built: per checkpoint.resume, loads the newest (or the given) checkpoint
- * into the shard layer and sets the step; nothing when there is none to resume from. */
+/* Waits for a background save; its error, if it failed. */
+ct_status ct_trainer_wait_checkpoint(ct_trainer *tr);
+/* Waits for a background save (ignoring its outcome) and frees the saver. */
+void ct_trainer_free_saver(ct_trainer *tr);
+/* The shard layer's state that checkpoint kind `kind` (ct_ckpt_kind) stores. */
+ct_shard_state ct_trainer_ckpt_state(int kind);
+/* checkpoint.dir, or <run dir>/ckpt. */
+void ct_trainer_checkpoint_dir(const ct_trainer *tr, char *out, size_t out_bytes);
+/* ckpt_io.c. After the model is built: per checkpoint.resume, loads the newest (or the given)
+ * checkpoint into the shard layer and sets the step; nothing when there is none to resume
+ * from. Refuses to start when checkpoint.dir holds later checkpoints of another timeline,
+ * unless checkpoint.overwrite. */
 ct_status ct_trainer_resume(ct_trainer *tr);
 
 #endif

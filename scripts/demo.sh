@@ -80,10 +80,11 @@ fi
 ls -l "$DATA"
 
 header "3/4 train $JOB (a few minutes on 2 cores)"
-# Each demo run trains from the start (a second run would otherwise resume from the first's
-# final checkpoint and have nothing left to train); later arguments may override this.
-echo "\$ $BIN/ctrain-launch --nproc 1 $JOB checkpoint.resume=never${*:+ $*}"
-"$BIN/ctrain-launch" --nproc 1 "$JOB" checkpoint.resume=never "$@"
+# Each demo run trains from the start and replaces the checkpoints of the run before (without
+# these two keys a second run would resume from the first's final checkpoint and have nothing
+# left to train); later arguments may override them.
+echo "\$ $BIN/ctrain-launch --nproc 1 $JOB checkpoint.resume=never checkpoint.overwrite=true${*:+ $*}"
+"$BIN/ctrain-launch" --nproc 1 "$JOB" checkpoint.resume=never checkpoint.overwrite=true "$@"
 
 dir=$(run_dir "$@")
 header "4/4 sample from $dir/final.bin"

@@ -58,6 +58,7 @@ steps = 2
 dir = "$work/run"
 [checkpoint]
 resume = "never"
+overwrite = true
 ${2:-}
 TOML
 }

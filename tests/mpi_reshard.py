@@ -1,22 +1,32 @@
 #!/usr/bin/env python3
-"""Resharding: a checkpoint saved at one world size and strategy resumes at others.
+"""Round trips at every layout, and the reshard matrix: checkpoints load at any world size and
+strategy.
 
 usage: mpi_reshard.py BIN_DIR
 
-Global batch 12 sequences throughout (world size x batch_size x grad_accum). Saves a checkpoint
-after 4 of 8 steps (CTRAIN_STOP_AFTER=4, see mpi_resume.py) at world size 2 with fsdp (batch 3,
-accum 2) and at world size 3 with zero2 (batch 2, accum 2), then resumes each at world size 1 with
-ddp (`ctrain train`; batch 6, accum 2), 2 with zero1 (batch 3, accum 2), 3 with fsdp (batch 2,
-accum 2) and 4 with ddp (batch 3, accum 1), and continues to step 8. Each resumed run is compared
-with an uninterrupted 8-step run at its own (new) layout:
-  - steps 5..8 are logged, with batch_hash equal and loss within 1e-5 relative;
-  - final parameters within 1e-5 (relative L2 norm of the difference, per unit).
-Bitwise equality is not expected: the first 4 steps ran at another layout, whose fp32 sums are
-ordered differently. Also checks that resuming with another global batch (world size 2, batch 2,
-accum 2 = 8) fails with a non-zero exit and a message naming both global batches.
+A layout is (strategy, world size); the global batch is 12 sequences at every world size
+(world size x batch_size x grad_accum), so every layout trains on the same batches. Layouts:
+ddp at world size 1 (`ctrain train`), and ddp, zero1, zero2, fsdp and hsdp at world sizes 2,
+3 and 4 (`mpirun -np W ctrain worker`; hsdp with shard groups of 1, 1 and 2 ranks, so that
+only the first group writes files).
+
+1. Every layout trains 20 steps with a checkpoint every 10 (saved in the background). A run
+   resumed from its step-10 checkpoint at the same layout (saving synchronously) must equal it
+   byte for byte: final.bin and the rank files of the step-20 checkpoint (params, Adam m and
+   v), and the loss and batch_hash of steps 11..20. That is the round trip of each strategy at
+   world sizes 1-4: what is saved is what is loaded.
+2. The step-10 checkpoints saved at (fsdp, 4), (zero2, 3) and (ddp, 2) are resumed at every
+   other layout and continue 10 steps; each must log steps 11..20 with the batch_hash of the
+   run that never stopped at the new layout (no sample lost or repeated) and a loss within
+   1e-5 relative of it, and end with final parameters within 1e-5 (relative L2 per unit).
+   Bitwise equality is not expected: the first 10 steps ran at another layout, whose fp32
+   sums are ordered differently.
+3. Resuming with another global batch (world size 2, batch 2, accum 2 = 8) fails with a
+   non-zero exit and a message naming both global batches.
 
 Only the Python standard library is used. Exit 0 = pass, 1 = fail, 77 = skipped (no mpirun).
 """
+import filecmp
 import math
 import os
 import shutil
@@ -28,51 +38,87 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mpi_equivalence  # noqa: E402
 import mpi_resume  # noqa: E402
 
-STEPS, STOP, TOL = mpi_resume.STEPS, mpi_resume.STOP, 1e-5
+STEPS, SAVE, TOL = 20, 10, 1e-5
 GLOBAL = 12
-# (strategy, world, batch_size, grad_accum)
-SAVES = [("fsdp", 2, 3, 2), ("zero2", 3, 2, 2)]
-RESUMES = [("ddp", 1, 6, 2), ("zero1", 2, 3, 2), ("fsdp", 3, 2, 2), ("ddp", 4, 3, 1)]
-MISMATCH = ("ddp", 2, 2, 2)
+# world size -> (batch_size, grad_accum) with world x batch x accum = GLOBAL
+BATCH = {1: (6, 2), 2: (3, 2), 3: (2, 2), 4: (3, 1)}
+HSDP_GROUP = {1: 1, 2: 1, 3: 1, 4: 2}
+STRATEGIES = ["ddp", "zero1", "zero2", "fsdp", "hsdp"]
+LAYOUTS = [("ddp", 1)] + [(s, w) for w in (2, 3, 4) for s in STRATEGIES]
+SAVED = [("fsdp", 4), ("zero2", 3), ("ddp", 2)]
+MISMATCH = ("ddp", 2, 2, 2)  # strategy, world, batch, accum: a global batch of 8
 
-
-def write_job(work, name, data, run_dir, layout, metrics, resume):
-    """mpi_resume's job (same model, data, schedule) with this layout's batch and accumulation."""
-    strategy, _, batch, accum = layout
-    text = mpi_resume.job_text(data, run_dir, strategy, metrics, resume, 0)
-    old = "batch_size = 2\ngrad_accum = 2\n"
-    assert old in text
-    text = text.replace(old, f"batch_size = {batch}\ngrad_accum = {accum}\n")
-    path = os.path.join(work, name + ".toml")
-    with open(path, "w") as f:
-        f.write(text)
-    return path
+assert mpi_resume.STEPS == STEPS and mpi_resume.STOP == SAVE
 
 
 def name_of(layout):
     return f"{layout[0]}-w{layout[1]}"
 
 
-def uninterrupted(ctrain, work, data, layout, env):
-    name = name_of(layout) + "-full"
-    run_dir = os.path.join(work, name)
-    metrics = os.path.join(work, name + ".jsonl")
-    job = write_job(work, name, data, run_dir, layout, metrics, "never")
-    mpi_resume.launch(ctrain, job, layout[1], env)
-    return run_dir, metrics
+def write_job(work, name, data, run_dir, layout, resume, async_save, batch=None):
+    """mpi_resume's job (same model, data, schedule) with this layout's batch split."""
+    strategy, world = layout
+    b, accum = batch or BATCH[world]
+    text = mpi_resume.job_text(data, run_dir, strategy, os.path.join(work, name + ".jsonl"),
+                               resume, SAVE, async_save)
+    for old, new in (("batch_size = 2\ngrad_accum = 2\n", f"batch_size = {b}\ngrad_accum = {accum}\n"),
+                     ("shard_group_size = 1\n", f"shard_group_size = {HSDP_GROUP[world]}\n")):
+        if old in text:
+            text = text.replace(old, new)
+    path = os.path.join(work, name + ".toml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path, os.path.join(work, name + ".jsonl")
 
 
-def save(ctrain, work, data, layout, env):
-    """The step-4 checkpoint of `layout`: its directory."""
-    name = name_of(layout) + "-save"
+class Run:
+    """A finished run: its directory and its metrics per step."""
+
+    def __init__(self, run_dir, metrics_path):
+        self.dir = run_dir
+        self.metrics = {r["step"]: r for r in mpi_resume.read_metrics(metrics_path)}
+
+    def checkpoint(self, step):
+        return os.path.join(self.dir, "ckpt", f"step_{step:08d}")
+
+
+def train(ctrain, work, data, name, layout, resume, async_save, env, check=True, batch=None):
     run_dir = os.path.join(work, name)
-    job = write_job(work, name, data, run_dir, layout, os.path.join(work, name + ".jsonl"), "auto")
-    mpi_resume.launch(ctrain, job, layout[1], dict(env, CTRAIN_STOP_AFTER=str(STOP)))
-    ckpt = os.path.join(run_dir, "ckpt", f"step_{STOP:08d}")
-    if not os.path.exists(os.path.join(ckpt, "manifest.json")):
-        print(f"FAILED: {name}: no checkpoint at {ckpt}")
-        raise SystemExit(1)
-    return ckpt
+    job, metrics = write_job(work, name, data, run_dir, layout, resume, async_save, batch)
+    out = mpi_resume.launch(ctrain, job, layout[1], env, check=check)
+    return out, (Run(run_dir, metrics) if out.returncode == 0 else None)
+
+
+def check_steps(name, full, resumed):
+    """Steps 11..20 logged, with equal batch hashes; returns (failures, worst loss diff)."""
+    steps = sorted(resumed.metrics)
+    if steps != list(range(SAVE + 1, STEPS + 1)):
+        return [f"{name}: resumed run logged steps {steps}"], math.inf
+    failures, worst = [], 0.0
+    for step in steps:
+        f, r = full.metrics[step], resumed.metrics[step]
+        worst = max(worst, mpi_equivalence.rel(f["loss"], r["loss"]))
+        if f["batch_hash"] != r["batch_hash"]:
+            failures.append(f"{name}: step {step} batch_hash {r['batch_hash']}, never stopped "
+                            f"{f['batch_hash']}")
+    return failures, worst
+
+
+def round_trip(ctrain, work, data, layout, full, env):
+    name = name_of(layout) + "-again"
+    out, resumed = train(ctrain, work, data, name, layout, full.checkpoint(SAVE), False, env)
+    failures, worst = check_steps(name, full, resumed)
+    if worst != 0.0:
+        failures.append(f"{name}: losses differ from the uninterrupted run's (worst {worst:.1e})")
+    if f"at step {SAVE}" not in out.stdout:
+        failures.append(f"{name}: no 'resumed from ... at step {SAVE}' line:\n{out.stdout}")
+    files = ["final.bin"] + [os.path.join("ckpt", f"step_{STEPS:08d}", f"rank_{r:05d}.ctk")
+                             for r in range(layout[1])]
+    for f in files:
+        if not filecmp.cmp(os.path.join(full.dir, f), os.path.join(resumed.dir, f), shallow=False):
+            failures.append(f"{name}: {f} differs from the uninterrupted run's")
+    print(f"round trip {name_of(layout):9s} {'ok' if not failures else 'FAIL'}")
+    return failures
 
 
 def final_params_diff(ref_path, path):
@@ -84,83 +130,66 @@ def final_params_diff(ref_path, path):
     return worst
 
 
-def check_resume(ctrain, work, data, ckpt, saved, layout, full, env):
-    name = f"{name_of(saved)}->{name_of(layout)}"
-    tag = f"{name_of(saved)}-to-{name_of(layout)}"
-    run_dir = os.path.join(work, tag)
-    metrics = os.path.join(work, tag + ".jsonl")
-    job = write_job(work, tag, data, run_dir, layout, metrics, ckpt)
-    out = mpi_resume.launch(ctrain, job, layout[1], env)
-    failures = []
-    if f"at step {STOP}" not in out.stdout:
-        failures.append(f"{name}: no 'resumed from ... at step {STOP}' line:\n{out.stdout}")
-    full_dir, full_metrics = full
-    ref = mpi_resume.read_metrics(full_metrics)
-    resumed = mpi_resume.read_metrics(metrics)
-    if [r["step"] for r in resumed] != list(range(STOP + 1, STEPS + 1)):
-        return failures + [f"{name}: resumed run logged steps {[r['step'] for r in resumed]}"]
-    worst_loss = 0.0
-    for r in resumed:
-        f = ref[r["step"] - 1]
-        worst_loss = max(worst_loss, mpi_equivalence.rel(f["loss"], r["loss"]))
-        if f["batch_hash"] != r["batch_hash"]:
-            failures.append(f"{name}: step {r['step']} batch_hash {r['batch_hash']}, "
-                            f"uninterrupted {f['batch_hash']}")
-    worst_param = final_params_diff(os.path.join(full_dir, "final.bin"),
-                                    os.path.join(run_dir, "final.bin"))
+def reshard(ctrain, work, data, saved, layout, runs, env):
+    name = f"{name_of(saved)}-to-{name_of(layout)}"
+    out, resumed = train(ctrain, work, data, name, layout, runs[saved].checkpoint(SAVE), True, env)
+    full = runs[layout]
+    failures, worst_loss = check_steps(name, full, resumed)
+    if f"at step {SAVE}" not in out.stdout:
+        failures.append(f"{name}: no 'resumed from ... at step {SAVE}' line:\n{out.stdout}")
+    worst_param = final_params_diff(os.path.join(full.dir, "final.bin"),
+                                    os.path.join(resumed.dir, "final.bin"))
     if worst_loss > TOL or worst_param > TOL:
         failures.append(f"{name}: beyond {TOL} (loss {worst_loss:.2e}, params {worst_param:.2e})")
-    print(f"{name:16s} loss {worst_loss:.1e}  params {worst_param:.1e}  "
+    print(f"reshard {name:20s} loss {worst_loss:.1e}  params {worst_param:.1e}  "
           f"{'ok' if not failures else 'FAIL'}")
     return failures
 
 
-def check_mismatch(ctrain, work, data, ckpt, saved, env):
-    layout = MISMATCH
-    tag = f"{name_of(saved)}-to-mismatch"
-    run_dir = os.path.join(work, tag)
-    job = write_job(work, tag, data, run_dir, layout, os.path.join(work, tag + ".jsonl"), ckpt)
-    out = mpi_resume.launch(ctrain, job, layout[1], env, check=False)
+def mismatch(ctrain, work, data, runs, env):
+    strategy, world, batch, accum = MISMATCH
+    out, _ = train(ctrain, work, data, "mismatch", (strategy, world),
+                   runs[SAVED[0]].checkpoint(SAVE), True, env, check=False, batch=(batch, accum))
     text = out.stdout + out.stderr
-    ours = layout[1] * layout[2] * layout[3]
     if out.returncode == 0:
         return ["mismatch: resuming with another global batch succeeded"]
-    for needed in (f"global batch of {GLOBAL}", f"is {ours}", "batch_size", "grad_accum"):
+    for needed in (f"global batch of {GLOBAL}", f"is {world * batch * accum}", "batch_size",
+                   "grad_accum"):
         if needed not in text:
             return [f"mismatch: the error lacks '{needed}':\n{text[-2000:]}"]
-    print(f"mismatch         ok (exit {out.returncode})")
+    print(f"mismatch ok (exit {out.returncode})")
     return []
 
 
 def main():
-    bin_dir = sys.argv[1]
-    setup = mpi_equivalence.mpi_setup(bin_dir)
+    setup = mpi_equivalence.mpi_setup(sys.argv[1])
     if not setup:
         return 77
     env, ctrain = setup
-    for layout in SAVES + RESUMES:
-        assert layout[1] * layout[2] * layout[3] == GLOBAL, layout
     work = tempfile.mkdtemp(prefix="ctrain_reshard_")
     failures = []
     try:
         data = os.path.join(work, "data")
         subprocess.run([ctrain, "data", "synth", "--out", data, "--tokens", "20000", "--vocab",
                         "64", "--seed", "3"], check=True, capture_output=True)
-        fulls = {layout: uninterrupted(ctrain, work, data, layout, env) for layout in RESUMES}
-        for saved in SAVES:
-            ckpt = save(ctrain, work, data, saved, env)
-            for layout in RESUMES:
-                failures += check_resume(ctrain, work, data, ckpt, saved, layout, fulls[layout],
-                                         env)
-            if saved == SAVES[0]:
-                failures += check_mismatch(ctrain, work, data, ckpt, saved, env)
+        runs = {}
+        for layout in LAYOUTS:
+            _, runs[layout] = train(ctrain, work, data, name_of(layout), layout, "never", True,
+                                    env)
+            failures += round_trip(ctrain, work, data, layout, runs[layout], env)
+        for saved in SAVED:
+            for layout in LAYOUTS:
+                if layout != saved:
+                    failures += reshard(ctrain, work, data, saved, layout, runs, env)
+        failures += mismatch(ctrain, work, data, runs, env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for f in failures:
-        print("FAIL:", f)
-    print(f"{'PASS' if not failures else 'FAIL'}: {len(SAVES) * len(RESUMES)} reshards and a "
-          f"global-batch mismatch")
-    return 1 if failures else 0
+    if failures:
+        print("FAIL:\n  " + "\n  ".join(failures))
+        return 1
+    print(f"PASS: {len(LAYOUTS)} round trips, {len(SAVED)} x {len(LAYOUTS) - 1} reshards, "
+          "and a global batch mismatch")
+    return 0
 
 
 if __name__ == "__main__":

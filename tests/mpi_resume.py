@@ -3,16 +3,23 @@
 
 usage: mpi_resume.py BIN_DIR
 
-For ddp at world size 1 (`ctrain train`, no MPI) and for ddp, zero1, zero2 and fsdp at world
-size 3 (`mpirun -np 3 ctrain worker`), trains a small GPT for 8 steps without checkpoints
-(checkpoint.resume = "never", checkpoint.every = 0), and again with CTRAIN_STOP_AFTER=4 (a
-test-only variable: save a checkpoint after step 4 and exit 0), then a second launch of the
-same job (train.steps = 8 both times, so the learning-rate schedule is the same) that resumes
-from the step-4 checkpoint. Asserts:
-  - final.bin is byte for byte that of the uninterrupted run (filecmp, shallow=False);
-  - the resumed run's metrics (its own log.metrics file: steps 5..8) have exactly the loss and
-    batch_hash of the uninterrupted run's steps 5..8 (equality, no tolerance: the resumed run
+For ddp at world size 1 (`ctrain train`, no MPI) and for ddp, zero1, zero2, fsdp and hsdp
+(shard groups of 1 rank: the first group writes the files) at world size 3 (`mpirun -np 3
+ctrain worker`), trains a small GPT for 20 steps without checkpoints (checkpoint.resume =
+"never", checkpoint.every = 0), and again with CTRAIN_STOP_AFTER=10 (a test-only variable: save
+a checkpoint after step 10 and exit 0; saved in the background, checkpoint.async = true), then a
+second launch of the same job (train.steps = 20 both times, so the learning-rate schedule is the
+same) that resumes from the step-10 checkpoint and saves synchronously. Asserts:
+  - final.bin is byte for byte that of the uninterrupted run (filecmp, shallow=False), and so
+    are the rank files of both runs' step-20 checkpoints (params, Adam m and v; one saved in
+    the background, one not);
+  - the resumed run's metrics (its own log.metrics file: steps 11..20) have exactly the loss and
+    batch_hash of the uninterrupted run's steps 11..20 (equality, no tolerance: the resumed run
     must compute the same floats in the same order);
+  - a fresh run (resume = "never") into a checkpoint.dir holding another run's checkpoints,
+    and a run resumed from an older checkpoint of a dir holding later ones, refuse to start
+    (naming the first such checkpoint and checkpoint.overwrite) and leave them in place; with
+    checkpoint.overwrite = true the fresh run starts and replaces them (world size 1);
   - resuming from a checkpoint with one byte of rank_00001.ctk flipped fails with a non-zero
     exit and a message naming that file (world size 3, ddp, which reads every rank file).
 
@@ -29,12 +36,14 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mpi_equivalence  # noqa: E402
 
-STEPS = 8
-STOP = 4
-CASES = [("ddp", 1), ("ddp", 3), ("zero1", 3), ("zero2", 3), ("fsdp", 3)]
+STEPS = 20
+STOP = 10
+CASES = [("ddp", 1), ("ddp", 3), ("zero1", 3), ("zero2", 3), ("fsdp", 3), ("hsdp", 3)]
 
 
-def job_text(data_dir, run_dir, strategy, metrics, resume, every):
+def job_text(data_dir, run_dir, strategy, metrics, resume, every, async_save=True):
+    # hsdp: shard groups of one rank, so that the files come from the first group only
+    group = 1 if strategy == "hsdp" else 0
     return f"""
 [model]
 n_layer = 2
@@ -57,10 +66,12 @@ seed = 7
 [parallel]
 strategy = "{strategy}"
 bucket_mb = 0.02
+shard_group_size = {group}
 [checkpoint]
 every = {every}
 resume = "{resume}"
 keep = 2
+async = {"true" if async_save else "false"}
 [log]
 dir = "{run_dir}"
 every = 1
@@ -110,7 +121,8 @@ def check_case(ctrain, work, data, strategy, world, env):
     if os.path.exists(os.path.join(part_dir, "final.bin")):
         failures.append(f"{name}: the stopped run wrote final.bin")
     second_metrics = os.path.join(work, name + "-second.jsonl")
-    job = write_job(work, name + "-second", data, part_dir, strategy, second_metrics, "auto", 0)
+    job = write_job(work, name + "-second", data, part_dir, strategy, second_metrics, "auto", 0,
+                    False)
     out = launch(ctrain, job, world, env)
     if f"at step {STOP}" not in out.stdout:
         failures.append(f"{name}: no 'resumed from ... at step {STOP}' line:\n{out.stdout}")
@@ -118,6 +130,12 @@ def check_case(ctrain, work, data, strategy, world, env):
     if not filecmp.cmp(os.path.join(full_dir, "final.bin"), os.path.join(part_dir, "final.bin"),
                        shallow=False):
         failures.append(f"{name}: final.bin differs from the uninterrupted run's")
+    last = f"step_{STEPS:08d}"
+    for r in range(world):
+        rank_file = f"rank_{r:05d}.ctk"
+        if not filecmp.cmp(os.path.join(full_dir, "ckpt", last, rank_file),
+                           os.path.join(part_dir, "ckpt", last, rank_file), shallow=False):
+            failures.append(f"{name}: {last}/{rank_file} differs from the uninterrupted run's")
     full = read_metrics(full_metrics)
     resumed = read_metrics(second_metrics)
     if [r["step"] for r in resumed] != list(range(STOP + 1, STEPS + 1)):
@@ -155,6 +173,38 @@ def check_corrupt(ctrain, work, data, env):
     return []
 
 
+def check_overwrite(ctrain, work, data, env):
+    """Another timeline's checkpoints are kept unless checkpoint.overwrite = true."""
+    run_dir = os.path.join(work, "overwrite")
+    ckpt = os.path.join(run_dir, "ckpt")
+    metrics = os.path.join(work, "overwrite.jsonl")
+    job = write_job(work, "overwrite", data, run_dir, "ddp", metrics, "never", STOP)
+    launch(ctrain, job, 1, env)
+    steps = [f"step_{STOP:08d}", f"step_{STEPS:08d}"]
+    failures = []
+    rewind = write_job(work, "rewind", data, run_dir, "ddp", metrics,
+                       os.path.join(ckpt, steps[0]), STOP)
+    for name, path, first in (("fresh", job, steps[0]), ("rewind", rewind, steps[1])):
+        out = launch(ctrain, path, 1, env, check=False)
+        text = out.stdout + out.stderr
+        if out.returncode == 0 or first not in text or "checkpoint.overwrite" not in text:
+            failures.append(f"overwrite: a {name} run did not refuse naming {first} and "
+                            f"checkpoint.overwrite (exit {out.returncode}):\n{text[-2000:]}")
+    if sorted(os.listdir(ckpt)) != steps:
+        failures.append(f"overwrite: {ckpt} holds {sorted(os.listdir(ckpt))} after refusals")
+    with open(job) as f:
+        text = f.read().replace("keep = 2\n", "keep = 2\noverwrite = true\n")
+    with open(job, "w") as f:
+        f.write(text)
+    out = launch(ctrain, job, 1, env, check=False)
+    if out.returncode != 0 or "replaced" not in out.stdout + out.stderr:
+        failures.append(f"overwrite: with checkpoint.overwrite = true: exit {out.returncode}, "
+                        f"no warning:\n{(out.stdout + out.stderr)[-2000:]}")
+    if not failures:
+        print("overwrite ok")
+    return failures
+
+
 def main():
     bin_dir = sys.argv[1]
     setup = mpi_equivalence.mpi_setup(bin_dir)
@@ -171,11 +221,12 @@ def main():
             case_failures, _ = check_case(ctrain, work, data, strategy, world, env)
             failures += case_failures
         failures += check_corrupt(ctrain, work, data, env)
+        failures += check_overwrite(ctrain, work, data, env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for f in failures:
         print("FAIL:", f)
-    print(f"{'PASS' if not failures else 'FAIL'}: {len(CASES)} resumes and a corrupted shard")
+    print(f"{'PASS' if not failures else 'FAIL'}: {len(CASES)} resumes, a corrupted shard and checkpoint.overwrite")
     return 1 if failures else 0
 
 

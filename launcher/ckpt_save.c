@@ -1,0 +1,316 @@
+/*
+ * Saving the trainer's sharded checkpoints: what of the shard layer's state goes into which
+ * rank file, and (checkpoint.async) doing the slow part in a background thread. The storage
+ * itself (rank files, manifest, step directories) is checkpoint/'s; docs/checkpoints.md has the
+ * format, launcher/ckpt_io.c the resume.
+ *
+ * Files use the layout of docs/parallel.md over L "layout ranks": for a unit of numel elements,
+ * rank r < L writes elements [r*S, (r+1)*S) (S = ceil(numel / L), clipped) of params, Adam m
+ * and Adam v, so no byte is stored twice. L is the world size, except for hsdp, whose shard
+ * groups each hold a whole copy: there the first group writes (L = the group size) and the
+ * other ranks write empty files. zero1/zero2/fsdp/hsdp own exactly their range; ddp holds
+ * everything and writes its slice.
+ *
+ * A save: rank 0 makes step_N.tmp/, a barrier, every rank writes its file, an all-gather of
+ * every file's (size, checksum, status), rank 0 writes manifest.json and renames the directory
+ * (checkpoint/ckpt_dir.c). With checkpoint.async, the training thread only copies its pieces
+ * into a host buffer (allocated at the first save, reused) and starts a thread that does the
+ * rest, all-gathering on a communicator of its own so that its collective never meets the
+ * training's; the next save and the end of the run wait for it. A failure anywhere leaves the
+ * .tmp directory, which resume ignores and the next save of that step replaces.
+ */
+#include "checkpoint/checkpoint.h"
+#include "common/fault.h"
+#include "launcher/launcher.h"
+#include "launcher/trainer_internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PATH_BYTES (2 * CT_JOB_STR + 64)
+
+/* One frame of this rank's file: elements [lo, hi) of a unit's state of `kind`. */
+typedef struct {
+    int unit;
+    ct_ckpt_kind kind;
+    int64_t lo, hi;
+    const float *src; /* the shard layer's storage of element lo */
+} save_piece;
+
+/* What each rank tells the others after writing its file. */
+typedef struct {
+    uint64_t file_bytes, checksum;
+    uint64_t failed; /* 0 = written */
+} file_report;
+
+struct ct_ckpt_saver {
+    ct_trainer *tr; /* read only what does not change while training: job, units, rank */
+    int layout_ranks;
+    save_piece *pieces;
+    int n_pieces;
+    float *copy; /* async: the pieces' host copy, in piece order */
+    size_t copy_floats;
+    ct_comm *comm; /* async with more than one rank: the background thread's own */
+    pthread_t thread;
+    bool running;
+    /* the save in flight */
+    bool background; /* from the host copy, in the thread */
+    int64_t step;
+    char dir[PATH_BYTES], tmp_path[PATH_BYTES];
+    double t0, blocking_s;
+    ct_status status;
+    char error[1024]; /* the thread's error message (messages are per thread) */
+};
+
+ct_shard_state ct_trainer_ckpt_state(int kind) {
+    static const ct_shard_state states[CT_CKPT_KIND_COUNT] = {
+        [CT_CKPT_PARAMS] = CT_SHARD_STATE_PARAMS,
+        [CT_CKPT_ADAM_M] = CT_SHARD_STATE_ADAM_M,
+        [CT_CKPT_ADAM_V] = CT_SHARD_STATE_ADAM_V,
+    };
+    CT_ASSERT(kind >= 0 && kind < CT_CKPT_KIND_COUNT, "checkpoint kind %d", kind);
+    return states[kind];
+}
+void ct_trainer_checkpoint_dir(const ct_trainer *tr, char *out, size_t out_bytes) {
+    char run_dir[CT_JOB_STR];
+    if (tr->job.checkpoint_dir[0]) {
+        snprintf(out, out_bytes, "%s", tr->job.checkpoint_dir);
+        return;
+    }
+    ct_job_run_dir(&tr->job, run_dir, sizeof(run_dir));
+    snprintf(out, out_bytes, "%s/ckpt", run_dir);
+}
+
+/* Rank r's elements of a unit split among L ranks (empty for r >= L). */
+static void layout_range(int64_t numel, int L, int rank, int64_t *lo, int64_t *hi) {
+    int64_t S = (numel + L - 1) / L;
+    *lo = rank < L ? CT_MIN(rank * S, numel) : numel;
+    *hi = rank < L ? CT_MIN(*lo + S, numel) : numel;
+}
+
+/* The pieces this rank writes, once: where the shard layer keeps them does not move. */
+static ct_status make_saver(ct_trainer *tr) {
+    ct_ckpt_saver *s = ct_alloc(CT_MEM_OTHER, sizeof(*s));
+    if (!s) return ct_error(CT_ERR_NOMEM, "checkpoint saver");
+    memset(s, 0, sizeof(*s));
+    s->tr = tr;
+    bool hsdp = ct_shard_get_strategy(tr->shard) == CT_SHARD_HSDP;
+    s->layout_ranks = hsdp ? ct_shard_group_size(tr->shard) : tr->world_size;
+    s->n_pieces = tr->gpt.n_units * CT_CKPT_KIND_COUNT;
+    s->pieces = ct_alloc(CT_MEM_OTHER, sizeof(save_piece) * (size_t)s->n_pieces);
+    tr->saver = s;
+    if (!s->pieces) return ct_error(CT_ERR_NOMEM, "checkpoint pieces");
+    for (int u = 0; u < tr->gpt.n_units; u++) {
+        int64_t a, b;
+        layout_range(tr->gpt.units[u].numel, s->layout_ranks, tr->rank, &a, &b);
+        for (int k = 0; k < CT_CKPT_KIND_COUNT; k++) {
+            int64_t lo, hi;
+            float *data = ct_shard_unit_state(tr->shard, u, ct_trainer_ckpt_state(k), &lo, &hi);
+            CT_ASSERT(a == b || (lo <= a && b <= hi), "unit %d: [%lld, %lld) outside [%lld, %lld)",
+                      u, (long long)a, (long long)b, (long long)lo, (long long)hi);
+            s->pieces[u * CT_CKPT_KIND_COUNT + k] = (save_piece){
+                .unit = u, .kind = (ct_ckpt_kind)k, .lo = a, .hi = b, .src = data + (a - lo)};
+            s->copy_floats += (size_t)(b - a);
+        }
+    }
+    return CT_OK;
+}
+
+/* Async only, at the first save: the host copy and the thread's communicator (a collective:
+ * every rank makes its first save at the same step). */
+static ct_status prepare_async(ct_ckpt_saver *s) {
+    ct_trainer *tr = s->tr;
+    if (!s->copy && s->copy_floats > 0) {
+        s->copy = ct_alloc(CT_MEM_CHECKPOINT, sizeof(float) * s->copy_floats);
+        if (!s->copy)
+            return ct_error(CT_ERR_NOMEM, "checkpoint.async: a host copy of %zu floats",
+                            s->copy_floats);
+    }
+    if (!s->comm && tr->world && tr->world_size > 1)
+        CT_CHECK(ct_comm_split(tr->world, 0, tr->rank, &s->comm));
+    return CT_OK;
+}
+
+/* This rank's file, from the host copy (async) or the shard layer's storage. */
+static ct_status write_rank_file(ct_ckpt_saver *s, uint64_t *file_bytes, uint64_t *checksum) {
+    ct_trainer *tr = s->tr;
+    char path[PATH_BYTES + 32];
+    ct_ckpt_rank_path(s->tmp_path, tr->rank, path, sizeof(path));
+    ct_ckpt_writer *w;
+    CT_CHECK(ct_ckpt_writer_open(&w, path, tr->rank, tr->world_size, tr->job.checkpoint_zstd_level,
+                                 CT_CKPT_SHUFFLE_AUTO));
+    const float *copy = s->copy;
+    for (int i = 0; i < s->n_pieces; i++) {
+        const save_piece *p = &s->pieces[i];
+        const float *data = s->background ? copy : p->src;
+        copy += p->hi - p->lo;
+        ct_status status = ct_ckpt_writer_add(w, p->unit, p->kind, p->lo, p->hi, data);
+        if (status != CT_OK) {
+            ct_ckpt_writer_abort(w);
+            return status;
+        }
+    }
+    return ct_ckpt_writer_close(w, file_bytes, checksum);
+}
+
+/* The job as job.toml text, in a malloc'd string. */
+static ct_status job_text(const ct_job *job, char **text) {
+    size_t bytes;
+    FILE *f = open_memstream(text, &bytes);
+    if (!f) return ct_error(CT_ERR_NOMEM, "open_memstream: %s", strerror(errno));
+    ct_job_print(job, f);
+    fclose(f);
+    return CT_OK;
+}
+
+/* Rank 0: manifest.json from every rank's report, the rename, then keep the newest. */
+static ct_status commit(ct_ckpt_saver *s, const file_report *reports) {
+    ct_trainer *tr = s->tr;
+    int n = tr->gpt.n_units, W = tr->world_size, L = s->layout_ranks;
+    ct_ckpt_manifest m = {.format_version = CT_CKPT_FORMAT_VERSION,
+                          .step = s->step,
+                          .world_size = W,
+                          .layout_ranks = L,
+                          .n_units = n,
+                          .data_step = s->step,
+                          .rng_seed = (uint64_t)tr->job.train_seed};
+    snprintf(m.strategy, sizeof(m.strategy), "%.*s", (int)sizeof(m.strategy) - 1,
+             tr->job.parallel_strategy);
+    ct_ckpt_unit_layout units[n];
+    ct_ckpt_rank_file ranks[W];
+    for (int u = 0; u < n; u++) {
+        int64_t numel = tr->gpt.units[u].numel, S = (numel + L - 1) / L;
+        units[u] = (ct_ckpt_unit_layout){.numel = numel, .shard_len = S, .padded = S * L};
+        snprintf(units[u].name, sizeof(units[u].name), "%s", tr->gpt.units[u].name);
+    }
+    for (int r = 0; r < W; r++) {
+        ranks[r] = (ct_ckpt_rank_file){.file_bytes = reports[r].file_bytes,
+                                       .checksum = reports[r].checksum};
+        snprintf(ranks[r].file, sizeof(ranks[r].file), "rank_%05d.ctk", r);
+    }
+    m.units = units;
+    m.ranks = ranks;
+    CT_CHECK(job_text(&tr->job, &m.config_text));
+    char path[PATH_BYTES + 32];
+    snprintf(path, sizeof(path), "%s/manifest.json", s->tmp_path);
+    ct_status status = ct_ckpt_manifest_write(path, &m);
+    free(m.config_text);
+    CT_CHECK(status);
+    /* Checkpoints at or after this step are another timeline's, which this run was allowed
+     * to replace (checkpoint.overwrite; ct_trainer_resume refused to start otherwise). */
+    CT_CHECK(ct_ckpt_remove_from(s->dir, s->step));
+    CT_CHECK(ct_ckpt_commit(s->dir, s->step));
+    return ct_ckpt_prune(s->dir, tr->job.checkpoint_keep);
+}
+
+/* Everything after the pieces are safe from training: write, report, commit. */
+static ct_status write_and_commit(ct_ckpt_saver *s, ct_comm *comm) {
+    ct_trainer *tr = s->tr;
+    file_report mine = {0}, reports[tr->world_size];
+    ct_status status = write_rank_file(s, &mine.file_bytes, &mine.checksum);
+    mine.failed = status != CT_OK;
+    char own_error[1024];
+    snprintf(own_error, sizeof(own_error), "%s", status != CT_OK ? ct_error_message() : "");
+    ct_fault_kill_point("kill_in_save", tr->rank, s->step);
+    /* Every rank reports, failed or not, so that nobody waits for a rank that gave up. */
+    if (comm)
+        CT_CHECK(ct_comm_allgather(comm, &mine, reports, sizeof(mine), CT_COMM_U8, NULL));
+    else
+        reports[0] = mine;
+    if (status != CT_OK) return ct_error(status, "%s", own_error);
+    for (int r = 0; r < tr->world_size; r++)
+        if (reports[r].failed)
+            return ct_error(CT_ERR_IO,
+                            "checkpoint of step %lld not saved: rank %d failed to "
+                            "write its file (its log has the reason)",
+                            (long long)s->step, r);
+    return tr->rank == 0 ? commit(s, reports) : CT_OK;
+}
+
+/* Rank 0's line for a committed checkpoint. */
+static void report_saved(const ct_ckpt_saver *s) {
+    if (s->tr->rank != 0) return;
+    char final[PATH_BYTES];
+    ct_ckpt_step_path(s->dir, s->step, false, final, sizeof(final));
+    printf("checkpoint: %s (step %lld) | blocking %.3f s | saved in %.3f s%s\n", final,
+           (long long)s->step, s->blocking_s, ct_time_s() - s->t0,
+           s->background ? " (background)" : "");
+    fflush(stdout);
+}
+
+static void *save_thread(void *arg) {
+    ct_ckpt_saver *s = arg;
+    s->status = write_and_commit(s, s->comm);
+    if (s->status != CT_OK)
+        snprintf(s->error, sizeof(s->error), "%s", ct_error_message());
+    else
+        report_saved(s);
+    return NULL;
+}
+
+ct_status ct_trainer_wait_checkpoint(ct_trainer *tr) {
+    ct_ckpt_saver *s = tr->saver;
+    if (!s || !s->running) return CT_OK;
+    pthread_join(s->thread, NULL);
+    s->running = false;
+    if (s->status != CT_OK) return ct_error(s->status, "%s", s->error);
+    return CT_OK;
+}
+
+ct_status ct_trainer_save_checkpoint(ct_trainer *tr) {
+    CT_CHECK(ct_trainer_wait_checkpoint(tr));
+    if (!tr->saver) CT_CHECK(make_saver(tr));
+    ct_ckpt_saver *s = tr->saver;
+    bool async = tr->job.checkpoint_async;
+    if (async) CT_CHECK(prepare_async(s));
+    s->background = async;
+    s->t0 = ct_time_s();
+    s->step = tr->step;
+    ct_trainer_checkpoint_dir(tr, s->dir, sizeof(s->dir));
+    ct_comm *world = tr->world && tr->world_size > 1 ? tr->world : NULL;
+    /* A failing rank returns its error; the worker then aborts the job, so no rank hangs. */
+    if (tr->rank == 0)
+        CT_CHECK(ct_ckpt_begin(s->dir, s->step, s->tmp_path, sizeof(s->tmp_path)));
+    else
+        ct_ckpt_step_path(s->dir, s->step, true, s->tmp_path, sizeof(s->tmp_path));
+    if (world) CT_CHECK(ct_comm_barrier(world));
+    if (!async) {
+        ct_status status = write_and_commit(s, world);
+        /* Returning means committed, on every rank. */
+        if (status == CT_OK && world) status = ct_comm_barrier(world);
+        s->blocking_s = ct_time_s() - s->t0;
+        if (status == CT_OK) report_saved(s);
+        return status;
+    }
+    float *copy = s->copy;
+    for (int i = 0; i < s->n_pieces; i++) {
+        const save_piece *p = &s->pieces[i];
+        memcpy(copy, p->src, sizeof(float) * (size_t)(p->hi - p->lo));
+        copy += p->hi - p->lo;
+    }
+    s->blocking_s = ct_time_s() - s->t0;
+    s->running = true;
+    int rc = pthread_create(&s->thread, NULL, save_thread, s);
+    if (rc != 0) {
+        s->running = false;
+        return ct_error(CT_ERR_IO, "checkpoint.async: cannot start a thread: %s", strerror(rc));
+    }
+    return CT_OK;
+}
+
+void ct_trainer_free_saver(ct_trainer *tr) {
+    ct_ckpt_saver *s = tr->saver;
+    if (!s) return;
+    if (s->running) {
+        pthread_join(s->thread, NULL);
+        s->running = false;
+    }
+    if (s->comm) ct_comm_free(s->comm);
+    if (s->copy) ct_free(CT_MEM_CHECKPOINT, s->copy, sizeof(float) * s->copy_floats);
+    if (s->pieces) ct_free(CT_MEM_OTHER, s->pieces, sizeof(save_piece) * (size_t)s->n_pieces);
+    ct_free(CT_MEM_OTHER, s, sizeof(*s));
+    tr->saver = NULL;
+}
