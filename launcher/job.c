@@ -66,11 +66,12 @@ static const ct_job_key keys[] = {
     INT_KEY("model", "seq_len", model_seq_len, 128, 1, 65536,
             "Context length in tokens: the length of every training sequence and the number of "
             "positional embeddings."),
-    STRING_KEY("model", "init_from", model_init_from, "",
-               "File to take the initial weights from: an llm.c model file (the gpt2_124M.bin "
-               "format) or a safetensors file with Hugging Face GPT-2 names (`ctrain ckpt export`'s "
-               "output, or GPT-2's model.safetensors), told apart by their first bytes; its shapes "
-               "must match the keys above. \"\" = random initialisation from train.seed."),
+    STRING_KEY(
+        "model", "init_from", model_init_from, "",
+        "File to take the initial weights from: an llm.c model file (the gpt2_124M.bin "
+        "format) or a safetensors file with Hugging Face GPT-2 names (`ctrain ckpt export`'s "
+        "output, or GPT-2's model.safetensors), told apart by their first bytes; its shapes "
+        "must match the keys above. \"\" = random initialisation from train.seed."),
     STRING_KEY("data", "train", data_train, "",
                "Glob of the training shards (e.g. \"data/train_*.bin\"), read in sorted order as "
                "one token stream. Required."),
@@ -165,11 +166,12 @@ static const ct_job_key keys[] = {
              "its part of params, Adam m and v) and training continues while a thread compresses "
              "and writes them; the next save and the end of the run wait for it. false = training "
              "waits for every save."),
-    BOOL_KEY("checkpoint", "overwrite", checkpoint_overwrite, 0,
-             "What to do when checkpoint.dir holds checkpoints at or after the step this run starts "
-             "from (another run's, or a later part of this one when resuming from an older "
-             "checkpoint): false = refuse to start, naming them; true = replace them as this run "
-             "saves (each is removed when this run saves at or before its step)."),
+    BOOL_KEY(
+        "checkpoint", "overwrite", checkpoint_overwrite, 0,
+        "What to do when checkpoint.dir holds checkpoints at or after the step this run starts "
+        "from (another run's, or a later part of this one when resuming from an older "
+        "checkpoint): false = refuse to start, naming them; true = replace them as this run "
+        "saves (each is removed when this run saves at or before its step)."),
     STRING_KEY("checkpoint", "resume", checkpoint_resume, "auto",
                "\"auto\" = resume from the newest complete checkpoint in checkpoint.dir when "
                "there is one, else start fresh; \"never\" = always start fresh; any other value "

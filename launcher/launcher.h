@@ -69,8 +69,8 @@ typedef struct {
     int checkpoint_every;            /* 0 = only after the last step */
     int checkpoint_keep;
     int checkpoint_zstd_level;
-    int checkpoint_async;     /* bool: compress and write in a background thread */
-    int checkpoint_overwrite; /* bool: may replace another run's later checkpoints */
+    int checkpoint_async;               /* bool: compress and write in a background thread */
+    int checkpoint_overwrite;           /* bool: may replace another run's later checkpoints */
     char checkpoint_resume[CT_JOB_STR]; /* "auto" | "never" | a checkpoint directory */
 
     /* [device] */
