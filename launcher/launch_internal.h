@@ -50,6 +50,7 @@ typedef struct {
     int nproc;
     const char *hostfile;    /* NULL: every rank on this machine */
     const char *mpirun_args; /* NULL or extra words for mpirun, split like a shell */
+    int max_restarts;        /* relaunches of a failed job (--max-restarts); 0: none */
 } ct_launch_options;
 
 /* The worker's command: `/abs/ctrain worker /abs/JOB.toml [k=v ...]`. */
@@ -63,5 +64,30 @@ ct_status ct_launch_mpirun_argv(ct_argv *args, const ct_launch_options *opts, co
 /* Sets Open MPI's run-as-root variables and replaces this process with mpirun; returns only on
  * failure (mpirun not found or not runnable), with the error recorded. */
 ct_status ct_launch_exec(const ct_argv *args);
+
+/* How the rank that mpirun blamed for a failure ended, as its report says. */
+typedef enum {
+    CT_LAUNCH_RANK_UNKNOWN = 0, /* no report read (a lone worker, or mpirun said nothing) */
+    CT_LAUNCH_RANK_KILLED,      /* by a signal: rank_signal */
+    CT_LAUNCH_RANK_ABORTED,     /* it called MPI_Abort: rank_code is the error code */
+    CT_LAUNCH_RANK_EXITED       /* with a non-zero exit code: rank_code */
+} ct_launch_rank_end;
+
+/* How a command run by ct_launch_run ended. */
+typedef struct {
+    int exit_code;   /* as a shell reports it: the exit status, or 128 + the signal */
+    int signal;      /* the signal that ended the child itself (mpirun or the worker), or 0 */
+    int stop_signal; /* SIGINT, SIGTERM or SIGHUP this launcher received meanwhile, or 0 */
+    int rank;        /* the rank mpirun's report blamed, or -1 */
+    ct_launch_rank_end how;
+    int rank_signal;
+    int rank_code;
+} ct_launch_result;
+
+/* Sets Open MPI's run-as-root variables, runs `args` (mpirun, or a lone worker) as a child and
+ * waits for it. Its stderr passes through this process, which reads mpirun's report of a
+ * failed rank from it; SIGTERM and SIGHUP are passed on to the child. Returns an error only
+ * when the command could not be started; how it ended is in *result. */
+ct_status ct_launch_run(const ct_argv *args, ct_launch_result *result);
 
 #endif

@@ -11,19 +11,25 @@
  * device.threads_per_rank, or the cores of this machine divided by the ranks placed on the
  * busiest node (nodes are assumed alike). Every CTRAIN_* variable set here is forwarded, so
  * CTRAIN_LOG=debug reaches ranks on other machines too. Also here: the argument vector type,
- * shell-like splitting and quoting, and the core count.
+ * shell-like splitting and quoting, the core count, and ct_launch_run: mpirun (or a lone
+ * worker) as a child whose stderr passes through while its failure report is read, for
+ * `--max-restarts` (launch_main.c).
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_* */
 #include "launcher/launch_internal.h"
 #include "launcher/launcher_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -334,18 +340,188 @@ ct_status ct_launch_mpirun_argv(ct_argv *args, const ct_launch_options *opts, co
     return ct_launch_worker_argv(args, job->source_path, n_overrides, overrides);
 }
 
-ct_status ct_launch_exec(const ct_argv *args) {
-    /* Open MPI refuses to start as root unless told twice; containers often run as root. */
+/* Open MPI refuses to start as root unless told twice; containers often run as root. */
+static ct_status allow_root(void) {
     if (setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1) != 0 ||
         setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1) != 0)
         return ct_error(CT_ERR_NOMEM, "setenv: %s", strerror(errno));
-    fflush(stdout);
-    fflush(stderr);
-    execvp(args->argv[0], args->argv);
-    if (errno == ENOENT)
+    return CT_OK;
+}
+
+/* The error of an execvp that returned. */
+static ct_status exec_error(const char *program, int err) {
+    if (err == ENOENT)
         return ct_error(CT_ERR_IO,
                         "%s not found on PATH: install Open MPI (Debian: apt-get install "
                         "openmpi-bin) or put its bin/ directory on PATH",
-                        args->argv[0]);
-    return ct_error(CT_ERR_IO, "cannot run %s: %s", args->argv[0], strerror(errno));
+                        program);
+    return ct_error(CT_ERR_IO, "cannot run %s: %s", program, strerror(err));
+}
+
+ct_status ct_launch_exec(const ct_argv *args) {
+    CT_CHECK(allow_root());
+    fflush(stdout);
+    fflush(stderr);
+    execvp(args->argv[0], args->argv);
+    return exec_error(args->argv[0], errno);
+}
+
+/* ---------------------------------------------------------------- a supervised run */
+
+static volatile sig_atomic_t child_pid, stop_signal;
+
+/* SIGTERM and SIGHUP go on to the child (mpirun then ends its ranks); SIGINT from a terminal
+ * reaches the child by itself (same process group), and mpirun takes a second one as "kill
+ * now", so it is only noted. Either way the launcher does not restart afterwards. */
+static void on_stop_signal(int sig) {
+    stop_signal = sig;
+    if (sig != SIGINT && child_pid > 0) kill((pid_t)child_pid, sig);
+}
+
+/* Reads what mpirun says about the failed rank from one line of its stderr (Open MPI 4.1):
+ *   mpirun noticed that process rank 1 with PID 0 on node vm exited on signal 9 (Killed).
+ *   MPI_ABORT was invoked on rank 1 in communicator MPI_COMM_WORLD
+ *   with errorcode 3.
+ *     Process name: [[25359,1],1]
+ *     Exit code:    2
+ * The first report wins; later ones are the same failure seen again. */
+static void scan_line(const char *line, ct_launch_result *r, bool *abort_pending) {
+    int rank, value;
+    const char *p;
+    if (*abort_pending && sscanf(line, "with errorcode %d", &value) == 1) {
+        r->rank_code = value;
+        *abort_pending = false;
+    }
+    if (r->rank >= 0) {
+        if (r->how == CT_LAUNCH_RANK_EXITED && sscanf(line, " Exit code: %d", &value) == 1)
+            r->rank_code = value;
+        return;
+    }
+    if ((p = strstr(line, "mpirun noticed that process rank ")) &&
+        sscanf(p,
+               "mpirun noticed that process rank %d with PID %*d on node %*s exited on "
+               "signal %d",
+               &rank, &value) == 2) {
+        r->rank = rank;
+        r->rank_signal = value;
+        r->how = CT_LAUNCH_RANK_KILLED;
+    } else if ((p = strstr(line, "MPI_ABORT was invoked on rank ")) &&
+               sscanf(p, "MPI_ABORT was invoked on rank %d", &rank) == 1) {
+        r->rank = rank;
+        r->how = CT_LAUNCH_RANK_ABORTED;
+        *abort_pending = true;
+    } else if ((p = strstr(line, "Process name: [[")) &&
+               sscanf(p, "Process name: [[%*d,%*d],%d]", &rank) == 1) {
+        r->rank = rank;
+        r->how = CT_LAUNCH_RANK_EXITED;
+    }
+}
+
+/* Copies what is readable on fd to stderr and feeds whole lines to scan_line; false at the end
+ * of the stream (or when nothing is readable on a non-blocking fd). */
+static bool pass_stderr(int fd, char *line, size_t line_bytes, size_t *used, ct_launch_result *r,
+                        bool *abort_pending) {
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) return true;
+    if (n <= 0) return false;
+    for (ssize_t done = 0; done < n;) {
+        ssize_t w = write(STDERR_FILENO, buf + done, (size_t)(n - done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break; /* our stderr is gone: keep reading so the child is not blocked */
+        done += w;
+    }
+    for (ssize_t i = 0; i < n; i++) {
+        if (buf[i] == '\n') {
+            line[*used] = '\0';
+            scan_line(line, r, abort_pending);
+            *used = 0;
+        } else if (*used + 1 < line_bytes) {
+            line[(*used)++] = buf[i];
+        }
+    }
+    return true;
+}
+
+ct_status ct_launch_run(const ct_argv *args, ct_launch_result *result) {
+    *result = (ct_launch_result){.rank = -1};
+    CT_CHECK(allow_root());
+    stop_signal = 0;
+    int fds[2], exec_err[2];
+    if (pipe(fds) != 0) return ct_error(CT_ERR_IO, "pipe: %s", strerror(errno));
+    /* The child reports a failed exec through a close-on-exec pipe: an exec that works closes
+     * it with nothing written. */
+    if (pipe(exec_err) != 0 || fcntl(exec_err[1], F_SETFD, FD_CLOEXEC) != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return ct_error(CT_ERR_IO, "pipe: %s", strerror(errno));
+    }
+    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART}, old[3];
+    sigemptyset(&sa.sa_mask);
+    const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++)
+        sigaction(sigs[i], &sa, &old[i]);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (int i = 0; i < 3; i++)
+            sigaction(sigs[i], &old[i], NULL);
+        close(fds[0]);
+        close(exec_err[0]);
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[1]);
+        execvp(args->argv[0], args->argv);
+        int err = errno;
+        ssize_t ignored = write(exec_err[1], &err, sizeof(err));
+        (void)ignored;
+        _exit(127);
+    }
+    close(fds[1]);
+    close(exec_err[1]);
+    ct_status status = CT_OK;
+    if (pid < 0) {
+        status = ct_error(CT_ERR_IO, "fork: %s", strerror(errno));
+        close(fds[0]);
+        close(exec_err[0]);
+    } else {
+        child_pid = pid;
+        if (stop_signal && stop_signal != SIGINT) kill(pid, stop_signal); /* came before the pid */
+        int err = 0;
+        if (read(exec_err[0], &err, sizeof(err)) == (ssize_t)sizeof(err))
+            status = exec_error(args->argv[0], err);
+        close(exec_err[0]);
+        /* Pass stderr through until the child has ended, then take what is left without
+         * waiting: a rank that outlives mpirun could hold the pipe open. */
+        char line[1024];
+        size_t used = 0;
+        bool abort_pending = false, open = true;
+        int wstatus = 0;
+        for (;;) {
+            if (open) {
+                struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+                if (poll(&pfd, 1, 200) > 0)
+                    open = pass_stderr(fds[0], line, sizeof(line), &used, result, &abort_pending);
+            } else {
+                usleep(50000);
+            }
+            pid_t done = waitpid(pid, &wstatus, WNOHANG);
+            if (done == pid || (done < 0 && errno != EINTR)) break;
+        }
+        fcntl(fds[0], F_SETFL, O_NONBLOCK);
+        while (open && pass_stderr(fds[0], line, sizeof(line), &used, result, &abort_pending)) {
+        }
+        close(fds[0]);
+        child_pid = 0;
+        if (WIFSIGNALED(wstatus)) {
+            result->signal = WTERMSIG(wstatus);
+            result->exit_code = 128 + result->signal;
+        } else {
+            result->exit_code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 1;
+        }
+        result->stop_signal = stop_signal;
+    }
+    for (int i = 0; i < 3; i++)
+        sigaction(sigs[i], &old[i], NULL);
+    return status;
 }

@@ -18,6 +18,8 @@ expect 2 "unknown command 'dta'; did you mean 'data'" -- "$bin/ctrain" dta
 expect 2 "unknown option '--bogus'" -- "$bin/ctrain-launch" --bogus "$work/job.toml"
 expect 2 "expected a job file" -- "$bin/ctrain-launch"
 expect 2 "--nproc needs a positive integer" -- "$bin/ctrain-launch" --nproc zero "$work/job.toml"
+expect 2 "--max-restarts needs a non-negative integer, got 'many'" -- \
+  "$bin/ctrain-launch" --max-restarts many "$work/job.toml"
 expect 2 "bad value 'x' for --tokens" -- "$bin/ctrain" sample --init "$work/m.bin" --tokens x
 expect 2 "--init is required" -- "$bin/ctrain" sample
 expect 2 "--val must be a fraction" -- "$bin/ctrain" data prepare "$work/job.toml" --out "$work/p" --val 2

@@ -52,10 +52,20 @@ expect 0 "would run the worker directly" -- \
   env OMPI_COMM_WORLD_SIZE=4 "$bin/ctrain-launch" --nproc 4 --dry-run "$job"
 expect 0 "--nproc, --hostfile and --mpirun-args are ignored" -- \
   env PMIX_RANK=0 "$bin/ctrain-launch" --nproc 4 --dry-run "$job"
+expect 0 "--max-restarts is ignored" -- \
+  env PMIX_RANK=0 "$bin/ctrain-launch" --max-restarts 2 --dry-run "$job"
 
 # usage errors exit 2; job errors exit 1 and name the file
 expect 2 "unknown option '--bogus'" -- "$bin/ctrain-launch" --bogus "$job"
-expect 2 "unknown option '--max-restarts'" -- "$bin/ctrain-launch" --max-restarts 3 "$job"
+# --max-restarts K: K is a non-negative integer; --dry-run says what a failure would do
+expect 2 "--max-restarts needs a non-negative integer, got '-1'" -- \
+  "$bin/ctrain-launch" --max-restarts -1 "$job"
+expect 2 "--max-restarts needs a non-negative integer, got '2x'" -- \
+  "$bin/ctrain-launch" --max-restarts 2x "$job"
+expect 2 "--max-restarts needs a non-negative integer, got nothing" -- \
+  "$bin/ctrain-launch" --max-restarts
+expect 0 "# on failure: up to 2 restarts" -- "$bin/ctrain-launch" --nproc 3 --max-restarts 2 --dry-run "$job"
+expect 0 "would train in a child process" -- "$bin/ctrain-launch" --max-restarts 1 --dry-run "$job"
 expect 2 "--nproc needs a positive integer" -- "$bin/ctrain-launch" --nproc 0 "$job"
 expect 2 "--nproc needs a positive integer" -- "$bin/ctrain-launch" --dry-run --nproc
 expect 2 "--hostfile needs a file" -- "$bin/ctrain-launch" --hostfile
@@ -78,6 +88,17 @@ expect 0 "worker JOB.toml" -- "$bin/ctrain" --help
 # real runs: in this process, then (when Open MPI is here) two ranks through mpirun
 expect 0 "final weights" -- "$bin/ctrain-launch" --nproc 1 "$job"
 expect 0 "final weights" -- "$bin/ctrain" train "$job" train.steps=1
+# --max-restarts at 1 rank: the worker is a child; killed (test-only fault), it is restarted once
+# with the fault disarmed (CTRAIN_RESTART=1), and the job ends 0
+expect 0 "job failed \(the worker killed by signal 9 \(Killed\)\); restart 1 of 1" -- \
+  env CTRAIN_FAULT=kill:rank=0:step=1 "$bin/ctrain-launch" --max-restarts 1 "$job"
+expect 0 "job finished after 1 restart" -- \
+  env CTRAIN_FAULT=kill:rank=0:step=1 "$bin/ctrain-launch" --max-restarts 1 "$job"
+# failures found before the start are not restarted: bad data, a malformed CTRAIN_FAULT
+expect 1 "no files match" -- \
+  "$bin/ctrain-launch" --max-restarts 3 "$job" "data.train=$work/none_*.bin"
+expect 2 "CTRAIN_FAULT=kill:rank=0: bad fault" -- \
+  env CTRAIN_FAULT=kill:rank=0 "$bin/ctrain-launch" --max-restarts 3 "$job"
 if command -v mpirun >/dev/null; then
   expect 0 "world size 2" -- timeout 120 "$bin/ctrain-launch" --nproc 2 "$job"
   # a failure on the ranks ends the job non-zero with the rank's message
