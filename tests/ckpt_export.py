@@ -24,13 +24,14 @@ import math
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
 import torch_gpt as tg  # noqa: E402  (re-executes with a python that has torch, or exits 77)
+sys.path.insert(0, HERE)
+from mpi_equivalence import run as must  # noqa: E402  (runs a command; exits 1 if it fails)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -64,13 +65,6 @@ dir = "{run_dir}"
 [device]
 threads_per_rank = 1
 """
-
-
-def must(cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    if out.returncode != 0:
-        print("FAILED:", " ".join(cmd), out.stdout[-2000:], out.stderr[-2000:])
-        raise SystemExit(1)
 
 
 def read_safetensors(path):

@@ -100,17 +100,31 @@ static ct_status read_into_fresh(const char *path, int n_layer, int n_embd, ct_g
 
 /* ---------------------------------------------------------------- tests */
 
-static void setup(ct_gpt *gpt) {
+/* Every test starts from one written model: `gpt`, its file at model_path, and the file's
+ * header text and data (what the tests edit into other files). */
+static ct_gpt gpt;
+static char *header;
+static uint8_t *data;
+static size_t data_bytes;
+
+static void setup(void) {
     make_temp_dir();
     temp_path(model_path, sizeof(model_path), "model.safetensors");
-    make_model(gpt, 0, 0, 7);
+    make_model(&gpt, 0, 0, 7);
     const char *meta[] = {"step", "12", "source", "a \"quoted\" path", NULL};
-    CU_ASSERT_FATAL(ct_ckpt_safetensors_write(model_path, gpt, meta) == CT_OK);
+    CU_ASSERT_FATAL(ct_ckpt_safetensors_write(model_path, &gpt, meta) == CT_OK);
+    load_file(&header, &data, &data_bytes);
+}
+
+static void teardown(void) {
+    free(header), free(data);
+    ct_gpt_free(&gpt);
+    remove_temp_dir();
 }
 
 static void test_round_trip_is_bitwise(void) {
-    ct_gpt gpt, back;
-    setup(&gpt);
+    ct_gpt back;
+    setup();
     CU_ASSERT(read_into_fresh(model_path, 0, 0, &back) == CT_OK);
     CU_ASSERT(same_params(&gpt, &back));
     /* Through the sniffing entry point too. */
@@ -118,17 +132,11 @@ static void test_round_trip_is_bitwise(void) {
     CU_ASSERT(ct_ckpt_model_read(model_path, &back) == CT_OK);
     CU_ASSERT(same_params(&gpt, &back));
     ct_gpt_free(&back);
-    ct_gpt_free(&gpt);
-    remove_temp_dir();
+    teardown();
 }
 
 static void test_layout_is_hf_gpt2(void) {
-    ct_gpt gpt;
-    setup(&gpt);
-    char *header;
-    uint8_t *data;
-    size_t data_bytes;
-    load_file(&header, &data, &data_bytes);
+    setup();
     CU_ASSERT(strlen(header) % 8 == 0);
     CU_ASSERT(strstr(header, "\"__metadata__\":{\"format\":\"pt\",\"step\":\"12\"") != NULL);
     CU_ASSERT(strstr(header, "a \\\"quoted\\\" path") != NULL);
@@ -150,19 +158,13 @@ static void test_layout_is_hf_gpt2(void) {
         for (int j = 0; j < 24; j++)
             transposed = transposed && stored[i * 24 + j] == w[j * 8 + i];
     CU_ASSERT(transposed);
-    free(header);
-    free(data);
-    ct_gpt_free(&gpt);
-    remove_temp_dir();
+    teardown();
 }
 
 static void test_hf_variants_read_the_same(void) {
-    ct_gpt gpt, back;
-    setup(&gpt);
-    char *header, path[300];
-    uint8_t *data;
-    size_t data_bytes;
-    load_file(&header, &data, &data_bytes);
+    ct_gpt back;
+    char path[300];
+    setup();
     temp_path(path, sizeof(path), "hf.safetensors");
     /* HF's gpt2 file: no prefix, mask buffers (any dtype), a tied lm_head equal to wte. */
     char *bare = replace_all(header, "transformer.", "");
@@ -177,26 +179,25 @@ static void test_hf_variants_read_the_same(void) {
     CU_ASSERT(same_params(&gpt, &back));
     ct_gpt_free(&back);
     /* An lm_head that differs from wte cannot be loaded into a tied model. */
-    char *untied = replace_all(extra, "\"lm_head.weight\":{\"dtype\":\"F32\",\"shape\":[11,8],"
-                                      "\"data_offsets\":[0,352]}",
+    char *untied = replace_all(extra,
+                               "\"lm_head.weight\":{\"dtype\":\"F32\",\"shape\":[11,8],"
+                               "\"data_offsets\":[0,352]}",
                                "\"lm_head.weight\":{\"dtype\":\"F32\",\"shape\":[11,8],"
                                "\"data_offsets\":[4,356]}");
     write_file(path, untied, data, data_bytes);
     CU_ASSERT(read_into_fresh(path, 0, 0, &back) != CT_OK);
     CU_ASSERT(message_has(path) && message_has("lm_head.weight differs from wte"));
     ct_gpt_free(&back);
-    free(bare), free(extra), free(untied), free(header), free(data);
-    ct_gpt_free(&gpt);
-    remove_temp_dir();
+    free(bare), free(extra), free(untied);
+    teardown();
 }
 
-/* Writes `header` with the model's data to a new file and expects reading it to fail with a
+/* Writes `bad_header` with the model's data to a new file and expects reading it to fail with a
  * message naming the file and holding `needle`. */
-static void expect_failure(const char *header, const uint8_t *data, size_t data_bytes,
-                           const char *needle) {
+static void expect_failure(const char *bad_header, const char *needle) {
     char path[300];
     temp_path(path, sizeof(path), "bad.safetensors");
-    write_file(path, header, data, data_bytes);
+    write_file(path, bad_header, data, data_bytes);
     ct_gpt back;
     CU_ASSERT(read_into_fresh(path, 0, 0, &back) != CT_OK);
     CU_ASSERT(message_has(path) && message_has(needle));
@@ -204,12 +205,7 @@ static void expect_failure(const char *header, const uint8_t *data, size_t data_
 }
 
 static void test_malformed_files_fail_naming_the_file(void) {
-    ct_gpt gpt;
-    setup(&gpt);
-    char *header;
-    uint8_t *data;
-    size_t data_bytes;
-    load_file(&header, &data, &data_bytes);
+    setup();
     const char *wte = "\"transformer.wte.weight\":{\"dtype\":\"F32\",\"shape\":[11,8],"
                       "\"data_offsets\":[0,352]}";
     struct {
@@ -246,10 +242,10 @@ static void test_malformed_files_fail_naming_the_file(void) {
     for (size_t i = 0; i < CT_ARRAY_LEN(cases); i++) {
         char *bad = replace_all(header, wte, cases[i].to);
         CU_ASSERT(strcmp(bad, header) != 0);
-        expect_failure(bad, data, data_bytes, cases[i].needle);
+        expect_failure(bad, cases[i].needle);
         free(bad);
     }
-    expect_failure("{\"a\":", data, data_bytes, "safetensors header, byte 8: expected '{'");
+    expect_failure("{\"a\":", "safetensors header, byte 8: expected '{'");
     /* A header length beyond the file, and a file too short for one. */
     char path[300];
     temp_path(path, sizeof(path), "short.safetensors");
@@ -264,14 +260,12 @@ static void test_malformed_files_fail_naming_the_file(void) {
     CU_ASSERT(ct_ckpt_model_read(path, &back) != CT_OK);
     CU_ASSERT(message_has(path) && message_has("neither an llm.c model file"));
     ct_gpt_free(&back);
-    free(header), free(data);
-    ct_gpt_free(&gpt);
-    remove_temp_dir();
+    teardown();
 }
 
 static void test_shape_mismatch_names_tensor_and_shapes(void) {
-    ct_gpt gpt, back;
-    setup(&gpt);
+    ct_gpt back;
+    setup();
     CU_ASSERT(read_into_fresh(model_path, 0, 16, &back) != CT_OK);
     CU_ASSERT(message_has(model_path) &&
               message_has("tensor transformer.wte.weight has shape [11, 8], the job's model "
@@ -283,13 +277,12 @@ static void test_shape_mismatch_names_tensor_and_shapes(void) {
     CU_ASSERT(read_into_fresh(model_path, 1, 0, &back) != CT_OK);
     CU_ASSERT(message_has("unexpected tensor transformer.h.1."));
     ct_gpt_free(&back);
-    ct_gpt_free(&gpt);
-    remove_temp_dir();
+    teardown();
 }
 
 static void test_model_read_tells_llmc_from_safetensors(void) {
-    ct_gpt gpt, back;
-    setup(&gpt);
+    ct_gpt back;
+    setup();
     char path[300];
     temp_path(path, sizeof(path), "model.bin");
     CU_ASSERT_FATAL(ct_ckpt_llmc_write(path, &gpt) == CT_OK);
@@ -298,8 +291,7 @@ static void test_model_read_tells_llmc_from_safetensors(void) {
     CU_ASSERT(ct_ckpt_model_read(path, &back) == CT_OK);
     CU_ASSERT(same_params(&gpt, &back));
     ct_gpt_free(&back);
-    ct_gpt_free(&gpt);
-    remove_temp_dir();
+    teardown();
 }
 
 int main(void) {
