@@ -73,14 +73,21 @@ static int launch_fail(ct_argv *command) {
 
 /* ---------------------------------------------------------------- restarts */
 
-/* The newest complete checkpoint of a directory, and which directory entry it is, so that one
- * the job wrote can be told from one that was there before it started. */
+/* The newest complete checkpoint of a directory, and which directory it is (device, inode and
+ * change time: a checkpoint saved again at the same step is a new directory renamed into
+ * place), so that one the job wrote can be told from one that was there before it started. */
 typedef struct {
     bool found;
     int64_t step;
     dev_t dev;
     ino_t ino;
+    struct timespec ctime;
 } newest_checkpoint;
+
+static bool same_checkpoint(const newest_checkpoint *a, const newest_checkpoint *b) {
+    return a->found && b->found && a->step == b->step && a->dev == b->dev && a->ino == b->ino &&
+           a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
 
 /* checkpoint.dir, or <run dir>/ckpt, as the trainer resolves it. */
 static void checkpoint_dir(const ct_job *job, char *out, size_t out_bytes) {
@@ -106,6 +113,7 @@ static newest_checkpoint find_newest(const char *dir) {
     }
     newest.dev = sb.st_dev;
     newest.ino = sb.st_ino;
+    newest.ctime = sb.st_ctim;
     return newest;
 }
 
@@ -204,8 +212,7 @@ static int supervise(const ct_launch_options *opts, bool mpirun, const ct_job *j
             return r.exit_code;
         }
         newest_checkpoint now = find_newest(dir);
-        resume_newest = now.found && !(before.found && before.step == now.step &&
-                                       before.dev == now.dev && before.ino == now.ino);
+        resume_newest = now.found && !same_checkpoint(&before, &now);
         if (resume_newest)
             fprintf(stderr,
                     "ctrain-launch: job failed (%s); restart %d of %d, resuming from the newest "

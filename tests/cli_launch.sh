@@ -109,4 +109,27 @@ else
 fi
 expect 1 "mpirun not found on PATH" -- env PATH=/nonexistent "$bin/ctrain-launch" --nproc 2 "$job"
 
+# The restart rule, with a stand-in mpirun that prints its arguments and CTRAIN_RESTART. One that
+# reports a rank's MPI_Abort (code 3) and leaves a checkpoint is restarted with the resume
+# override and CTRAIN_RESTART=k, until no restarts are left; one that exits 2 (a usage or
+# configuration error) is not restarted.
+mkdir -p "$work/fake"
+cat >"$work/fake/mpirun" <<'SH'
+#!/bin/sh
+echo "fake mpirun: $* CTRAIN_RESTART=${CTRAIN_RESTART:-unset}" >&2
+rm -rf "$FAKE_CKPT" && mkdir -p "$FAKE_CKPT/step_00000004" && touch "$FAKE_CKPT/step_00000004/manifest.json"
+printf 'MPI_ABORT was invoked on rank 1 in communicator MPI_COMM_WORLD\nwith errorcode %s.\n' \
+  "$FAKE_EXIT" >&2
+exit "$FAKE_EXIT"
+SH
+chmod +x "$work/fake/mpirun"
+fake=(env PATH="$work/fake:$PATH" FAKE_CKPT="$work/fake-run/ckpt" "$bin/ctrain-launch" --nproc 2
+      --max-restarts 2 "$job" "log.dir=$work/fake-run")
+expect 3 "job failed \(rank 1 called MPI_Abort with error code 3; mpirun exit code 3\); restart 1 of 2, resuming from the newest checkpoint in $work/fake-run/ckpt \(step 4\)" -- \
+  env FAKE_EXIT=3 "${fake[@]}"
+expect 3 "fake mpirun: .*-x CTRAIN_RESTART .*log.dir=$work/fake-run checkpoint.resume=auto CTRAIN_RESTART=2" -- \
+  env FAKE_EXIT=3 "${fake[@]}"
+expect 3 "not restarted: no restarts left \(--max-restarts\)" -- env FAKE_EXIT=3 "${fake[@]}"
+expect 2 "not restarted: exit code 2 is a usage or configuration error" -- env FAKE_EXIT=2 "${fake[@]}"
+
 summary
