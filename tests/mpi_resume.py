@@ -11,7 +11,8 @@ a checkpoint after step 10 and exit 0; saved in the background, checkpoint.async
 second launch of the same job (train.steps = 20 both times, so the learning-rate schedule is the
 same) that resumes from the step-10 checkpoint and saves synchronously. Asserts:
   - final.bin is byte for byte that of the uninterrupted run (filecmp, shallow=False), and so
-    are the rank files of both runs' step-20 checkpoints (params, Adam m and v; one saved in
+    are both step-20 checkpoints' exports (`ctrain ckpt export`, llm.c and safetensors; the
+    llm.c one is final.bin itself) and the rank files of both runs' step-20 checkpoints (params, Adam m and v; one saved in
     the background, one not);
   - the resumed run's metrics (its own log.metrics file: steps 11..20) have exactly the loss and
     batch_hash of the uninterrupted run's steps 11..20 (equality, no tolerance: the resumed run
@@ -106,6 +107,16 @@ def write_job(work, name, *args):
     return path
 
 
+def tensor_bytes(path):
+    """The weights of a model file: an llm.c file whole, a safetensors file's data after its
+    JSON header (which names the source checkpoint, a path that differs between runs)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if path.endswith(".safetensors"):
+        return data[8 + int.from_bytes(data[:8], "little"):]
+    return data
+
+
 def check_case(ctrain, work, data, strategy, world, env):
     name = f"{strategy}{world}"
     failures = []
@@ -131,6 +142,18 @@ def check_case(ctrain, work, data, strategy, world, env):
                        shallow=False):
         failures.append(f"{name}: final.bin differs from the uninterrupted run's")
     last = f"step_{STEPS:08d}"
+    for ext in ("bin", "safetensors"):  # the exported weights of both step-20 checkpoints
+        exported = []
+        for run_dir in (full_dir, part_dir):
+            out_file = os.path.join(run_dir, "exported." + ext)
+            subprocess.run([ctrain, "ckpt", "export", os.path.join(run_dir, "ckpt", last), "--out",
+                            out_file], check=True, capture_output=True)
+            exported.append(out_file)
+        if tensor_bytes(exported[0]) != tensor_bytes(exported[1]):
+            failures.append(f"{name}: exported {ext} differs from the uninterrupted run's")
+    if not filecmp.cmp(os.path.join(full_dir, "exported.bin"), os.path.join(full_dir, "final.bin"),
+                       shallow=False):
+        failures.append(f"{name}: the llm.c export of {last} differs from final.bin")
     for r in range(world):
         rank_file = f"rank_{r:05d}.ctk"
         if not filecmp.cmp(os.path.join(full_dir, "ckpt", last, rank_file),
