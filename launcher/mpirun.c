@@ -456,16 +456,19 @@ ct_status ct_launch_run(const ct_argv *args, ct_launch_result *result) {
         close(fds[1]);
         return ct_error(CT_ERR_IO, "pipe: %s", strerror(errno));
     }
-    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART}, old[3];
+    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART}, old[4];
     sigemptyset(&sa.sa_mask);
-    const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
-    for (int i = 0; i < 3; i++)
-        sigaction(sigs[i], &sa, &old[i]);
+    /* SIGCHLD ignored (inherited so) would reap the child before waitpid could see it. */
+    struct sigaction chld = {.sa_handler = SIG_DFL};
+    sigemptyset(&chld.sa_mask);
+    const int sigs[4] = {SIGINT, SIGTERM, SIGHUP, SIGCHLD};
+    for (int i = 0; i < 4; i++)
+        sigaction(sigs[i], sigs[i] == SIGCHLD ? &chld : &sa, &old[i]);
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
     if (pid == 0) {
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 3; i++) /* SIGCHLD stays at its default for mpirun */
             sigaction(sigs[i], &old[i], NULL);
         close(fds[0]);
         close(exec_err[0]);
@@ -506,12 +509,22 @@ ct_status ct_launch_run(const ct_argv *args, ct_launch_result *result) {
                 usleep(50000);
             }
             pid_t done = waitpid(pid, &wstatus, WNOHANG);
-            if (done == pid || (done < 0 && errno != EINTR)) break;
+            if (done == pid) break;
+            if (done < 0 && errno != EINTR) {
+                status =
+                    ct_error(CT_ERR_EXTERNAL, "waitpid for %s: %s", args->argv[0], strerror(errno));
+                wstatus = 1 << 8; /* counted as a failure (exit code 1) */
+                break;
+            }
         }
         fcntl(fds[0], F_SETFL, O_NONBLOCK);
         while (open && pass_stderr(fds[0], line, sizeof(line), &used, result, &abort_pending)) {
         }
         close(fds[0]);
+        if (used > 0) { /* a last line without its newline */
+            line[used] = '\0';
+            scan_line(line, result, &abort_pending);
+        }
         child_pid = 0;
         if (WIFSIGNALED(wstatus)) {
             result->signal = WTERMSIG(wstatus);
@@ -521,7 +534,7 @@ ct_status ct_launch_run(const ct_argv *args, ct_launch_result *result) {
         }
         result->stop_signal = stop_signal;
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         sigaction(sigs[i], &old[i], NULL);
     return status;
 }
