@@ -2,12 +2,15 @@
  * Test-only faults, injected through the environment so that tests can make a rank stall or die
  * at a chosen point. CTRAIN_FAULT holds one or more faults separated by ',':
  *   stall:rank=R:step=S         rank R sleeps forever before its first collective of step S
- *   kill:rank=R:step=S          rank R sends itself SIGKILL before training step S
+ *   kill:rank=R:step=S          rank R sends itself SIGKILL before training step S (steps count
+ *                               from 0: S steps are done, and a checkpoint of step S is saved)
  *   kill_in_save:rank=R:step=S  rank R sends itself SIGKILL while the checkpoint of step S is
  *                               being written (after its rank file, before the commit)
  * A fault fires at most once per process, and only in the first attempt of a job: the launcher
  * sets CTRAIN_RESTART=k (k >= 1) when it relaunches a failed job, and faults are then disarmed,
- * so a restarted job runs to the end.
+ * so a restarted job runs to the end. Ranks are world ranks. Parsed in common/fault.c; the
+ * points that ask are comm/ (stall), launcher/run.c (kill) and launcher/ckpt_save.c
+ * (kill_in_save).
  */
 #ifndef CT_FAULT_H
 #define CT_FAULT_H
@@ -17,8 +20,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Parses CTRAIN_FAULT (once per process; later calls return the first result). A malformed
- * value is an error naming it. */
+/* Parses CTRAIN_FAULT and CTRAIN_RESTART (once per process, thread-safe; later calls return the
+ * first result). A malformed value is an error naming it. */
 ct_status ct_fault_init(void);
 /* True (once) when a fault of `kind` names `rank` and `step` and is armed. */
 bool ct_fault_fires(const char *kind, int rank, int64_t step);
