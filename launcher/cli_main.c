@@ -100,7 +100,8 @@ int ct_cli_main(int argc, char **argv) {
     if (strcmp(cmd, "bench") == 0) return cli_bench(argc - 2, argv + 2);
     if (strcmp(cmd, "ckpt") == 0) return ct_cli_ckpt(argc - 2, argv + 2);
     if (strcmp(cmd, "info") == 0) return cli_info();
-    const char *commands[] = {"data", "sample", "worker", "train", "config", "bench", "ckpt", "info"};
+    const char *commands[] = {"data",   "sample", "worker", "train",
+                              "config", "bench",  "ckpt",   "info"};
     const char *nearest = commands[0];
     for (size_t i = 1; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (ct_edit_distance(cmd, commands[i]) < ct_edit_distance(cmd, nearest))
