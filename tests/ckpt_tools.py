@@ -10,7 +10,8 @@ Trains a 2-layer GPT for 4 steps with a checkpoint every 2 (ddp, one process) an
   - `ckpt export --format llmc` of the last checkpoint equals final.bin byte for byte (and the
     export of step 2 differs from it, so the comparison can fail);
   - model.init_from of the safetensors export and of the llm.c export give exactly the same
-    first-step loss (the same floats must load), unlike a random initialisation;
+    first-step loss (the same floats must load), unlike a random initialisation; init_from of
+    it into another model shape, or of a truncated copy, fails naming the file (and tensor);
   - corruptions fail both `ckpt verify` and a resume (`ctrain train ... checkpoint.resume=DIR`)
     with a non-zero exit and a message naming the file, and the unit where one is involved: a
     flipped byte inside the frame of unit 2 (block.1)'s params, a flipped byte of
@@ -185,6 +186,22 @@ def test_corruptions(ctrain, work, job, step_dir):
                 check(needle in out, f"{name}: {what} message lacks '{needle}':\n{out[-600:]}")
 
 
+def test_init_from_errors(ctrain, work, job, safetensors):
+    """model.init_from of a safetensors file of another shape, or a damaged one, fails naming
+    the file (and the tensor and both shapes)."""
+    cut = os.path.join(work, "cut.safetensors")
+    with open(safetensors, "rb") as f, open(cut, "wb") as g:
+        g.write(f.read(100))
+    cases = [(safetensors, ["model.n_embd=32"],
+              "tensor transformer.wte.weight has shape [64, 16], the job's model needs [64, 32]"),
+             (cut, [], "header length")]
+    for path, overrides, needle in cases:
+        code, out = run([ctrain, "train", job, f"model.init_from={path}", "train.steps=1",
+                         f"log.dir={work}/init_error"] + overrides)
+        check(0 < code < 128 and path in out and needle in out,
+              f"init_from {path} {overrides}: exit {code}, {out[-400:]}")
+
+
 def test_cli_errors(ctrain, step_dir):
     cases = [(["ckpt"], "usage: ctrain ckpt"), (["ckpt", "frob", step_dir], "unknown subcommand"),
              (["ckpt", "verify"], "verify needs PATH"),
@@ -274,6 +291,7 @@ def main():
               f"first losses differ: llmc {losses['last.bin']}, "
               f"safetensors {losses['last.safetensors']}")
         check(losses["last.bin"] != losses[None], "init_from did not change the first loss")
+        test_init_from_errors(ctrain, work, job, exports["last.safetensors"])
 
         test_corruptions(ctrain, work, job, step4)
         test_cli_errors(ctrain, step4)
