@@ -43,7 +43,8 @@ typedef enum {
 } ct_ckpt_kind;
 const char *ct_ckpt_kind_name(ct_ckpt_kind kind);
 
-/* Byte-plane shuffle: AUTO tries both and keeps the smaller frame (ties keep plain). */
+/* Byte-plane shuffle: AUTO keeps the smaller way per frame (ties keep plain), judged in full
+ * for small frames and from a 1 MiB sample for large ones. */
 typedef enum { CT_CKPT_SHUFFLE_AUTO = 0, CT_CKPT_SHUFFLE_OFF, CT_CKPT_SHUFFLE_ON } ct_ckpt_shuffle;
 
 /* Little-endian field access for the on-disk formats. */
@@ -64,22 +65,29 @@ typedef struct {
     uint64_t checksum;         /* ct_hash64(raw float bytes, seed 0) */
 } ct_ckpt_frame_header;
 
-/* The most bytes a frame of n floats takes (header included), and the scratch it needs. */
+/* A frame codec: zstd contexts and scratch kept from frame to frame (one per writer or reader;
+ * one thread at a time). With 2 threads (the default when the CPU kernels have 2 or more) the
+ * checksum runs beside zstd on a second thread. */
+typedef struct ct_ckpt_codec ct_ckpt_codec;
+ct_status ct_ckpt_codec_new(ct_ckpt_codec **codec);
+/* 1 or 2. */
+void ct_ckpt_codec_set_threads(ct_ckpt_codec *codec, int threads);
+void ct_ckpt_codec_free(ct_ckpt_codec *codec);
+
+/* The most bytes a frame of n floats takes (header included). */
 size_t ct_ckpt_frame_bound_bytes(size_t n);
-size_t ct_ckpt_frame_scratch_bytes(size_t n);
 /* Compresses src (n floats) at zstd `level` into dst (>= bound bytes); *frame_bytes is the
- * header plus the compressed bytes. scratch: ct_ckpt_frame_scratch_bytes(n) bytes. */
-ct_status ct_ckpt_frame_encode(const float *src, size_t n, ct_ckpt_kind kind, int level,
-                               ct_ckpt_shuffle shuffle, uint8_t *dst, size_t dst_bytes,
-                               uint8_t *scratch, size_t *frame_bytes);
+ * header plus the compressed bytes. AUTO: see docs/checkpoints.md (frames). */
+ct_status ct_ckpt_frame_encode(ct_ckpt_codec *codec, const float *src, size_t n, ct_ckpt_kind kind,
+                               int level, ct_ckpt_shuffle shuffle, uint8_t *dst, size_t dst_bytes,
+                               size_t *frame_bytes);
 /* Checks magic, version, kind, flags and that the compressed bytes fit in avail_bytes. `where`
  * (file, offset, unit) starts every error message. */
 ct_status ct_ckpt_frame_parse_header(const uint8_t *frame, size_t avail_bytes, const char *where,
                                      ct_ckpt_frame_header *header);
-/* Decodes a frame of exactly n floats into dst, checking every size and the checksum.
- * scratch: n * 4 bytes (used for shuffled frames). */
-ct_status ct_ckpt_frame_decode(const uint8_t *frame, size_t avail_bytes, const char *where,
-                               float *dst, size_t n, uint8_t *scratch);
+/* Decodes a frame of exactly n floats into dst, checking every size and the checksum. */
+ct_status ct_ckpt_frame_decode(ct_ckpt_codec *codec, const uint8_t *frame, size_t avail_bytes,
+                               const char *where, float *dst, size_t n);
 
 /* ---------------------------------------------------------------- rank files (ckpt_file.c) */
 

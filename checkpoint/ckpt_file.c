@@ -7,6 +7,7 @@
  * are read and decoded. Every size read from the file is checked against the file's size
  * before it is used. Layout byte by byte: docs/checkpoints.md.
  */
+#define _GNU_SOURCE /* sync_file_range */
 #include "checkpoint/checkpoint.h"
 
 #include <errno.h>
@@ -28,8 +29,9 @@ struct ct_ckpt_writer {
     uint64_t offset; /* where the next frame goes */
     ct_ckpt_entry *entries;
     int n_entries, cap_entries;
-    uint8_t *frame, *scratch; /* grown to the largest frame so far */
-    size_t frame_bytes, scratch_bytes;
+    uint8_t *frame; /* grown to the largest frame so far */
+    size_t frame_bytes;
+    ct_ckpt_codec *codec;
 };
 
 struct ct_ckpt_reader {
@@ -39,9 +41,10 @@ struct ct_ckpt_reader {
     uint64_t file_bytes, index_checksum;
     ct_ckpt_entry *entries;
     int n_entries;
-    uint8_t *frame, *scratch;
-    float *values;
-    size_t frame_bytes, scratch_bytes, values_bytes;
+    uint8_t *frame;
+    float *values; /* a frame's floats when only part of it is wanted */
+    size_t frame_bytes, values_bytes;
+    ct_ckpt_codec *codec;
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -114,7 +117,7 @@ static void free_writer(ct_ckpt_writer *w) {
     if (w->file) fclose(w->file);
     ct_free(CT_MEM_OTHER, w->entries, (size_t)w->cap_entries * sizeof(ct_ckpt_entry));
     ct_free(CT_MEM_OTHER, w->frame, w->frame_bytes);
-    ct_free(CT_MEM_OTHER, w->scratch, w->scratch_bytes);
+    ct_ckpt_codec_free(w->codec);
     ct_free(CT_MEM_OTHER, w, sizeof(*w));
 }
 
@@ -134,14 +137,17 @@ static ct_status check_entry(const ct_ckpt_reader *r, int i, const ct_ckpt_entry
     return CT_OK;
 }
 
-/* Reads and decodes entry i into r->values (hi - lo floats). */
-static ct_status load_entry(ct_ckpt_reader *r, int i, const char *unit_name) {
+/* Reads and decodes entry i into dst (hi - lo floats). */
+static ct_status load_entry(ct_ckpt_reader *r, int i, const char *unit_name, float *dst) {
     const ct_ckpt_entry *e = &r->entries[i];
     size_t n = (size_t)(e->hi - e->lo);
     CT_CHECK(grow(&r->frame, &r->frame_bytes, e->frame_bytes));
-    CT_CHECK(grow(&r->scratch, &r->scratch_bytes, n * sizeof(float) + 1));
-    CT_CHECK(grow((uint8_t **)&r->values, &r->values_bytes, n * sizeof(float) + 1));
     CT_CHECK(pread_all(r, r->frame, e->frame_bytes, e->offset));
+    /* Have the kernel read the next frame while this one decodes (a reader mostly wants the
+     * frames in file order; advisory). */
+    if (i + 1 < r->n_entries)
+        posix_fadvise(r->fd, (off_t)r->entries[i + 1].offset, (off_t)r->entries[i + 1].frame_bytes,
+                      POSIX_FADV_WILLNEED);
     char where[CT_CKPT_PATH_BYTES + 160];
     snprintf(where, sizeof(where), "%s: unit %u%s%s%s %s [%llu, %llu) frame at offset %llu",
              r->path, e->unit, unit_name ? " (" : "", unit_name ? unit_name : "",
@@ -152,7 +158,7 @@ static ct_status load_entry(ct_ckpt_reader *r, int i, const char *unit_name) {
     if (h.kind != e->kind || h.checksum != e->checksum || h.flags != e->flags ||
         CT_CKPT_FRAME_HEADER_BYTES + h.compressed_bytes != e->frame_bytes)
         return ct_error(CT_ERR_FORMAT, "%s: frame header disagrees with the index", where);
-    return ct_ckpt_frame_decode(r->frame, e->frame_bytes, where, r->values, n, r->scratch);
+    return ct_ckpt_frame_decode(r->codec, r->frame, e->frame_bytes, where, dst, n);
 }
 
 /* ---------------------------------------------------------------- writer */
@@ -167,6 +173,11 @@ ct_status ct_ckpt_writer_open(ct_ckpt_writer **writer, const char *path, int ran
     if (!w) return ct_error(CT_ERR_NOMEM, "checkpoint writer");
     snprintf(w->path, sizeof(w->path), "%s", path);
     w->rank = rank, w->world_size = world_size, w->level = zstd_level, w->shuffle = shuffle;
+    ct_status codec_st = ct_ckpt_codec_new(&w->codec);
+    if (codec_st != CT_OK) {
+        free_writer(w);
+        return codec_st;
+    }
     w->file = fopen(path, "wb");
     if (!w->file) {
         ct_status st = ct_error(CT_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
@@ -202,11 +213,15 @@ ct_status ct_ckpt_writer_add(ct_ckpt_writer *w, int unit, ct_ckpt_kind kind, int
         w->entries = grown, w->cap_entries = cap;
     }
     CT_CHECK(grow(&w->frame, &w->frame_bytes, ct_ckpt_frame_bound_bytes(n)));
-    CT_CHECK(grow(&w->scratch, &w->scratch_bytes, ct_ckpt_frame_scratch_bytes(n)));
     size_t frame_bytes = 0;
-    CT_CHECK(ct_ckpt_frame_encode(data, n, kind, w->level, w->shuffle, w->frame, w->frame_bytes,
-                                  w->scratch, &frame_bytes));
+    CT_CHECK(ct_ckpt_frame_encode(w->codec, data, n, kind, w->level, w->shuffle, w->frame,
+                                  w->frame_bytes, &frame_bytes));
     CT_CHECK(write_all(w, w->frame, frame_bytes));
+    /* Start writing this frame to disk now, beside the next frames' compression, so that the
+     * fsync at close has little left to wait for (advisory: close's fsync reports errors). */
+    if (fflush(w->file) == 0)
+        sync_file_range(fileno(w->file), (off_t)w->offset, (off_t)frame_bytes,
+                        SYNC_FILE_RANGE_WRITE);
     ct_ckpt_entry *e = &w->entries[w->n_entries++];
     e->unit = (uint32_t)unit, e->kind = (uint32_t)kind;
     e->flags = ct_ckpt_get_u32(w->frame + 12);
@@ -280,6 +295,7 @@ ct_status ct_ckpt_reader_open(ct_ckpt_reader **reader, const char *path) {
     ct_status st = CT_OK;
     struct stat sb;
     uint8_t header[CT_CKPT_FILE_HEADER_BYTES], trailer[CT_CKPT_TRAILER_BYTES];
+    if ((st = ct_ckpt_codec_new(&r->codec)) != CT_OK) goto fail;
     if (fstat(r->fd, &sb) != 0) {
         st = ct_error(CT_ERR_IO, "%s: stat: %s", path, strerror(errno));
         goto fail;
@@ -350,7 +366,7 @@ void ct_ckpt_reader_close(ct_ckpt_reader *r) {
     if (r->entries)
         ct_free(CT_MEM_OTHER, r->entries, (size_t)r->n_entries * sizeof(ct_ckpt_entry) + 1);
     ct_free(CT_MEM_OTHER, r->frame, r->frame_bytes);
-    ct_free(CT_MEM_OTHER, r->scratch, r->scratch_bytes);
+    ct_ckpt_codec_free(r->codec);
     ct_free(CT_MEM_OTHER, r->values, r->values_bytes);
     ct_free(CT_MEM_OTHER, r, sizeof(*r));
 }
@@ -384,8 +400,15 @@ ct_status ct_ckpt_reader_read(ct_ckpt_reader *r, int unit, const char *unit_name
         if (e->unit != (uint32_t)unit || e->kind != (uint32_t)kind) continue;
         int64_t a = CT_MAX(lo, (int64_t)e->lo), b = CT_MIN(hi, (int64_t)e->hi);
         if (a >= b) continue;
-        CT_CHECK(load_entry(r, i, unit_name));
-        memcpy(dst + (a - lo), r->values + (a - (int64_t)e->lo), (size_t)(b - a) * sizeof(float));
+        if (a == (int64_t)e->lo && b == (int64_t)e->hi) {
+            CT_CHECK(load_entry(r, i, unit_name, dst + (a - lo))); /* the whole frame: no copy */
+        } else {
+            size_t bytes = (size_t)(e->hi - e->lo) * sizeof(float) + 1;
+            CT_CHECK(grow((uint8_t **)&r->values, &r->values_bytes, bytes));
+            CT_CHECK(load_entry(r, i, unit_name, r->values));
+            memcpy(dst + (a - lo), r->values + (a - (int64_t)e->lo),
+                   (size_t)(b - a) * sizeof(float));
+        }
         *covered += b - a;
     }
     return CT_OK;
@@ -435,8 +458,12 @@ ct_status ct_ckpt_read_range(ct_ckpt_reader *const *readers, int n_readers, int 
 }
 
 ct_status ct_ckpt_reader_verify(ct_ckpt_reader *r) {
-    for (int i = 0; i < r->n_entries; i++)
-        CT_CHECK(load_entry(r, i, NULL));
+    for (int i = 0; i < r->n_entries; i++) {
+        const ct_ckpt_entry *e = &r->entries[i];
+        size_t bytes = (size_t)(e->hi - e->lo) * sizeof(float) + 1;
+        CT_CHECK(grow((uint8_t **)&r->values, &r->values_bytes, bytes));
+        CT_CHECK(load_entry(r, i, NULL, r->values));
+    }
     return CT_OK;
 }
 

@@ -5,14 +5,27 @@
  * ct_hash64 of the raw float bytes, so a reader can tell a damaged frame from a good one before
  * it trusts a single value. Byte-plane shuffle splits each float's 4 bytes into 4 planes (all
  * low bytes, then the next, ...): the sign/exponent planes of trained weights are nearly
- * constant and compress far better apart from the noisy mantissa bytes. The writer can try both
- * and keep the smaller, per frame. All header fields are little-endian; docs/checkpoints.md has
- * the layout byte by byte.
+ * constant and compress far better apart from the noisy mantissa bytes. With AUTO the writer
+ * picks one per frame: both ways in full for small frames, from a sample for large ones. All
+ * header fields are little-endian; docs/checkpoints.md has the layout byte by byte.
+ *
+ * Speed. A codec (one per writer or reader) keeps its zstd contexts and scratch from frame to
+ * frame: no allocation once it has seen the largest frame. The checksum (FNV-1a, a serial
+ * chain of about 4 cycles a byte, as slow as zstd itself) is computed in the same pass as the
+ * byte-plane (un)shuffle, which then costs nothing, and with two threads it runs beside zstd:
+ * beside compression, and behind a streaming decompression (for a shuffled frame, behind its
+ * last plane).
  */
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_d_stableOutBuffer: decode into the caller's floats */
 #include "checkpoint/checkpoint.h"
+#include "kernels/kernels.h"
 
+#include <omp.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #define CT_FRAME_MAGIC 0x52464354u /* "CTFR" read as a little-endian u32 */
@@ -65,63 +78,219 @@ const char *ct_ckpt_kind_name(ct_ckpt_kind kind) {
     }
 }
 
-/* n floats (4n bytes) from src into 4 planes of n bytes each in dst, and back. */
-static void shuffle_planes(const uint8_t *src, size_t n, uint8_t *dst) {
-    for (size_t i = 0; i < n; i++)
-        for (size_t b = 0; b < 4; b++)
-            dst[b * n + i] = src[4 * i + b];
+/* AUTO on frames above SAMPLE_MIN_FLOATS compresses a sample both ways and the whole frame once:
+ * SAMPLE_CHUNKS contiguous runs of SAMPLE_CHUNK_FLOATS, evenly spaced (1 MiB in all, about 4%
+ * of a gpt2-124m block's frame). Smaller frames are compressed both ways in full. */
+#define SAMPLE_CHUNKS 4
+#define SAMPLE_CHUNK_FLOATS (64 * 1024)
+#define SAMPLE_FLOATS (SAMPLE_CHUNKS * SAMPLE_CHUNK_FLOATS)
+#define SAMPLE_MIN_FLOATS (4 * SAMPLE_FLOATS)
+/* Plain frames decode in steps of this many compressed bytes so the checksum can follow. */
+#define DECODE_STEP_BYTES (512 * 1024)
+
+struct ct_ckpt_codec {
+    ZSTD_CCtx *cctx;
+    ZSTD_DCtx *dctx;
+    int threads;     /* 1, or 2: the checksum beside zstd */
+    uint8_t *planes; /* shuffled bytes: the input of compression, the output of decompression */
+    uint8_t *aux;    /* AUTO: the other way's output, or the sample, its planes and output */
+    size_t planes_bytes, aux_bytes;
+};
+
+/* ---------------------------------------------------------------- checksum
+ * ct_hash64 with seed 0 (common/rng.c, docs/checkpoints.md), computed here in pieces and fused
+ * with the (un)shuffle: start, bytes..., finish. */
+
+#define FNV_PRIME 0x100000001b3ULL
+
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
 }
 
-static void unshuffle_planes(const uint8_t *src, size_t n, uint8_t *dst) {
-    for (size_t i = 0; i < n; i++)
-        for (size_t b = 0; b < 4; b++)
-            dst[4 * i + b] = src[b * n + i];
+static uint64_t hash_start(void) {
+    return 0xcbf29ce484222325ULL ^ mix64(0);
 }
+
+static uint64_t hash_bytes(uint64_t h, const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * FNV_PRIME;
+    return h;
+}
+
+/* n floats (4n bytes) from src into 4 planes of n bytes each in dst; returns the hash state
+ * after src's bytes. The stores hide in the hash chain's latency. */
+static uint64_t shuffle_hash(const uint8_t *restrict src, size_t n, uint8_t *restrict dst,
+                             uint64_t h) {
+    uint8_t *p0 = dst, *p1 = dst + n, *p2 = dst + 2 * n, *p3 = dst + 3 * n;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b0 = src[4 * i], b1 = src[4 * i + 1], b2 = src[4 * i + 2], b3 = src[4 * i + 3];
+        p0[i] = b0, p1[i] = b1, p2[i] = b2, p3[i] = b3;
+        h = ((((((h ^ b0) * FNV_PRIME) ^ b1) * FNV_PRIME ^ b2) * FNV_PRIME) ^ b3) * FNV_PRIME;
+    }
+    return h;
+}
+
+/* The same without the checksum, for when another thread computes it (vectorised). */
+static void shuffle_planes(const uint8_t *restrict src, size_t n, uint8_t *restrict dst) {
+    uint8_t *restrict p0 = dst, *restrict p1 = dst + n, *restrict p2 = dst + 2 * n,
+                      *restrict p3 = dst + 3 * n;
+    for (size_t i = 0; i < n; i++) {
+        p0[i] = src[4 * i], p1[i] = src[4 * i + 1], p2[i] = src[4 * i + 2], p3[i] = src[4 * i + 3];
+    }
+}
+
+/* Floats [i0, i1) of n from the planes back into dst (4n bytes), hashing their bytes in order. */
+static uint64_t unshuffle_hash(const uint8_t *restrict src, size_t n, size_t i0, size_t i1,
+                               uint8_t *restrict dst, uint64_t h) {
+    const uint8_t *p0 = src, *p1 = src + n, *p2 = src + 2 * n, *p3 = src + 3 * n;
+    for (size_t i = i0; i < i1; i++) {
+        uint8_t b0 = p0[i], b1 = p1[i], b2 = p2[i], b3 = p3[i];
+        dst[4 * i] = b0, dst[4 * i + 1] = b1, dst[4 * i + 2] = b2, dst[4 * i + 3] = b3;
+        h = ((((((h ^ b0) * FNV_PRIME) ^ b1) * FNV_PRIME ^ b2) * FNV_PRIME) ^ b3) * FNV_PRIME;
+    }
+    return h;
+}
+
+/* ---------------------------------------------------------------- codec */
+
+/* Makes *buf at least `need` bytes (contents not kept). */
+static ct_status grow(uint8_t **buf, size_t *bytes, size_t need) {
+    if (*bytes >= need) return CT_OK;
+    ct_free(CT_MEM_OTHER, *buf, *bytes);
+    *bytes = 0;
+    *buf = ct_alloc(CT_MEM_OTHER, need);
+    if (!*buf) return ct_error(CT_ERR_NOMEM, "checkpoint codec buffer of %zu bytes", need);
+    *bytes = need;
+    return CT_OK;
+}
+
+ct_status ct_ckpt_codec_new(ct_ckpt_codec **codec) {
+    ct_ckpt_codec *c = ct_alloc(CT_MEM_OTHER, sizeof(*c));
+    if (!c) return ct_error(CT_ERR_NOMEM, "checkpoint codec");
+    int threads = ct_kern_cpu_threads();
+    if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    c->threads = threads >= 2 ? 2 : 1;
+    *codec = c;
+    return CT_OK;
+}
+
+void ct_ckpt_codec_set_threads(ct_ckpt_codec *codec, int threads) {
+    CT_ASSERT(threads == 1 || threads == 2, "threads %d", threads);
+    codec->threads = threads;
+}
+
+void ct_ckpt_codec_free(ct_ckpt_codec *codec) {
+    if (!codec) return;
+    ZSTD_freeCCtx(codec->cctx);
+    ZSTD_freeDCtx(codec->dctx);
+    ct_free(CT_MEM_OTHER, codec->planes, codec->planes_bytes);
+    ct_free(CT_MEM_OTHER, codec->aux, codec->aux_bytes);
+    ct_free(CT_MEM_OTHER, codec, sizeof(*codec));
+}
+
+/* ---------------------------------------------------------------- encoding */
 
 size_t ct_ckpt_frame_bound_bytes(size_t n) {
     return CT_CKPT_FRAME_HEADER_BYTES + ZSTD_compressBound(n * sizeof(float));
 }
 
-size_t ct_ckpt_frame_scratch_bytes(size_t n) {
-    return n * sizeof(float) + ZSTD_compressBound(n * sizeof(float));
+/* One zstd frame (content size set) of src_bytes at `level` into dst; returns zstd's code. */
+static size_t compress(ct_ckpt_codec *c, void *dst, size_t dst_bytes, const void *src,
+                       size_t src_bytes, int level) {
+    size_t ret = ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_compressionLevel, level);
+    return ZSTD_isError(ret) ? ret : ZSTD_compress2(c->cctx, dst, dst_bytes, src, src_bytes);
 }
 
-ct_status ct_ckpt_frame_encode(const float *src, size_t n, ct_ckpt_kind kind, int level,
-                               ct_ckpt_shuffle shuffle, uint8_t *dst, size_t dst_bytes,
-                               uint8_t *scratch, size_t *frame_bytes) {
+/* AUTO on a large frame: true when the sample compresses smaller shuffled (ties: plain). */
+static ct_status sample_says_shuffle(ct_ckpt_codec *c, const float *src, size_t n, int level,
+                                     bool *shuffle) {
+    size_t sample_bytes = SAMPLE_FLOATS * sizeof(float), bound = ZSTD_compressBound(sample_bytes);
+    CT_CHECK(grow(&c->aux, &c->aux_bytes, 2 * sample_bytes + bound));
+    float *sample = (float *)c->aux;
+    uint8_t *planes = c->aux + sample_bytes, *out = planes + sample_bytes;
+    for (size_t k = 0; k < SAMPLE_CHUNKS; k++) {
+        size_t at = k * (n - SAMPLE_CHUNK_FLOATS) / (SAMPLE_CHUNKS - 1);
+        memcpy(sample + k * SAMPLE_CHUNK_FLOATS, src + at, SAMPLE_CHUNK_FLOATS * sizeof(float));
+    }
+    shuffle_planes((const uint8_t *)sample, SAMPLE_FLOATS, planes);
+    size_t plain = compress(c, out, bound, sample, sample_bytes, level);
+    CT_ZSTD(plain, "compress (sample)");
+    size_t shuffled = compress(c, out, bound, planes, sample_bytes, level);
+    CT_ZSTD(shuffled, "compress (sample, shuffled)");
+    *shuffle = shuffled < plain;
+    return CT_OK;
+}
+
+ct_status ct_ckpt_frame_encode(ct_ckpt_codec *c, const float *src, size_t n, ct_ckpt_kind kind,
+                               int level, ct_ckpt_shuffle shuffle, uint8_t *dst, size_t dst_bytes,
+                               size_t *frame_bytes) {
     size_t raw_bytes = n * sizeof(float);
     size_t bound = ZSTD_compressBound(raw_bytes);
     CT_ASSERT(dst_bytes >= CT_CKPT_FRAME_HEADER_BYTES + bound, "dst %zu bytes for %zu floats",
               dst_bytes, n);
+    if (!c->cctx && !(c->cctx = ZSTD_createCCtx()))
+        return ct_error(CT_ERR_NOMEM, "zstd compression context");
     uint8_t *payload = dst + CT_CKPT_FRAME_HEADER_BYTES;
+    const uint8_t *bytes = (const uint8_t *)src;
+    bool exact = shuffle == CT_CKPT_SHUFFLE_AUTO && n < SAMPLE_MIN_FLOATS;
+    bool shuffled = shuffle == CT_CKPT_SHUFFLE_ON;
+    if (shuffle == CT_CKPT_SHUFFLE_AUTO && !exact)
+        CT_CHECK(sample_says_shuffle(c, src, n, level, &shuffled));
+    uint64_t h = hash_start();
     size_t packed = 0;
-    uint32_t flags = 0;
-    if (shuffle != CT_CKPT_SHUFFLE_ON) {
-        packed = ZSTD_compress(payload, bound, src, raw_bytes, level);
+    if (exact) {
+        /* Small frame: both ways in full, keep the smaller (ties keep plain: it decodes
+         * without the extra pass). */
+        CT_CHECK(grow(&c->planes, &c->planes_bytes, raw_bytes + 1));
+        CT_CHECK(grow(&c->aux, &c->aux_bytes, bound));
+        h = shuffle_hash(bytes, n, c->planes, h);
+        packed = compress(c, payload, bound, src, raw_bytes, level);
         CT_ZSTD(packed, "compress");
-    }
-    if (shuffle != CT_CKPT_SHUFFLE_OFF) {
-        uint8_t *planes = scratch, *out = scratch + raw_bytes;
-        shuffle_planes((const uint8_t *)src, n, planes);
-        size_t packed_shuffled = ZSTD_compress(out, bound, planes, raw_bytes, level);
+        size_t packed_shuffled = compress(c, c->aux, bound, c->planes, raw_bytes, level);
         CT_ZSTD(packed_shuffled, "compress (shuffled)");
-        /* Ties keep the plain frame: it decodes without the extra pass. */
-        if (shuffle == CT_CKPT_SHUFFLE_ON || packed_shuffled < packed) {
-            memcpy(payload, out, packed_shuffled);
-            packed = packed_shuffled;
-            flags |= CT_FRAME_FLAG_SHUFFLE;
+        shuffled = packed_shuffled < packed;
+        if (shuffled) memcpy(payload, c->aux, packed = packed_shuffled);
+    } else {
+        if (shuffled) CT_CHECK(grow(&c->planes, &c->planes_bytes, raw_bytes + 1));
+        const void *input = shuffled ? (const void *)c->planes : (const void *)src;
+        if (c->threads == 1) {
+            if (shuffled) h = shuffle_hash(bytes, n, c->planes, h);
+            packed = compress(c, payload, bound, input, raw_bytes, level);
+            if (!shuffled) h = hash_bytes(h, bytes, raw_bytes);
+        } else {
+            /* Two threads: shuffle and zstd on one, the checksum of src (the longer job at
+             * levels 1-3) on the other. Either section may run on either thread; a team of
+             * one runs both in turn. */
+#pragma omp parallel sections num_threads(2)
+            {
+#pragma omp section
+                {
+                    if (shuffled) shuffle_planes(bytes, n, c->planes);
+                    packed = compress(c, payload, bound, input, raw_bytes, level);
+                }
+#pragma omp section
+                h = hash_bytes(h, bytes, raw_bytes);
+            }
         }
+        CT_ZSTD(packed, shuffled ? "compress (shuffled)" : "compress");
     }
     ct_ckpt_put_u32(dst + 0, CT_FRAME_MAGIC);
     ct_ckpt_put_u32(dst + 4, CT_FRAME_VERSION);
     ct_ckpt_put_u32(dst + 8, (uint32_t)kind);
-    ct_ckpt_put_u32(dst + 12, flags);
+    ct_ckpt_put_u32(dst + 12, shuffled ? CT_FRAME_FLAG_SHUFFLE : 0);
     ct_ckpt_put_u64(dst + 16, raw_bytes);
     ct_ckpt_put_u64(dst + 24, packed);
-    ct_ckpt_put_u64(dst + 32, ct_hash64(src, raw_bytes, 0));
+    ct_ckpt_put_u64(dst + 32, mix64(h));
     *frame_bytes = CT_CKPT_FRAME_HEADER_BYTES + packed;
     return CT_OK;
 }
+
+/* ---------------------------------------------------------------- decoding */
 
 ct_status ct_ckpt_frame_parse_header(const uint8_t *frame, size_t avail_bytes, const char *where,
                                      ct_ckpt_frame_header *header) {
@@ -150,8 +319,65 @@ ct_status ct_ckpt_frame_parse_header(const uint8_t *frame, size_t avail_bytes, c
     return CT_OK;
 }
 
-ct_status ct_ckpt_frame_decode(const uint8_t *frame, size_t avail_bytes, const char *where,
-                               float *dst, size_t n, uint8_t *scratch) {
+/* Decompresses a frame of n floats while the other thread checksums what has arrived: zstd
+ * writes straight into `out` (stable output buffer: dst for a plain frame, the planes for a
+ * shuffled one) as compressed bytes are handed to it in steps of DECODE_STEP_BYTES, and
+ * publishes its progress. Plain: the checksum follows the bytes. Shuffled: float i is complete
+ * once plane 3 has byte i, so the unshuffle into dst and the checksum follow plane 3 (the last
+ * quarter of the decompression). Returns zstd's last code; *sum is the hash state after the
+ * floats done, *got their bytes, *consumed the compressed bytes used (short of `packed` when
+ * the frame ends early or makes no progress). */
+static size_t decompress_hashing(ct_ckpt_codec *c, const uint8_t *payload, size_t packed,
+                                 bool shuffled, uint8_t *out_bytes, uint8_t *dst, size_t n,
+                                 uint64_t *sum, size_t *got, size_t *consumed) {
+    size_t raw_bytes = n * sizeof(float);
+    size_t ret = ZSTD_DCtx_reset(c->dctx, ZSTD_reset_session_and_parameters);
+    if (!ZSTD_isError(ret)) ret = ZSTD_DCtx_setParameter(c->dctx, ZSTD_d_stableOutBuffer, 1);
+    if (ZSTD_isError(ret)) return ret;
+    _Atomic size_t done = 0;
+    _Atomic bool finished = false;
+    uint64_t h = hash_start();
+    size_t hashed = 0; /* bytes (plain) or floats (shuffled) */
+#pragma omp parallel num_threads(2)
+    {
+        if (omp_get_thread_num() == 0) {
+            ZSTD_inBuffer in = {payload, 0, 0};
+            ZSTD_outBuffer out = {out_bytes, raw_bytes, 0};
+            for (;;) {
+                size_t in_before = in.pos, out_before = out.pos;
+                in.size = CT_MIN(in.size + DECODE_STEP_BYTES, packed);
+                ret = ZSTD_decompressStream(c->dctx, &out, &in);
+                atomic_store_explicit(&done, out.pos, memory_order_release);
+                bool stuck = in.size == packed && in.pos == in_before && out.pos == out_before;
+                if (ZSTD_isError(ret) || ret == 0 || stuck) break;
+            }
+            *consumed = in.pos;
+            atomic_store_explicit(&finished, true, memory_order_release);
+        }
+        if (omp_get_thread_num() == omp_get_num_threads() - 1) {
+            for (;;) {
+                bool last = atomic_load_explicit(&finished, memory_order_acquire);
+                size_t upto = atomic_load_explicit(&done, memory_order_acquire);
+                if (shuffled) upto = upto > 3 * n ? upto - 3 * n : 0;
+                if (upto > hashed) {
+                    h = shuffled ? unshuffle_hash(out_bytes, n, hashed, upto, dst, h)
+                                 : hash_bytes(h, dst + hashed, upto - hashed);
+                    hashed = upto;
+                } else if (last) {
+                    break;
+                } else {
+                    sched_yield();
+                }
+            }
+        }
+    }
+    *sum = h;
+    *got = shuffled ? hashed * sizeof(float) : hashed;
+    return ret;
+}
+
+ct_status ct_ckpt_frame_decode(ct_ckpt_codec *c, const uint8_t *frame, size_t avail_bytes,
+                               const char *where, float *dst, size_t n) {
     ct_ckpt_frame_header h;
     CT_CHECK(ct_ckpt_frame_parse_header(frame, avail_bytes, where, &h));
     size_t raw_bytes = n * sizeof(float);
@@ -168,18 +394,34 @@ ct_status ct_ckpt_frame_decode(const uint8_t *frame, size_t avail_bytes, const c
     if (content != raw_bytes)
         return ct_error(CT_ERR_FORMAT, "%s: zstd content size %llu, header says %zu", where,
                         content, raw_bytes);
+    if (!c->dctx && !(c->dctx = ZSTD_createDCtx()))
+        return ct_error(CT_ERR_NOMEM, "zstd decompression context");
     bool shuffled = (h.flags & CT_FRAME_FLAG_SHUFFLE) != 0;
-    uint8_t *out = shuffled ? scratch : (uint8_t *)dst;
-    size_t got = ZSTD_decompress(out, raw_bytes, payload, h.compressed_bytes);
-    if (ZSTD_isError(got))
-        return ct_error(CT_ERR_FORMAT, "%s: zstd decompress: %s", where, ZSTD_getErrorName(got));
-    if (got != raw_bytes)
-        return ct_error(CT_ERR_FORMAT, "%s: decompressed %zu bytes, expected %zu", where, got,
-                        raw_bytes);
-    if (shuffled) unshuffle_planes(scratch, n, (uint8_t *)dst);
-    uint64_t sum = ct_hash64(dst, raw_bytes, 0);
-    if (sum != h.checksum)
+    uint64_t sum = hash_start();
+    size_t got = 0, consumed = h.compressed_bytes, ret;
+    if (shuffled) CT_CHECK(grow(&c->planes, &c->planes_bytes, raw_bytes + 1));
+    uint8_t *out = shuffled ? c->planes : (uint8_t *)dst;
+    if (c->threads == 2 && h.compressed_bytes > DECODE_STEP_BYTES) {
+        ret = decompress_hashing(c, payload, h.compressed_bytes, shuffled, out, (uint8_t *)dst, n,
+                                 &sum, &got, &consumed);
+    } else {
+        ret = ZSTD_DCtx_reset(c->dctx, ZSTD_reset_session_and_parameters);
+        if (!ZSTD_isError(ret))
+            ret = ZSTD_decompressDCtx(c->dctx, out, raw_bytes, payload, h.compressed_bytes);
+        got = ZSTD_isError(ret) ? 0 : ret;
+        if (got == raw_bytes)
+            sum = shuffled ? unshuffle_hash(c->planes, n, 0, n, (uint8_t *)dst, sum)
+                           : hash_bytes(sum, out, raw_bytes);
+    }
+    if (ZSTD_isError(ret))
+        return ct_error(CT_ERR_FORMAT, "%s: zstd decompress: %s", where, ZSTD_getErrorName(ret));
+    if (got != raw_bytes || consumed != h.compressed_bytes)
+        return ct_error(CT_ERR_FORMAT,
+                        "%s: decompressed %zu bytes from %zu of %llu compressed, expected %zu",
+                        where, got, consumed, (unsigned long long)h.compressed_bytes, raw_bytes);
+    uint64_t computed = mix64(sum);
+    if (computed != h.checksum)
         return ct_error(CT_ERR_FORMAT, "%s: checksum mismatch (stored %016llx, computed %016llx)",
-                        where, (unsigned long long)h.checksum, (unsigned long long)sum);
+                        where, (unsigned long long)h.checksum, (unsigned long long)computed);
     return CT_OK;
 }

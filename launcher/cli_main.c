@@ -24,6 +24,7 @@ static const char *ctrain_usage =
     "  config show JOB.toml [k=v ...]  print the job with defaults and overrides applied\n"
     "  bench sgemm [--threads N] [--size N]  the sgemm rate MFU is measured against\n"
     "  bench comm [--nproc N] [...]  collective bandwidth, nccl-tests style (--help)\n"
+    "  bench ckpt [--levels 1,3,9] [...]  checkpoint save/load GB/s and ratio (--help)\n"
     "  ckpt info|verify|export PATH ...  inspect, check or export a checkpoint (--help)\n"
     "  info                     build and machine facts\n";
 
@@ -58,6 +59,7 @@ static int cli_config(int argc, char **argv) {
 
 static int cli_bench(int argc, char **argv) {
     if (argc >= 1 && strcmp(argv[0], "comm") == 0) return ct_cli_bench_comm(argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "ckpt") == 0) return ct_cli_bench_ckpt(argc - 1, argv + 1);
     if (argc < 1 || strcmp(argv[0], "sgemm") != 0)
         return ct_cli_usage_error("bench", ctrain_usage, "expected 'sgemm' or 'comm'");
     int threads = 0, size = 1024;

@@ -22,5 +22,6 @@ int ct_cli_sample(int argc, char **argv);
 int ct_cli_data(int argc, char **argv);
 int ct_cli_ckpt(int argc, char **argv);
 int ct_cli_bench_comm(int argc, char **argv);
+int ct_cli_bench_ckpt(int argc, char **argv);
 
 #endif

@@ -101,53 +101,170 @@ static bool message_has(const char *needle) {
 
 static size_t encoded_size(const float *x, size_t n, ct_ckpt_shuffle shuffle, uint32_t *flags) {
     uint8_t *frame = malloc(ct_ckpt_frame_bound_bytes(n));
-    uint8_t *scratch = malloc(ct_ckpt_frame_scratch_bytes(n));
+    ct_ckpt_codec *codec = NULL;
+    CU_ASSERT_EQUAL_FATAL(ct_ckpt_codec_new(&codec), CT_OK);
     size_t bytes = 0;
-    CU_ASSERT_EQUAL(ct_ckpt_frame_encode(x, n, CT_CKPT_PARAMS, 3, shuffle, frame,
-                                         ct_ckpt_frame_bound_bytes(n), scratch, &bytes),
+    CU_ASSERT_EQUAL(ct_ckpt_frame_encode(codec, x, n, CT_CKPT_PARAMS, 3, shuffle, frame,
+                                         ct_ckpt_frame_bound_bytes(n), &bytes),
                     CT_OK);
     *flags = ct_ckpt_get_u32(frame + 12);
     float *back = malloc(n * sizeof(float) + 1);
-    CU_ASSERT_EQUAL(ct_ckpt_frame_decode(frame, bytes, "test frame", back, n, scratch), CT_OK);
+    CU_ASSERT_EQUAL(ct_ckpt_frame_decode(codec, frame, bytes, "test frame", back, n), CT_OK);
     CU_ASSERT_EQUAL(memcmp(back, x, n * sizeof(float)), 0);
-    free(back), free(scratch), free(frame);
+    ct_ckpt_codec_free(codec);
+    free(back), free(frame);
     return bytes;
 }
 
-/* AUTO must keep the smaller of the two, flagged as such, on data where either wins. */
-static void test_shuffle_chosen_when_smaller(void) {
-    enum { N = 1 << 16 };
-    float *weights = malloc(N * sizeof(float)), *counter = malloc(N * sizeof(float));
-    for (int i = 0; i < N; i++)
-        weights[i] = fake_value(3, CT_CKPT_PARAMS, i);
-    /* Random 32-bit words repeated with period 4096: plain zstd matches whole 16 KiB runs,
-     * shuffled planes break them into four shorter ones, so plain wins (slightly). */
-    for (int i = 0; i < N; i++) {
+/* Frames above the codec's thresholds: AUTO judges from a sample above 1M floats, and plain
+ * frames over 512 KiB compressed decode in steps with the checksum following (2 threads). */
+#define BIG_N ((size_t)1 << 21)
+
+/* Trained-like weights (shuffle wins) or random 32-bit words repeated with period 4096 (plain
+ * zstd matches whole 16 KiB runs, shuffled planes break them into four shorter ones, so plain
+ * wins, slightly). */
+static float *make_data(size_t n, bool repeated, int kind) {
+    float *x = malloc(n * sizeof(float) + 1);
+    for (size_t i = 0; i < n; i++) {
+        if (!repeated) {
+            x[i] = fake_value(3, kind, (int64_t)i);
+            continue;
+        }
         uint32_t bits = (uint32_t)(ct_rng_u64(99, (uint64_t)(i % 4096)) & 0xffffffffu);
-        memcpy(&counter[i], &bits, 4);
+        memcpy(&x[i], &bits, 4);
     }
+    return x;
+}
+
+/* AUTO must keep the smaller of the two, flagged as such, on data where either wins: judged in
+ * full on a small frame, from the sample on a large one. */
+static void test_shuffle_chosen_when_smaller(void) {
+    const size_t sizes[2] = {1 << 16, BIG_N};
     const char *names[2] = {"trained-like weights", "repeated random words"};
-    float *data[2] = {weights, counter};
-    int shuffle_won = 0, plain_won = 0;
-    for (int d = 0; d < 2; d++) {
-        uint32_t f_off, f_on, f_auto;
-        size_t off = encoded_size(data[d], N, CT_CKPT_SHUFFLE_OFF, &f_off);
-        size_t on = encoded_size(data[d], N, CT_CKPT_SHUFFLE_ON, &f_on);
-        size_t chosen = encoded_size(data[d], N, CT_CKPT_SHUFFLE_AUTO, &f_auto);
-        printf("\n  %s, %d floats, zstd 3: plain %zu bytes (%.3f), shuffled %zu bytes (%.3f), "
-               "auto %zu",
-               names[d], N, off, (double)off / (4.0 * N), on, (double)on / (4.0 * N), chosen);
-        CU_ASSERT_EQUAL(f_off & CT_CKPT_FRAME_FLAG_SHUFFLE, 0);
-        CU_ASSERT_EQUAL(f_on & CT_CKPT_FRAME_FLAG_SHUFFLE, CT_CKPT_FRAME_FLAG_SHUFFLE);
-        CU_ASSERT_EQUAL(chosen, CT_MIN(off, on));
-        CU_ASSERT_EQUAL((f_auto & CT_CKPT_FRAME_FLAG_SHUFFLE) != 0, on < off);
-        shuffle_won += on < off, plain_won += off < on;
+    for (int z = 0; z < 2; z++) {
+        size_t N = sizes[z];
+        int shuffle_won = 0, plain_won = 0;
+        for (int d = 0; d < 2; d++) {
+            float *x = make_data(N, d == 1, CT_CKPT_PARAMS);
+            uint32_t f_off, f_on, f_auto;
+            size_t off = encoded_size(x, N, CT_CKPT_SHUFFLE_OFF, &f_off);
+            size_t on = encoded_size(x, N, CT_CKPT_SHUFFLE_ON, &f_on);
+            size_t chosen = encoded_size(x, N, CT_CKPT_SHUFFLE_AUTO, &f_auto);
+            printf("\n  %s, %zu floats, zstd 3: plain %zu bytes (%.3f), shuffled %zu bytes "
+                   "(%.3f), auto %zu",
+                   names[d], N, off, (double)off / (4.0 * N), on, (double)on / (4.0 * N), chosen);
+            CU_ASSERT_EQUAL(f_off & CT_CKPT_FRAME_FLAG_SHUFFLE, 0);
+            CU_ASSERT_EQUAL(f_on & CT_CKPT_FRAME_FLAG_SHUFFLE, CT_CKPT_FRAME_FLAG_SHUFFLE);
+            CU_ASSERT_EQUAL(chosen, CT_MIN(off, on));
+            CU_ASSERT_EQUAL((f_auto & CT_CKPT_FRAME_FLAG_SHUFFLE) != 0, on < off);
+            shuffle_won += on < off, plain_won += off < on;
+            free(x);
+        }
+        /* Each kind of data exercises one branch of the choice (measured above: shuffle wins
+         * on trained-like weights, plain on repeated words), at both sizes. */
+        CU_ASSERT_EQUAL(shuffle_won, 1);
+        CU_ASSERT_EQUAL(plain_won, 1);
     }
-    /* Each kind of data exercises one branch of the choice (measured above: shuffle wins on
-     * trained-like weights, plain on repeated words). */
-    CU_ASSERT_EQUAL(shuffle_won, 1);
-    CU_ASSERT_EQUAL(plain_won, 1);
-    free(weights), free(counter);
+}
+
+/* One encoding codec and one decoding codec, each reused over frames of every size (small,
+ * large, small again), kind and shuffle mode, with 1 and with 2 threads: every frame decodes
+ * bitwise, its checksum is ct_hash64 of the floats (so the fused and the parallel checksums are
+ * the spec's), the bytes do not depend on the thread count, and once the codecs have seen the
+ * largest frame a second pass allocates nothing. */
+static void test_codec_reused_across_sizes_kinds_and_threads(void) {
+    enum { FRAMES = 7 };
+    const size_t sizes[FRAMES] = {BIG_N, 1001, BIG_N - 3, 7, 65536, BIG_N, 12345};
+    const ct_ckpt_kind kinds[FRAMES] = {CT_CKPT_PARAMS, CT_CKPT_ADAM_M, CT_CKPT_PARAMS,
+                                        CT_CKPT_ADAM_V, CT_CKPT_ADAM_V, CT_CKPT_ADAM_M,
+                                        CT_CKPT_PARAMS};
+    const ct_ckpt_shuffle modes[FRAMES] = {
+        CT_CKPT_SHUFFLE_AUTO, CT_CKPT_SHUFFLE_ON,  CT_CKPT_SHUFFLE_OFF, CT_CKPT_SHUFFLE_AUTO,
+        CT_CKPT_SHUFFLE_AUTO, CT_CKPT_SHUFFLE_OFF, CT_CKPT_SHUFFLE_ON};
+    const bool repeated[FRAMES] = {false, false, true, false, false, false, true};
+    float *src[FRAMES];
+    uint8_t *frames[2][FRAMES];
+    size_t frame_bytes[2][FRAMES];
+    for (int f = 0; f < FRAMES; f++)
+        src[f] = make_data(sizes[f], repeated[f], kinds[f]);
+    float *back = malloc(BIG_N * sizeof(float));
+    for (int t = 0; t < 2; t++) {
+        ct_ckpt_codec *enc = NULL, *dec = NULL;
+        CU_ASSERT_EQUAL_FATAL(ct_ckpt_codec_new(&enc), CT_OK);
+        CU_ASSERT_EQUAL_FATAL(ct_ckpt_codec_new(&dec), CT_OK);
+        ct_ckpt_codec_set_threads(enc, t + 1);
+        ct_ckpt_codec_set_threads(dec, t + 1);
+        ct_mem_stats warm, after;
+        for (int pass = 0; pass < 2; pass++) {
+            ct_mem_get_stats(&warm);
+            for (int f = 0; f < FRAMES; f++) {
+                size_t bound = ct_ckpt_frame_bound_bytes(sizes[f]), bytes = 0;
+                uint8_t *frame = pass ? frames[t][f] : malloc(bound);
+                CU_ASSERT_EQUAL(ct_ckpt_frame_encode(enc, src[f], sizes[f], kinds[f], 3, modes[f],
+                                                     frame, bound, &bytes),
+                                CT_OK);
+                CU_ASSERT(pass == 0 || bytes == frame_bytes[t][f]);
+                frames[t][f] = frame, frame_bytes[t][f] = bytes;
+                CU_ASSERT_EQUAL(ct_ckpt_get_u64(frame + 32),
+                                ct_hash64(src[f], sizes[f] * sizeof(float), 0));
+                memset(back, 0xff, sizes[f] * sizeof(float));
+                CU_ASSERT_EQUAL(ct_ckpt_frame_decode(dec, frame, bytes, "reuse", back, sizes[f]),
+                                CT_OK);
+                CU_ASSERT_EQUAL(memcmp(back, src[f], sizes[f] * sizeof(float)), 0);
+            }
+            ct_mem_get_stats(&after);
+            if (pass == 1) CU_ASSERT_EQUAL(after.allocations, warm.allocations);
+        }
+        ct_ckpt_codec_free(enc);
+        ct_ckpt_codec_free(dec);
+    }
+    for (int f = 0; f < FRAMES; f++) {
+        CU_ASSERT_EQUAL(frame_bytes[0][f], frame_bytes[1][f]);
+        CU_ASSERT(frame_bytes[0][f] == frame_bytes[1][f] &&
+                  memcmp(frames[0][f], frames[1][f], frame_bytes[0][f]) == 0);
+        free(frames[0][f]), free(frames[1][f]), free(src[f]);
+    }
+    free(back);
+}
+
+/* A large frame, plain or shuffled (the stepped decode with 2 threads), that is damaged fails
+ * with a message and does not hang: a flipped payload byte, a payload cut short, trailing
+ * bytes; the codec decodes the good frame afterwards. */
+static void test_damaged_large_frame_fails_with_threads(void) {
+    float *x = make_data(BIG_N, false, CT_CKPT_PARAMS), *back = malloc(BIG_N * sizeof(float));
+    size_t bound = ct_ckpt_frame_bound_bytes(BIG_N) + 64;
+    uint8_t *frame = calloc(1, bound);
+    ct_ckpt_codec *codec = NULL;
+    CU_ASSERT_EQUAL_FATAL(ct_ckpt_codec_new(&codec), CT_OK);
+    ct_ckpt_codec_set_threads(codec, 2);
+    const ct_ckpt_shuffle modes[2] = {CT_CKPT_SHUFFLE_OFF, CT_CKPT_SHUFFLE_ON};
+    for (int m = 0; m < 2; m++) {
+        size_t bytes = 0;
+        memset(frame, 0, bound);
+        CU_ASSERT_EQUAL_FATAL(ct_ckpt_frame_encode(codec, x, BIG_N, CT_CKPT_PARAMS, 1, modes[m],
+                                                   frame, bound, &bytes),
+                              CT_OK);
+        size_t packed = bytes - CT_CKPT_FRAME_HEADER_BYTES;
+        CU_ASSERT_FATAL(packed > 2 * 512 * 1024); /* several decode steps */
+        frame[CT_CKPT_FRAME_HEADER_BYTES + packed / 2] ^= 0x40;
+        CU_ASSERT_NOT_EQUAL(ct_ckpt_frame_decode(codec, frame, bytes, "big.ctk", back, BIG_N),
+                            CT_OK);
+        CU_ASSERT(message_has("big.ctk"));
+        frame[CT_CKPT_FRAME_HEADER_BYTES + packed / 2] ^= 0x40;
+        ct_ckpt_put_u64(frame + 24, packed - 1000);
+        CU_ASSERT_NOT_EQUAL(
+            ct_ckpt_frame_decode(codec, frame, bytes - 1000, "big.ctk", back, BIG_N), CT_OK);
+        CU_ASSERT(message_has("big.ctk"));
+        ct_ckpt_put_u64(frame + 24, packed + 64);
+        CU_ASSERT_NOT_EQUAL(ct_ckpt_frame_decode(codec, frame, bytes + 64, "big.ctk", back, BIG_N),
+                            CT_OK);
+        CU_ASSERT(message_has("big.ctk"));
+        ct_ckpt_put_u64(frame + 24, packed);
+        CU_ASSERT_EQUAL(ct_ckpt_frame_decode(codec, frame, bytes, "big.ctk", back, BIG_N), CT_OK);
+        CU_ASSERT_EQUAL(memcmp(back, x, BIG_N * sizeof(float)), 0);
+    }
+    ct_ckpt_codec_free(codec);
+    free(frame), free(back), free(x);
 }
 
 /* A frame whose zstd payload claims no content size, or is not zstd, fails by name. */
@@ -155,24 +272,26 @@ static void test_frame_rejects_bad_sizes(void) {
     float x[64];
     for (int i = 0; i < 64; i++)
         x[i] = fake_value(1, 0, i);
-    uint8_t frame[1024], scratch[1024];
+    uint8_t frame[1024];
     size_t bytes = 0;
-    CU_ASSERT_EQUAL_FATAL(ct_ckpt_frame_encode(x, 64, CT_CKPT_PARAMS, 1, CT_CKPT_SHUFFLE_OFF, frame,
-                                               sizeof(frame), scratch, &bytes),
+    ct_ckpt_codec *codec = NULL;
+    CU_ASSERT_EQUAL_FATAL(ct_ckpt_codec_new(&codec), CT_OK);
+    CU_ASSERT_EQUAL_FATAL(ct_ckpt_frame_encode(codec, x, 64, CT_CKPT_PARAMS, 1, CT_CKPT_SHUFFLE_OFF,
+                                               frame, sizeof(frame), &bytes),
                           CT_OK);
     float back[64];
     /* One float fewer than the frame holds. */
-    CU_ASSERT_NOT_EQUAL(ct_ckpt_frame_decode(frame, bytes, "f.ctk", back, 63, scratch), CT_OK);
+    CU_ASSERT_NOT_EQUAL(ct_ckpt_frame_decode(codec, frame, bytes, "f.ctk", back, 63), CT_OK);
     CU_ASSERT(message_has("f.ctk") && message_has("raw bytes"));
     /* The compressed size runs past what the file holds. */
-    CU_ASSERT_NOT_EQUAL(ct_ckpt_frame_decode(frame, bytes - 1, "f.ctk", back, 64, scratch), CT_OK);
+    CU_ASSERT_NOT_EQUAL(ct_ckpt_frame_decode(codec, frame, bytes - 1, "f.ctk", back, 64), CT_OK);
     CU_ASSERT(message_has("remain"));
     /* zstd magic broken: ZSTD_CONTENTSIZE_ERROR. */
     frame[CT_CKPT_FRAME_HEADER_BYTES] ^= 0xff;
-    CU_ASSERT_NOT_EQUAL(ct_ckpt_frame_decode(frame, bytes, "f.ctk", back, 64, scratch), CT_OK);
+    CU_ASSERT_NOT_EQUAL(ct_ckpt_frame_decode(codec, frame, bytes, "f.ctk", back, 64), CT_OK);
     CU_ASSERT(message_has("not a zstd frame"));
     frame[CT_CKPT_FRAME_HEADER_BYTES] ^= 0xff;
-    CU_ASSERT_EQUAL(ct_ckpt_frame_decode(frame, bytes, "f.ctk", back, 64, scratch), CT_OK);
+    CU_ASSERT_EQUAL(ct_ckpt_frame_decode(codec, frame, bytes, "f.ctk", back, 64), CT_OK);
     CU_ASSERT_EQUAL(memcmp(back, x, sizeof(x)), 0);
     /* A valid zstd frame that declares no content size (ZSTD_CONTENTSIZE_UNKNOWN), made by
      * hand: magic, descriptor 0x00 (no size field, not single-segment), window byte 0x00
@@ -182,11 +301,12 @@ static void test_frame_rejects_bad_sizes(void) {
     memcpy(z, head, sizeof(head));
     memcpy(z + sizeof(head), x, sizeof(x));
     ct_ckpt_put_u64(frame + 24, sizeof(head) + sizeof(x));
-    CU_ASSERT_NOT_EQUAL(ct_ckpt_frame_decode(frame,
+    CU_ASSERT_NOT_EQUAL(ct_ckpt_frame_decode(codec, frame,
                                              CT_CKPT_FRAME_HEADER_BYTES + sizeof(head) + sizeof(x),
-                                             "f.ctk", back, 64, scratch),
+                                             "f.ctk", back, 64),
                         CT_OK);
     CU_ASSERT(message_has("f.ctk") && message_has("without a content size"));
+    ct_ckpt_codec_free(codec);
 }
 
 /* ---------------------------------------------------------------- rank files */
@@ -423,6 +543,10 @@ int main(void) {
     const ct_test_case cases[] = {
         {"test_shuffle_chosen_when_smaller", test_shuffle_chosen_when_smaller},
         {"test_frame_rejects_bad_sizes", test_frame_rejects_bad_sizes},
+        {"test_codec_reused_across_sizes_kinds_and_threads",
+         test_codec_reused_across_sizes_kinds_and_threads},
+        {"test_damaged_large_frame_fails_with_threads",
+         test_damaged_large_frame_fails_with_threads},
         {"test_round_trip_bitwise_world1to4", test_round_trip_bitwise_world1to4},
         {"test_reshard_4_to_3_reads_across_files", test_reshard_4_to_3_reads_across_files},
         {"test_flipped_frame_byte_names_file_and_unit",
