@@ -515,8 +515,8 @@ ct_status ct_ckpt_safetensors_read(const char *path, ct_gpt *gpt) {
     if (header_bytes < 2 || header_bytes > file_bytes - 8 || header_bytes > ST_MAX_HEADER_BYTES) {
         close(f.fd);
         return ct_error(CT_ERR_FORMAT,
-                        "%s: safetensors header length %llu does not fit the file (%llu bytes, "
-                        "at most %u of header)",
+                        "%s: safetensors header length %llu does not fit the file (%llu bytes; "
+                        "a header takes 2 to %u bytes): truncated or not safetensors",
                         path, (unsigned long long)header_bytes, (unsigned long long)file_bytes,
                         ST_MAX_HEADER_BYTES);
     }
