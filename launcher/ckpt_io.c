@@ -132,26 +132,6 @@ static ct_status read_state(ct_trainer *tr, ct_ckpt_reader *const *readers, int 
     return CT_OK;
 }
 
-static ct_status load_checkpoint(ct_trainer *tr, const char *path, ct_ckpt_manifest *m) {
-    char file[PATH_BYTES + 32];
-    snprintf(file, sizeof(file), "%s/manifest.json", path);
-    CT_CHECK(ct_ckpt_manifest_read(file, m));
-    CT_CHECK(check_manifest(tr, path, m));
-    int W = m->world_size;
-    ct_ckpt_reader *readers[W];
-    memset(readers, 0, sizeof(readers));
-    ct_status status = CT_OK;
-    for (int r = 0; status == CT_OK && r < W; r++) {
-        ct_ckpt_rank_path(path, r, file, sizeof(file));
-        status = ct_ckpt_reader_open(&readers[r], file);
-        if (status == CT_OK) status = ct_ckpt_check_rank_file(m, r, readers[r]);
-    }
-    if (status == CT_OK) status = read_state(tr, readers, W);
-    for (int r = 0; r < W; r++)
-        if (readers[r]) ct_ckpt_reader_close(readers[r]);
-    return status;
-}
-
 /* Later checkpoints in checkpoint.dir than the step this run starts from belong to another
  * timeline (another run, or the rest of this one before it was rewound): saving would replace
  * them, so that needs checkpoint.overwrite. */
@@ -187,20 +167,22 @@ ct_status ct_trainer_resume(ct_trainer *tr) {
     CT_CHECK(find_checkpoint(tr, &found, path, sizeof(path)));
     if (!found) return tr->rank == 0 ? check_later_checkpoints(tr, 0) : CT_OK;
     double t0 = ct_time_s();
-    ct_ckpt_manifest m;
-    memset(&m, 0, sizeof(m));
-    ct_status status = load_checkpoint(tr, path, &m);
+    ct_ckpt_step ck; /* the manifest and every rank file, checked against it */
+    ct_status status = ct_ckpt_step_open(&ck, path);
+    const ct_ckpt_manifest *m = &ck.manifest;
+    if (status == CT_OK) status = check_manifest(tr, path, m);
+    if (status == CT_OK) status = read_state(tr, ck.readers, m->world_size);
     if (status == CT_OK) {
-        ct_shard_set_step_count(tr->shard, m.step);
-        tr->step = (int)m.step;
+        ct_shard_set_step_count(tr->shard, m->step);
+        tr->step = (int)m->step;
         if (tr->rank == 0) {
             printf("resumed from %s at step %d (saved at world size %d with %s) | loaded in "
                    "%.3f s\n",
-                   path, tr->step, m.world_size, m.strategy, ct_time_s() - t0);
+                   path, tr->step, m->world_size, m->strategy, ct_time_s() - t0);
             fflush(stdout);
         }
     }
-    ct_ckpt_manifest_free(&m);
+    ct_ckpt_step_close(&ck);
     if (status == CT_OK && tr->rank == 0) status = check_later_checkpoints(tr, tr->step);
     return status;
 }
