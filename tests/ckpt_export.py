@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
 import torch_gpt as tg  # noqa: E402  (re-executes with a python that has torch, or exits 77)
 sys.path.insert(0, HERE)
-from mpi_equivalence import run as must  # noqa: E402  (runs a command; exits 1 if it fails)
+from mpi_equivalence import run as must, synth_data  # noqa: E402  (must: exits 1 if it fails)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -146,9 +146,8 @@ def main():
     ctrain = os.path.join(bin_dir, "ctrain")
     work = tempfile.mkdtemp(prefix="ctrain_ckpt_export_")
     try:
-        data, run_dir = os.path.join(work, "data"), os.path.join(work, "run")
-        must([ctrain, "data", "synth", "--out", data, "--tokens", "20000", "--vocab",
-              str(MODEL["vocab_size"]), "--seed", "4"])
+        data = synth_data(ctrain, work, MODEL["vocab_size"], 4)
+        run_dir = os.path.join(work, "run")
         job = os.path.join(work, "job.toml")
         with open(job, "w") as f:
             f.write(job_text(data, run_dir))

@@ -245,9 +245,7 @@ def main():
     ctrain = os.path.join(bin_dir, "ctrain")
     work = tempfile.mkdtemp(prefix="ctrain_ckpt_tools_")
     try:
-        data = os.path.join(work, "data")
-        must([ctrain, "data", "synth", "--out", data, "--tokens", "20000", "--vocab", "64",
-              "--seed", "3"])
+        data = mpi_equivalence.synth_data(ctrain, work)
         run_dir = os.path.join(work, "run")
         job = os.path.join(work, "job.toml")
         with open(job, "w") as f:

@@ -75,6 +75,14 @@ def run(cmd, env=None):
     return out
 
 
+def synth_data(ctrain, work, vocab=64, seed=3):
+    """work/data: 20000 synthetic tokens below `vocab` (`ctrain data synth`); its path."""
+    data = os.path.join(work, "data")
+    run([ctrain, "data", "synth", "--out", data, "--tokens", "20000", "--vocab", str(vocab),
+         "--seed", str(seed)])
+    return data
+
+
 def read_metrics(run_dir):
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
@@ -190,9 +198,7 @@ def main():
     work = tempfile.mkdtemp(prefix="ctrain_equiv_")
     failures = []
     try:
-        data = os.path.join(work, "data")
-        run([ctrain, "data", "synth", "--out", data, "--tokens", "20000", "--vocab", "64",
-             "--seed", "3"])
+        data = synth_data(ctrain, work)
         for world in worlds:
             ref_dir = os.path.join(work, f"ref{world}")
             job = os.path.join(work, f"ref{world}.toml")

@@ -156,9 +156,7 @@ def main():
     work = tempfile.mkdtemp(prefix="ctrain_faults_")
     failures = []
     try:
-        data = os.path.join(work, "data")
-        subprocess.run([ctrain, "data", "synth", "--out", data, "--tokens", "20000", "--vocab",
-                        "64", "--seed", "3"], check=True, capture_output=True)
+        data = mpi_equivalence.synth_data(ctrain, work)
         job, ref_dir = write_job(work, "reference", data)
         out, what = launch(bin_dir, job, env)
         if out.returncode != 0:

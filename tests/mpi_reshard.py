@@ -30,7 +30,6 @@ import filecmp
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -169,9 +168,7 @@ def main():
     work = tempfile.mkdtemp(prefix="ctrain_reshard_")
     failures = []
     try:
-        data = os.path.join(work, "data")
-        subprocess.run([ctrain, "data", "synth", "--out", data, "--tokens", "20000", "--vocab",
-                        "64", "--seed", "3"], check=True, capture_output=True)
+        data = mpi_equivalence.synth_data(ctrain, work)
         runs = {}
         for layout in LAYOUTS:
             _, runs[layout] = train(ctrain, work, data, name_of(layout), layout, "never", True,

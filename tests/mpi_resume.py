@@ -237,9 +237,7 @@ def main():
     work = tempfile.mkdtemp(prefix="ctrain_resume_")
     failures = []
     try:
-        data = os.path.join(work, "data")
-        subprocess.run([ctrain, "data", "synth", "--out", data, "--tokens", "20000", "--vocab",
-                        "64", "--seed", "3"], check=True, capture_output=True)
+        data = mpi_equivalence.synth_data(ctrain, work)
         for strategy, world in CASES:
             case_failures, _ = check_case(ctrain, work, data, strategy, world, env)
             failures += case_failures
