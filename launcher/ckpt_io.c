@@ -37,7 +37,7 @@ static ct_status find_checkpoint(const ct_trainer *tr, bool *found, char *path, 
         return CT_OK;
     }
     char dir[PATH_BYTES];
-    ct_trainer_checkpoint_dir(tr, dir, sizeof(dir));
+    ct_job_checkpoint_dir(&tr->job, dir, sizeof(dir));
     struct stat sb;
     if (stat(dir, &sb) != 0) return CT_OK; /* no checkpoint directory yet: a fresh run */
     int64_t step;
@@ -137,7 +137,7 @@ static ct_status read_state(ct_trainer *tr, ct_ckpt_reader *const *readers, int 
  * them, so that needs checkpoint.overwrite. */
 static ct_status check_later_checkpoints(const ct_trainer *tr, int64_t start_step) {
     char dir[PATH_BYTES];
-    ct_trainer_checkpoint_dir(tr, dir, sizeof(dir));
+    ct_job_checkpoint_dir(&tr->job, dir, sizeof(dir));
     struct stat sb;
     if (stat(dir, &sb) != 0) return CT_OK;
     bool found;

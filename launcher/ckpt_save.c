@@ -74,15 +74,6 @@ ct_shard_state ct_trainer_ckpt_state(int kind) {
     CT_ASSERT(kind >= 0 && kind < CT_CKPT_KIND_COUNT, "checkpoint kind %d", kind);
     return states[kind];
 }
-void ct_trainer_checkpoint_dir(const ct_trainer *tr, char *out, size_t out_bytes) {
-    char run_dir[CT_JOB_STR];
-    if (tr->job.checkpoint_dir[0]) {
-        snprintf(out, out_bytes, "%s", tr->job.checkpoint_dir);
-        return;
-    }
-    ct_job_run_dir(&tr->job, run_dir, sizeof(run_dir));
-    snprintf(out, out_bytes, "%s/ckpt", run_dir);
-}
 
 /* Rank r's elements of a unit split among L ranks (empty for r >= L). */
 static void layout_range(int64_t numel, int L, int rank, int64_t *lo, int64_t *hi) {
@@ -269,7 +260,7 @@ ct_status ct_trainer_save_checkpoint(ct_trainer *tr) {
     s->background = async;
     s->t0 = ct_time_s();
     s->step = tr->step;
-    ct_trainer_checkpoint_dir(tr, s->dir, sizeof(s->dir));
+    ct_job_checkpoint_dir(&tr->job, s->dir, sizeof(s->dir));
     ct_comm *world = tr->world && tr->world_size > 1 ? tr->world : NULL;
     /* A failing rank returns its error; the worker then aborts the job, so no rank hangs. */
     if (tr->rank == 0)

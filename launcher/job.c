@@ -530,6 +530,16 @@ void ct_job_write_docs(FILE *out) {
         fprintf(out, "- %s\n", rules[r].rule);
 }
 
+void ct_job_checkpoint_dir(const ct_job *job, char *out, size_t out_bytes) {
+    char run_dir[CT_JOB_STR];
+    if (job->checkpoint_dir[0]) {
+        snprintf(out, out_bytes, "%s", job->checkpoint_dir);
+        return;
+    }
+    ct_job_run_dir(job, run_dir, sizeof(run_dir));
+    snprintf(out, out_bytes, "%s/ckpt", run_dir);
+}
+
 void ct_job_run_dir(const ct_job *job, char *out, size_t out_bytes) {
     if (job->log_dir[0]) {
         snprintf(out, out_bytes, "%s", job->log_dir);

@@ -89,17 +89,6 @@ static bool same_checkpoint(const newest_checkpoint *a, const newest_checkpoint 
            a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
 }
 
-/* checkpoint.dir, or <run dir>/ckpt, as the trainer resolves it. */
-static void checkpoint_dir(const ct_job *job, char *out, size_t out_bytes) {
-    char run_dir[CT_JOB_STR];
-    if (job->checkpoint_dir[0]) {
-        snprintf(out, out_bytes, "%s", job->checkpoint_dir);
-        return;
-    }
-    ct_job_run_dir(job, run_dir, sizeof(run_dir));
-    snprintf(out, out_bytes, "%s/ckpt", run_dir);
-}
-
 /* None when the directory is missing or unreadable: the worker reports what is wrong with it. */
 static newest_checkpoint find_newest(const char *dir) {
     newest_checkpoint newest = {0};
@@ -172,7 +161,7 @@ static const char *no_restart_reason(const ct_launch_result *r, bool mpirun) {
 static int supervise(const ct_launch_options *opts, bool mpirun, const ct_job *job, int n_overrides,
                      char *const *overrides) {
     char dir[CT_JOB_STR + 8];
-    checkpoint_dir(job, dir, sizeof(dir));
+    ct_job_checkpoint_dir(job, dir, sizeof(dir));
     newest_checkpoint before = find_newest(dir);
     /* The overrides of a relaunch: the user's, then the resume (the last one wins). */
     char *more[n_overrides + 1];

@@ -105,6 +105,8 @@ void ct_job_write_docs(FILE *out);
 
 /* The run directory (log.dir, or runs/<job name>) into `out`. */
 void ct_job_run_dir(const ct_job *job, char *out, size_t out_bytes);
+/* The checkpoint directory (checkpoint.dir, or <run dir>/ckpt) into `out`. */
+void ct_job_checkpoint_dir(const ct_job *job, char *out, size_t out_bytes);
 
 /* One training run's state: model, optimizer, data, tape, buffers. Made once; every step
  * after the first reuses its memory (no allocation in a warm step). */

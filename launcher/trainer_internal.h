@@ -43,8 +43,6 @@ ct_status ct_trainer_wait_checkpoint(ct_trainer *tr);
 void ct_trainer_free_saver(ct_trainer *tr);
 /* The shard layer's state that checkpoint kind `kind` (ct_ckpt_kind) stores. */
 ct_shard_state ct_trainer_ckpt_state(int kind);
-/* checkpoint.dir, or <run dir>/ckpt. */
-void ct_trainer_checkpoint_dir(const ct_trainer *tr, char *out, size_t out_bytes);
 /* ckpt_io.c. After the model is built: per checkpoint.resume, loads the newest (or the given)
  * checkpoint into the shard layer and sets the step; nothing when there is none to resume
  * from. Refuses to start when checkpoint.dir holds later checkpoints of another timeline,
