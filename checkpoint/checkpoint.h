@@ -111,6 +111,9 @@ typedef struct ct_ckpt_writer ct_ckpt_writer;
 /* Creates (truncates) `path` for rank `rank` of `world_size`. */
 ct_status ct_ckpt_writer_open(ct_ckpt_writer **writer, const char *path, int rank, int world_size,
                               int zstd_level, ct_ckpt_shuffle shuffle);
+/* Threads of the writer's codec, 1 or 2 (default: 2 when the CPU kernels have 2 or more); a
+ * background save beside training may want 1. */
+void ct_ckpt_writer_set_threads(ct_ckpt_writer *writer, int threads);
 /* Appends one frame: data holds hi - lo floats, elements [lo, hi) of the unit's buffer. An
  * empty range (lo == hi, a rank that owns nothing of a small unit) writes nothing. */
 ct_status ct_ckpt_writer_add(ct_ckpt_writer *writer, int unit, ct_ckpt_kind kind, int64_t lo,

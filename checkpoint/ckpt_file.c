@@ -196,6 +196,10 @@ ct_status ct_ckpt_writer_open(ct_ckpt_writer **writer, const char *path, int ran
     return CT_OK;
 }
 
+void ct_ckpt_writer_set_threads(ct_ckpt_writer *w, int threads) {
+    ct_ckpt_codec_set_threads(w->codec, threads);
+}
+
 ct_status ct_ckpt_writer_add(ct_ckpt_writer *w, int unit, ct_ckpt_kind kind, int64_t lo, int64_t hi,
                              const float *data) {
     CT_ASSERT(unit >= 0 && kind < CT_CKPT_KIND_COUNT && 0 <= lo && lo <= hi,

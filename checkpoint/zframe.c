@@ -85,7 +85,8 @@ const char *ct_ckpt_kind_name(ct_ckpt_kind kind) {
 #define SAMPLE_CHUNK_FLOATS (64 * 1024)
 #define SAMPLE_FLOATS (SAMPLE_CHUNKS * SAMPLE_CHUNK_FLOATS)
 #define SAMPLE_MIN_FLOATS (4 * SAMPLE_FLOATS)
-/* Plain frames decode in steps of this many compressed bytes so the checksum can follow. */
+/* With 2 threads, frames decode in steps of this many compressed bytes so the checksum can
+ * follow. */
 #define DECODE_STEP_BYTES (512 * 1024)
 
 struct ct_ckpt_codec {
