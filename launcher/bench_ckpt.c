@@ -136,6 +136,20 @@ static int parse(int argc, char **argv, bench_options *o) {
     return -1;
 }
 
+/* mkdir -p: every missing directory of `dir`; true when it exists and is writable. */
+static bool make_dirs(const char *dir) {
+    char path[512];
+    snprintf(path, sizeof(path), "%s", dir);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        mkdir(path, 0755);
+        *p = '/';
+    }
+    mkdir(path, 0755);
+    return access(path, W_OK) == 0;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -327,8 +341,7 @@ static int run(const bench_options *o) {
     s.raw_bytes = (size_t)params * CT_CKPT_KIND_COUNT * sizeof(float);
     char path[600];
     snprintf(path, sizeof(path), "%s/rank_00000.ctk", o->dir);
-    if (!st && mkdir(o->dir, 0755) != 0 && access(o->dir, W_OK) != 0)
-        st = ct_error(CT_ERR_IO, "%s: cannot create or write", o->dir);
+    if (!st && !make_dirs(o->dir)) st = ct_error(CT_ERR_IO, "%s: cannot create or write", o->dir);
     if (st) {
         fprintf(stderr, "ctrain bench ckpt: %s\n", ct_error_message());
         free_state(&s);
