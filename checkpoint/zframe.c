@@ -102,25 +102,12 @@ struct ct_ckpt_codec {
  * ct_hash64 with seed 0 (common/rng.c, docs/checkpoints.md), computed here in pieces and fused
  * with the (un)shuffle: start, bytes..., finish. */
 
-#define FNV_PRIME 0x100000001b3ULL
-
-static uint64_t mix64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
-static uint64_t hash_start(void) {
-    return 0xcbf29ce484222325ULL ^ mix64(0);
-}
-
-static uint64_t hash_bytes(uint64_t h, const uint8_t *p, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * FNV_PRIME;
-    return h;
+/* The hash state after 4 more bytes. */
+static inline uint64_t hash4(uint64_t h, uint8_t b0, uint8_t b1, uint8_t b2, uint8_t b3) {
+    h = (h ^ b0) * CT_HASH64_PRIME;
+    h = (h ^ b1) * CT_HASH64_PRIME;
+    h = (h ^ b2) * CT_HASH64_PRIME;
+    return (h ^ b3) * CT_HASH64_PRIME;
 }
 
 /* n floats (4n bytes) from src into 4 planes of n bytes each in dst; returns the hash state
@@ -131,7 +118,7 @@ static uint64_t shuffle_hash(const uint8_t *restrict src, size_t n, uint8_t *res
     for (size_t i = 0; i < n; i++) {
         uint8_t b0 = src[4 * i], b1 = src[4 * i + 1], b2 = src[4 * i + 2], b3 = src[4 * i + 3];
         p0[i] = b0, p1[i] = b1, p2[i] = b2, p3[i] = b3;
-        h = ((((((h ^ b0) * FNV_PRIME) ^ b1) * FNV_PRIME ^ b2) * FNV_PRIME) ^ b3) * FNV_PRIME;
+        h = hash4(h, b0, b1, b2, b3);
     }
     return h;
 }
@@ -152,7 +139,7 @@ static uint64_t unshuffle_hash(const uint8_t *restrict src, size_t n, size_t i0,
     for (size_t i = i0; i < i1; i++) {
         uint8_t b0 = p0[i], b1 = p1[i], b2 = p2[i], b3 = p3[i];
         dst[4 * i] = b0, dst[4 * i + 1] = b1, dst[4 * i + 2] = b2, dst[4 * i + 3] = b3;
-        h = ((((((h ^ b0) * FNV_PRIME) ^ b1) * FNV_PRIME ^ b2) * FNV_PRIME) ^ b3) * FNV_PRIME;
+        h = hash4(h, b0, b1, b2, b3);
     }
     return h;
 }
@@ -242,7 +229,7 @@ ct_status ct_ckpt_frame_encode(ct_ckpt_codec *c, const float *src, size_t n, ct_
     bool shuffled = shuffle == CT_CKPT_SHUFFLE_ON;
     if (shuffle == CT_CKPT_SHUFFLE_AUTO && !exact)
         CT_CHECK(sample_says_shuffle(c, src, n, level, &shuffled));
-    uint64_t h = hash_start();
+    uint64_t h = ct_hash64_start(0);
     size_t packed = 0;
     if (exact) {
         /* Small frame: both ways in full, keep the smaller (ties keep plain: it decodes
@@ -262,7 +249,7 @@ ct_status ct_ckpt_frame_encode(ct_ckpt_codec *c, const float *src, size_t n, ct_
         if (c->threads == 1) {
             if (shuffled) h = shuffle_hash(bytes, n, c->planes, h);
             packed = compress(c, payload, bound, input, raw_bytes, level);
-            if (!shuffled) h = hash_bytes(h, bytes, raw_bytes);
+            if (!shuffled) h = ct_hash64_add(h, bytes, raw_bytes);
         } else {
             /* Two threads: shuffle and zstd on one, the checksum of src (the longer job at
              * levels 1-3) on the other. Either section may run on either thread; a team of
@@ -275,7 +262,7 @@ ct_status ct_ckpt_frame_encode(ct_ckpt_codec *c, const float *src, size_t n, ct_
                     packed = compress(c, payload, bound, input, raw_bytes, level);
                 }
 #pragma omp section
-                h = hash_bytes(h, bytes, raw_bytes);
+                h = ct_hash64_add(h, bytes, raw_bytes);
             }
         }
         CT_ZSTD(packed, shuffled ? "compress (shuffled)" : "compress");
@@ -286,7 +273,7 @@ ct_status ct_ckpt_frame_encode(ct_ckpt_codec *c, const float *src, size_t n, ct_
     ct_ckpt_put_u32(dst + 12, shuffled ? CT_FRAME_FLAG_SHUFFLE : 0);
     ct_ckpt_put_u64(dst + 16, raw_bytes);
     ct_ckpt_put_u64(dst + 24, packed);
-    ct_ckpt_put_u64(dst + 32, mix64(h));
+    ct_ckpt_put_u64(dst + 32, ct_hash64_finish(h));
     *frame_bytes = CT_CKPT_FRAME_HEADER_BYTES + packed;
     return CT_OK;
 }
@@ -337,7 +324,7 @@ static size_t decompress_hashing(ct_ckpt_codec *c, const uint8_t *payload, size_
     if (ZSTD_isError(ret)) return ret;
     _Atomic size_t done = 0;
     _Atomic bool finished = false;
-    uint64_t h = hash_start();
+    uint64_t h = ct_hash64_start(0);
     size_t hashed = 0; /* bytes (plain) or floats (shuffled) */
 #pragma omp parallel num_threads(2)
     {
@@ -362,7 +349,7 @@ static size_t decompress_hashing(ct_ckpt_codec *c, const uint8_t *payload, size_
                 if (shuffled) upto = upto > 3 * n ? upto - 3 * n : 0;
                 if (upto > hashed) {
                     h = shuffled ? unshuffle_hash(out_bytes, n, hashed, upto, dst, h)
-                                 : hash_bytes(h, dst + hashed, upto - hashed);
+                                 : ct_hash64_add(h, dst + hashed, upto - hashed);
                     hashed = upto;
                 } else if (last) {
                     break;
@@ -398,7 +385,7 @@ ct_status ct_ckpt_frame_decode(ct_ckpt_codec *c, const uint8_t *frame, size_t av
     if (!c->dctx && !(c->dctx = ZSTD_createDCtx()))
         return ct_error(CT_ERR_NOMEM, "zstd decompression context");
     bool shuffled = (h.flags & CT_FRAME_FLAG_SHUFFLE) != 0;
-    uint64_t sum = hash_start();
+    uint64_t sum = ct_hash64_start(0);
     size_t got = 0, consumed = h.compressed_bytes, ret;
     if (shuffled) CT_CHECK(grow(&c->planes, &c->planes_bytes, raw_bytes + 1));
     uint8_t *out = shuffled ? c->planes : (uint8_t *)dst;
@@ -412,7 +399,7 @@ ct_status ct_ckpt_frame_decode(ct_ckpt_codec *c, const uint8_t *frame, size_t av
         got = ZSTD_isError(ret) ? 0 : ret;
         if (got == raw_bytes)
             sum = shuffled ? unshuffle_hash(c->planes, n, 0, n, (uint8_t *)dst, sum)
-                           : hash_bytes(sum, out, raw_bytes);
+                           : ct_hash64_add(sum, out, raw_bytes);
     }
     if (ZSTD_isError(ret))
         return ct_error(CT_ERR_FORMAT, "%s: zstd decompress: %s", where, ZSTD_getErrorName(ret));
@@ -420,7 +407,7 @@ ct_status ct_ckpt_frame_decode(ct_ckpt_codec *c, const uint8_t *frame, size_t av
         return ct_error(CT_ERR_FORMAT,
                         "%s: decompressed %zu bytes from %zu of %llu compressed, expected %zu",
                         where, got, consumed, (unsigned long long)h.compressed_bytes, raw_bytes);
-    uint64_t computed = mix64(sum);
+    uint64_t computed = ct_hash64_finish(sum);
     if (computed != h.checksum)
         return ct_error(CT_ERR_FORMAT, "%s: checksum mismatch (stored %016llx, computed %016llx)",
                         where, (unsigned long long)h.checksum, (unsigned long long)computed);

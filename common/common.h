@@ -133,8 +133,15 @@ uint64_t ct_rng_u64(uint64_t key, uint64_t index);
 double ct_rng_uniform(uint64_t key, uint64_t index);
 /* Standard normal (Box-Muller on two uniforms drawn at 2*index and 2*index+1). */
 double ct_rng_normal(uint64_t key, uint64_t index);
-/* 64-bit FNV-1a style mixing hash, for batch hashes and checksums of small things. */
+/* 64-bit FNV-1a style mixing hash, for batch hashes and checksums (docs/checkpoints.md). */
 uint64_t ct_hash64(const void *data, size_t bytes, uint64_t seed);
+/* The same in pieces, for data that arrives in parts: start, add each part in order, finish.
+ * ct_hash64_finish(ct_hash64_add(ct_hash64_start(s), p, n)) == ct_hash64(p, n, s). Code that
+ * fuses the byte loop with other work (checkpoint/zframe.c) multiplies by CT_HASH64_PRIME. */
+#define CT_HASH64_PRIME 0x100000001b3ULL
+uint64_t ct_hash64_start(uint64_t seed);
+uint64_t ct_hash64_add(uint64_t h, const void *data, size_t bytes);
+uint64_t ct_hash64_finish(uint64_t h);
 
 /* ---------------------------------------------------------------- time */
 

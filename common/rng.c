@@ -40,12 +40,21 @@ double ct_rng_normal(uint64_t key, uint64_t index) {
     return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
 }
 
-uint64_t ct_hash64(const void *data, size_t bytes, uint64_t seed) {
+uint64_t ct_hash64_start(uint64_t seed) {
+    return 0xcbf29ce484222325ULL ^ mix64(seed);
+}
+
+uint64_t ct_hash64_add(uint64_t h, const void *data, size_t bytes) {
     const unsigned char *p = data;
-    uint64_t h = 0xcbf29ce484222325ULL ^ mix64(seed);
-    for (size_t i = 0; i < bytes; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
-    }
+    for (size_t i = 0; i < bytes; i++)
+        h = (h ^ p[i]) * CT_HASH64_PRIME;
+    return h;
+}
+
+uint64_t ct_hash64_finish(uint64_t h) {
     return mix64(h);
+}
+
+uint64_t ct_hash64(const void *data, size_t bytes, uint64_t seed) {
+    return ct_hash64_finish(ct_hash64_add(ct_hash64_start(seed), data, bytes));
 }
