@@ -35,7 +35,7 @@ import mpi_resume  # noqa: E402
 
 WORLD = 3
 STRATEGY = "fsdp"
-mpi_resume.STEPS = 12  # job_text reads it when called
+STEPS = 12
 EVERY = 4
 KILL = "kill:rank=1:step=6"
 KILL_IN_SAVE = "kill_in_save:rank=0:step=8"
@@ -44,10 +44,7 @@ KILL_IN_SAVE = "kill_in_save:rank=0:step=8"
 def write_job(work, name, data, async_save=True):
     run_dir = os.path.join(work, name)
     text = mpi_resume.job_text(data, run_dir, STRATEGY, os.path.join(work, name + ".jsonl"),
-                               "auto", EVERY)
-    # checkpoint.async: ours, whether or not job_text sets it
-    text = re.sub(r"(?m)^async = \w+\n", "", text).replace(
-        "[checkpoint]\n", f"[checkpoint]\nasync = {'true' if async_save else 'false'}\n")
+                               "auto", EVERY, async_save, STEPS)
     path = os.path.join(work, name + ".toml")
     with open(path, "w") as f:
         f.write(text)

@@ -42,7 +42,7 @@ STOP = 10
 CASES = [("ddp", 1), ("ddp", 3), ("zero1", 3), ("zero2", 3), ("fsdp", 3), ("hsdp", 3)]
 
 
-def job_text(data_dir, run_dir, strategy, metrics, resume, every, async_save=True):
+def job_text(data_dir, run_dir, strategy, metrics, resume, every, async_save=True, steps=STEPS):
     # hsdp: shard groups of one rank, so that the files come from the first group only
     group = 1 if strategy == "hsdp" else 0
     return f"""
@@ -58,7 +58,7 @@ shuffle = true
 [train]
 batch_size = 2
 grad_accum = 2
-steps = {STEPS}
+steps = {steps}
 lr = 3e-3
 min_lr = 3e-4
 warmup_steps = 2
