@@ -279,6 +279,7 @@ ct_status ct_trainer_save_checkpoint(ct_trainer *tr) {
     float *copy = s->copy;
     for (int i = 0; i < s->n_pieces; i++) {
         const save_piece *p = &s->pieces[i];
+        if (p->hi == p->lo) continue; /* a rank past the layout's (hsdp) has no copy at all */
         memcpy(copy, p->src, sizeof(float) * (size_t)(p->hi - p->lo));
         copy += p->hi - p->lo;
     }
