@@ -133,11 +133,11 @@ static ct_status write_rank_file(ct_ckpt_saver *s, uint64_t *file_bytes, uint64_
     ct_ckpt_writer *w;
     CT_CHECK(ct_ckpt_writer_open(&w, path, tr->rank, tr->world_size, tr->job.checkpoint_zstd_level,
                                  CT_CKPT_SHUFFLE_AUTO));
-    const float *copy = s->copy;
+    size_t at = 0; /* of the piece in the host copy */
     for (int i = 0; i < s->n_pieces; i++) {
         const save_piece *p = &s->pieces[i];
-        const float *data = s->background ? copy : p->src;
-        copy += p->hi - p->lo;
+        const float *data = !s->background ? p->src : p->hi > p->lo ? s->copy + at : NULL;
+        at += (size_t)(p->hi - p->lo);
         ct_status status = ct_ckpt_writer_add(w, p->unit, p->kind, p->lo, p->hi, data);
         if (status != CT_OK) {
             ct_ckpt_writer_abort(w);
