@@ -57,6 +57,8 @@ static void write_metrics(FILE *f, const ct_trainer *tr, const ct_step_stats *s,
     if (!f) return;
     ct_shard_memory memory;
     ct_shard_get_memory(tr->shard, &memory);
+    ct_mem_stats mem;
+    ct_mem_get_stats(&mem);
     fprintf(f,
             "{\"step\": %d, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, \"ms\": %.4f, "
             "\"tokens_per_s\": %.3f, \"mfu\": %.6f, \"mem_peak_bytes\": %zu, "
@@ -72,6 +74,7 @@ static void write_metrics(FILE *f, const ct_trainer *tr, const ct_step_stats *s,
             (unsigned long long)s->comm_bytes[CT_COLL_ALLGATHER],
             (unsigned long long)s->comm_bytes[CT_COLL_BROADCAST], memory.model_state_bytes,
             memory.gathered_bytes, memory.comm_buffer_bytes);
+    fprintf(f, ", \"checkpoint_buffer_bytes\": %zu", mem.current_bytes[CT_MEM_CHECKPOINT]);
     if (!isnan(val_loss)) fprintf(f, ", \"val_loss\": %.9g", val_loss);
     fputs("}\n", f);
     fflush(f);
