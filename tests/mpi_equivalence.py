@@ -176,7 +176,8 @@ def mpi_env():
     """The environment every MPI test run needs: root allowed, one thread per rank."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    env.pop("CTRAIN_STOP_AFTER", None)
+    for test_only in ("CTRAIN_STOP_AFTER", "CTRAIN_FAULT", "CTRAIN_RESTART"):
+        env.pop(test_only, None)
     return env
 
 
@@ -186,6 +187,25 @@ def mpi_setup(bin_dir):
         print("mpirun not found: skipped")
         return None
     return mpi_env(), os.path.join(bin_dir, "ctrain")
+
+
+def run_suite(prefix, checks, what):
+    """The main() of a checkpoint test: mpirun or exit 77, a temporary work directory with
+    synth_data's tokens, checks(ctrain, env, work, data) -> failure messages, the failures and
+    a PASS/FAIL line naming `what`; the exit code."""
+    setup = mpi_setup(sys.argv[1])
+    if not setup:
+        return 77
+    env, ctrain = setup
+    work = tempfile.mkdtemp(prefix=prefix)
+    try:
+        failures = checks(ctrain, env, work, synth_data(ctrain, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for f in failures:
+        print("FAIL:", f)
+    print(f"{'PASS' if not failures else 'FAIL'}: {what}")
+    return 1 if failures else 0
 
 
 def main():

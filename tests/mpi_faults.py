@@ -24,10 +24,8 @@ Only the Python standard library is used. Exit 0 = pass, 1 = fail, 77 = skipped 
 import filecmp
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mpi_equivalence  # noqa: E402
@@ -142,33 +140,21 @@ def check_kill_in_save(bin_dir, work, data, env, ref_dir, async_save):
     return failures
 
 
+def checks(ctrain, env, work, data):
+    bin_dir = os.path.dirname(ctrain)
+    job, ref_dir = write_job(work, "reference", data)
+    out, what = launch(bin_dir, job, env)
+    if out.returncode != 0:
+        return ["the reference run: " + show(out, what)]
+    failures = check_kill(bin_dir, work, data, env, ref_dir)
+    for async_save in (True, False):
+        failures += check_kill_in_save(bin_dir, work, data, env, ref_dir, async_save)
+    return failures
+
+
 def main():
-    bin_dir = sys.argv[1]
-    setup = mpi_equivalence.mpi_setup(bin_dir)
-    if not setup:
-        return 77
-    env, ctrain = setup
-    env.pop("CTRAIN_FAULT", None)
-    env.pop("CTRAIN_RESTART", None)
-    work = tempfile.mkdtemp(prefix="ctrain_faults_")
-    failures = []
-    try:
-        data = mpi_equivalence.synth_data(ctrain, work)
-        job, ref_dir = write_job(work, "reference", data)
-        out, what = launch(bin_dir, job, env)
-        if out.returncode != 0:
-            print("FAIL: the reference run: " + show(out, what))
-            return 1
-        failures += check_kill(bin_dir, work, data, env, ref_dir)
-        for async_save in (True, False):
-            failures += check_kill_in_save(bin_dir, work, data, env, ref_dir, async_save)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    for f in failures:
-        print("FAIL:", f)
-    print(f"{'PASS' if not failures else 'FAIL'}: kill under --max-restarts, kill during a "
-          "save (async and not)")
-    return 1 if failures else 0
+    return mpi_equivalence.run_suite("ctrain_faults_", checks,
+                                     "kill under --max-restarts, kill during a save (async and not)")
 
 
 if __name__ == "__main__":

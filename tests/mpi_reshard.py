@@ -29,9 +29,7 @@ Only the Python standard library is used. Exit 0 = pass, 1 = fail, 77 = skipped 
 import filecmp
 import math
 import os
-import shutil
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mpi_equivalence  # noqa: E402
@@ -160,33 +158,22 @@ def mismatch(ctrain, work, data, runs, env):
     return []
 
 
-def main():
-    setup = mpi_equivalence.mpi_setup(sys.argv[1])
-    if not setup:
-        return 77
-    env, ctrain = setup
-    work = tempfile.mkdtemp(prefix="ctrain_reshard_")
-    failures = []
-    try:
-        data = mpi_equivalence.synth_data(ctrain, work)
-        runs = {}
+def checks(ctrain, env, work, data):
+    failures, runs = [], {}
+    for layout in LAYOUTS:
+        _, runs[layout] = train(ctrain, work, data, name_of(layout), layout, "never", True, env)
+        failures += round_trip(ctrain, work, data, layout, runs[layout], env)
+    for saved in SAVED:
         for layout in LAYOUTS:
-            _, runs[layout] = train(ctrain, work, data, name_of(layout), layout, "never", True,
-                                    env)
-            failures += round_trip(ctrain, work, data, layout, runs[layout], env)
-        for saved in SAVED:
-            for layout in LAYOUTS:
-                if layout != saved:
-                    failures += reshard(ctrain, work, data, saved, layout, runs, env)
-        failures += mismatch(ctrain, work, data, runs, env)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    if failures:
-        print("FAIL:\n  " + "\n  ".join(failures))
-        return 1
-    print(f"PASS: {len(LAYOUTS)} round trips, {len(SAVED)} x {len(LAYOUTS) - 1} reshards, "
-          "and a global batch mismatch")
-    return 0
+            if layout != saved:
+                failures += reshard(ctrain, work, data, saved, layout, runs, env)
+    return failures + mismatch(ctrain, work, data, runs, env)
+
+
+def main():
+    return mpi_equivalence.run_suite(
+        "ctrain_reshard_", checks, f"{len(LAYOUTS)} round trips, {len(SAVED)} x "
+        f"{len(LAYOUTS) - 1} reshards, and a global batch mismatch")
 
 
 if __name__ == "__main__":

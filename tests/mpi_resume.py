@@ -29,10 +29,8 @@ Only the Python standard library is used. Exit 0 = pass, 1 = fail, 77 = skipped 
 import filecmp
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mpi_equivalence  # noqa: E402
@@ -228,27 +226,17 @@ def check_overwrite(ctrain, work, data, env):
     return failures
 
 
-def main():
-    bin_dir = sys.argv[1]
-    setup = mpi_equivalence.mpi_setup(bin_dir)
-    if not setup:
-        return 77
-    env, ctrain = setup
-    work = tempfile.mkdtemp(prefix="ctrain_resume_")
+def checks(ctrain, env, work, data):
     failures = []
-    try:
-        data = mpi_equivalence.synth_data(ctrain, work)
-        for strategy, world in CASES:
-            case_failures, _ = check_case(ctrain, work, data, strategy, world, env)
-            failures += case_failures
-        failures += check_corrupt(ctrain, work, data, env)
-        failures += check_overwrite(ctrain, work, data, env)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    for f in failures:
-        print("FAIL:", f)
-    print(f"{'PASS' if not failures else 'FAIL'}: {len(CASES)} resumes, a corrupted shard and checkpoint.overwrite")
-    return 1 if failures else 0
+    for strategy, world in CASES:
+        failures += check_case(ctrain, work, data, strategy, world, env)[0]
+    failures += check_corrupt(ctrain, work, data, env)
+    return failures + check_overwrite(ctrain, work, data, env)
+
+
+def main():
+    return mpi_equivalence.run_suite("ctrain_resume_", checks, f"{len(CASES)} resumes, a "
+                                     "corrupted shard and checkpoint.overwrite")
 
 
 if __name__ == "__main__":
