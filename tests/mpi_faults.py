@@ -153,8 +153,8 @@ def checks(ctrain, env, work, data):
 
 
 def main():
-    return mpi_equivalence.run_suite("ctrain_faults_", checks,
-                                     "kill under --max-restarts, kill during a save (async and not)")
+    return mpi_equivalence.run_suite(
+        "ctrain_faults_", checks, "kill under --max-restarts, kill during a save (async and not)")
 
 
 if __name__ == "__main__":

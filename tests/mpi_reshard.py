@@ -58,8 +58,9 @@ def write_job(work, name, data, run_dir, layout, resume, async_save, batch=None)
     b, accum = batch or BATCH[world]
     text = mpi_resume.job_text(data, run_dir, strategy, os.path.join(work, name + ".jsonl"),
                                resume, SAVE, async_save)
-    for old, new in (("batch_size = 2\ngrad_accum = 2\n", f"batch_size = {b}\ngrad_accum = {accum}\n"),
-                     ("shard_group_size = 1\n", f"shard_group_size = {HSDP_GROUP[world]}\n")):
+    for old, new in (
+            ("batch_size = 2\ngrad_accum = 2\n", f"batch_size = {b}\ngrad_accum = {accum}\n"),
+            ("shard_group_size = 1\n", f"shard_group_size = {HSDP_GROUP[world]}\n")):
         if old in text:
             text = text.replace(old, new)
     path = os.path.join(work, name + ".toml")

@@ -12,8 +12,8 @@ second launch of the same job (train.steps = 20 both times, so the learning-rate
 same) that resumes from the step-10 checkpoint and saves synchronously. Asserts:
   - final.bin is byte for byte that of the uninterrupted run (filecmp, shallow=False), and so
     are both step-20 checkpoints' exports (`ctrain ckpt export`, llm.c and safetensors; the
-    llm.c one is final.bin itself) and the rank files of both runs' step-20 checkpoints (params, Adam m and v; one saved in
-    the background, one not);
+    llm.c one is final.bin itself) and the rank files of both runs' step-20 checkpoints
+    (params, Adam m and v; one saved in the background, one not);
   - the resumed run's metrics (its own log.metrics file: steps 11..20) have exactly the loss and
     batch_hash of the uninterrupted run's steps 11..20 (equality, no tolerance: the resumed run
     must compute the same floats in the same order);
