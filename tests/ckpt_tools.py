@@ -282,8 +282,8 @@ def main():
         losses = {}
         for name in ["last.bin", "last.safetensors", None]:
             init_dir = os.path.join(work, f"init_{name}")
-            must([ctrain, "train", job, "train.steps=1", "checkpoint.every=0", f"log.dir={init_dir}",
-                  f"model.init_from={exports[name] if name else ''}"])
+            must([ctrain, "train", job, "train.steps=1", "checkpoint.every=0",
+                  f"log.dir={init_dir}", f"model.init_from={exports[name] if name else ''}"])
             losses[name] = mpi_equivalence.read_metrics(init_dir)[0]["loss"]
         check(losses["last.bin"] == losses["last.safetensors"],
               f"first losses differ: llmc {losses['last.bin']}, "
