@@ -14,6 +14,16 @@
 
 #define CT_JOB_STR 512
 
+/* Exit codes of ctrain-launch, `ctrain worker` and ct_train_run (docs/launching.md). A
+ * supervisor (--max-restarts, a scheduler) restarts only CT_EXIT_FAILED and CT_EXIT_HANG. */
+enum {
+    CT_EXIT_OK = 0,
+    CT_EXIT_FAILED = 1, /* a failure a restart may fix (a crash, a lost rank, diverged) */
+    CT_EXIT_CONFIG = 2, /* usage, configuration, data or disk: the same on every attempt */
+    CT_EXIT_HANG = 3,   /* the watchdog ended a job that stopped making progress */
+    CT_EXIT_STOPPED = 4 /* stopped by SIGTERM, SIGINT or SIGUSR1 after saving a checkpoint */
+};
+
 /* Every job.toml key, parsed and checked. Defaults come from the key table in job.c. */
 typedef struct {
     /* [model] */
