@@ -180,6 +180,10 @@ typedef struct {
     ct_ckpt_unit_layout *units; /* n_units */
     ct_ckpt_rank_file *ranks;   /* world_size */
     int64_t data_step;          /* the data position: steps consumed */
+    /* The training data's identity (ct_data_fingerprint) and token count; has_data_identity is
+     * false for a checkpoint written before they were recorded. */
+    bool has_data_identity;
+    uint64_t data_fingerprint, data_tokens;
     uint64_t rng_seed;
 } ct_ckpt_manifest;
 

@@ -423,12 +423,19 @@ static ct_status read_document(json_parser *p, ct_ckpt_manifest *m) {
     const json_node *ranks = member(p, root, "ranks", J_ARRAY, &st);
     if (!ranks) return st;
     CT_CHECK(read_ranks(p, ranks, m));
-    static const char *const step_key[] = {"step", NULL}, *const seed_key[] = {"seed", NULL};
+    static const char *const data_keys[] = {"step", "train_tokens", "train_fingerprint", NULL},
+                             *const seed_key[] = {"seed", NULL};
     const json_node *data = member(p, root, "data", J_OBJECT, &st);
     if (!data) return st;
-    CT_CHECK(only_keys(p, data, step_key));
+    CT_CHECK(only_keys(p, data, data_keys));
     CT_CHECK(get_int(p, data, "step", INT64_MAX, &v));
     m->data_step = (int64_t)v;
+    /* Optional: checkpoints written before the data identity was recorded lack both. */
+    m->has_data_identity = has_member(p, data, "train_fingerprint");
+    if (m->has_data_identity) {
+        CT_CHECK(get_hex(p, data, "train_fingerprint", &m->data_fingerprint));
+        CT_CHECK(get_int(p, data, "train_tokens", UINT64_MAX, &m->data_tokens));
+    }
     const json_node *rng = member(p, root, "rng", J_OBJECT, &st);
     if (!rng) return st;
     CT_CHECK(only_keys(p, rng, seed_key));
@@ -481,8 +488,11 @@ ct_status ct_ckpt_manifest_write(const char *path, const ct_ckpt_manifest *m) {
                    (unsigned long long)m->ranks[r].file_bytes,
                    (unsigned long long)m->ranks[r].checksum);
     }
-    buf_printf(&b, "\n  ],\n  \"data\": {\"step\": %lld},\n  \"rng\": {\"seed\": %llu},\n",
-               (long long)m->data_step, (unsigned long long)m->rng_seed);
+    buf_printf(&b, "\n  ],\n  \"data\": {\"step\": %lld", (long long)m->data_step);
+    if (m->has_data_identity)
+        buf_printf(&b, ", \"train_tokens\": %llu, \"train_fingerprint\": \"%016llx\"",
+                   (unsigned long long)m->data_tokens, (unsigned long long)m->data_fingerprint);
+    buf_printf(&b, "},\n  \"rng\": {\"seed\": %llu},\n", (unsigned long long)m->rng_seed);
     buf_printf(&b, "  \"checksum\": \"");
     size_t digits_at = b.len;
     buf_printf(&b, "0000000000000000\"\n}\n");

@@ -43,6 +43,11 @@ int ct_data_num_shards(const ct_data_dataset *dataset);
 /* The path of shard `index` (0 <= index < ct_data_num_shards), for messages. */
 const char *ct_data_shard_path(const ct_data_dataset *dataset, int index);
 
+/* A 64-bit identity of the dataset's contents (its token count and tokens sampled across the
+ * whole stream): the same for the same tokens wherever the files are, different when the data
+ * changed. Cheap (reads 66 windows of 256 tokens). */
+uint64_t ct_data_fingerprint(const ct_data_dataset *dataset);
+
 /* Copies tokens [start, start+count) of the concatenated stream (across shard boundaries) into
  * `out` as int32. Every token is checked against vocab_size: the first one out of range fails
  * with CT_ERR_FORMAT naming its file and byte offset, though `out` is still filled in full.

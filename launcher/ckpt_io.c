@@ -19,10 +19,12 @@
 #include "launcher/trainer_internal.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define PATH_BYTES (2 * CT_JOB_STR + 64)
 
@@ -30,7 +32,7 @@
 static ct_status find_checkpoint(const ct_trainer *tr, bool *found, char *path, size_t bytes) {
     const char *resume = tr->job.checkpoint_resume;
     *found = false;
-    if (strcmp(resume, "never") == 0) return CT_OK;
+    if (strcmp(resume, "never") == 0 || strcmp(resume, "replace") == 0) return CT_OK;
     if (strcmp(resume, "auto") != 0) {
         snprintf(path, bytes, "%s", resume);
         *found = true;
@@ -44,65 +46,120 @@ static ct_status find_checkpoint(const ct_trainer *tr, bool *found, char *path, 
     return ct_ckpt_latest(dir, found, &step, path, bytes);
 }
 
-/* An integer key of the saved job text (ct_job_print's form: "[section]" lines, then
- * "key = value" lines); false when it is missing or not an integer. */
-static bool saved_int(const char *text, const char *section, const char *key, long *value) {
-    size_t key_len = strlen(key), section_len = strlen(section);
-    bool in_section = false;
-    for (const char *line = text, *next; line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next) next++;
-        if (line[0] == '[') {
-            in_section =
-                strncmp(line + 1, section, section_len) == 0 && line[1 + section_len] == ']';
-            continue;
-        }
-        if (!in_section || strncmp(line, key, key_len) != 0) continue;
-        const char *p = line + key_len;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (*p++ != '=') continue;
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (errno != 0 || end == p || (*end != '\n' && *end != '\0' && *end != ' ' && *end != '\r'))
-            return false;
-        *value = v;
-        return true;
-    }
+/* ---------------------------------------------------------------- whose checkpoint it is */
+
+/* Keys that make a run what it is: a checkpoint saved with other values is another run's. The
+ * global batch (world size x batch_size x grad_accum) is checked beside them, since world size
+ * and batch split may change on a reshard. */
+static bool identity_key(const char *key, bool explicit_path) {
+    if (strncmp(key, "model.", 6) == 0) return !explicit_path || strcmp(key, "model.init_from");
+    if (explicit_path) return false; /* a chosen checkpoint may continue on other data */
+    static const char *const keys[] = {"data.train", "data.format", "data.shuffle", "train.seed"};
+    for (size_t i = 0; i < CT_ARRAY_LEN(keys); i++)
+        if (strcmp(key, keys[i]) == 0) return true;
     return false;
 }
 
-/* Resharding keeps the data position only if a step is the same number of sequences: the
- * sampler maps (step, global batch) to sequences, whatever the world size and strategy. */
-static ct_status check_global_batch(const ct_trainer *tr, const char *path,
-                                    const ct_ckpt_manifest *m) {
-    long batch, accum;
-    if (!m->config_text || !saved_int(m->config_text, "train", "batch_size", &batch) ||
-        !saved_int(m->config_text, "train", "grad_accum", &accum) || batch < 1 || accum < 1) {
-        /* The global batch is unknown: only the saved layout itself is allowed (as before). */
-        if (m->world_size == tr->world_size && strcmp(m->strategy, tr->job.parallel_strategy) == 0)
-            return CT_OK;
-        return ct_error(CT_ERR_INVALID,
-                        "%s: the saved job has no train.batch_size or train.grad_accum, so its "
-                        "global batch is unknown: resume at its world size (%d) and strategy (%s)",
-                        path, m->world_size, m->strategy);
+/* The differences between the saved job and this one, sorted into the two lists. */
+typedef struct {
+    bool explicit_path;
+    char refused[2048], changed[2048];
+    int n_refused, n_changed;
+    bool structural; /* a [model] key or the global batch: no checkpoint.resume=PATH either */
+} job_differences;
+
+static void append_line(char *list, size_t bytes, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void append_line(char *list, size_t bytes, const char *fmt, ...) {
+    size_t n = strlen(list);
+    if (n + 1 >= bytes) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(list + n, bytes - n, fmt, ap);
+    va_end(ap);
+}
+
+static void note_difference(void *ctx, const char *key, const char *saved, const char *now) {
+    job_differences *d = ctx;
+    if (strcmp(key, "checkpoint.resume") == 0) return; /* how this run starts, not what it is */
+    if (identity_key(key, d->explicit_path)) {
+        append_line(d->refused, sizeof(d->refused), "\n  %s: saved %s, now %s", key, saved, now);
+        d->n_refused++;
+        d->structural |= strncmp(key, "model.", 6) == 0;
+    } else {
+        append_line(d->changed, sizeof(d->changed), "\n  %s: %s -> %s", key, saved, now);
+        d->n_changed++;
     }
-    long long saved = (long long)m->world_size * batch * accum;
-    long long now = (long long)tr->world_size * tr->job.train_batch_size * tr->job.train_grad_accum;
-    if (saved != now)
+}
+
+/* Refuses a checkpoint of another run before anything is loaded, listing what differs and the
+ * ways out; prints (rank 0) what legitimately changed since it was saved. */
+static ct_status check_identity(const ct_trainer *tr, const char *path, const ct_ckpt_manifest *m,
+                                bool explicit_path) {
+    const ct_job *job = &tr->job;
+    ct_job saved;
+    if (!m->config_text || ct_job_load_text(&saved, m->config_text, path) != CT_OK)
         return ct_error(CT_ERR_INVALID,
-                        "%s: saved with a global batch of %lld sequences (world size %d x "
-                        "batch_size %ld x grad_accum %ld); this run's is %lld (world size %d x "
-                        "batch_size %d x grad_accum %d): set train.batch_size and train.grad_accum "
-                        "so that world size x batch_size x grad_accum = %lld",
-                        path, saved, m->world_size, batch, accum, now, tr->world_size,
-                        tr->job.train_batch_size, tr->job.train_grad_accum, saved);
+                        "%s: the job that saved this checkpoint cannot be read (%s), so whether "
+                        "it is this run's is unknown; start fresh (checkpoint.resume=replace) or "
+                        "give this run another log.dir",
+                        path, ct_error_message());
+    job_differences d = {.explicit_path = explicit_path};
+    ct_job_diff(&saved, job, note_difference, &d);
+    long long saved_batch =
+        (long long)m->world_size * saved.train_batch_size * saved.train_grad_accum;
+    long long batch = (long long)tr->world_size * job->train_batch_size * job->train_grad_accum;
+    if (saved_batch != batch) {
+        append_line(d.refused, sizeof(d.refused),
+                    "\n  global batch: saved %lld sequences (world size %d x batch_size %d x "
+                    "grad_accum %d), now %lld (world size %d x batch_size %d x grad_accum %d); "
+                    "world size x train.batch_size x train.grad_accum = %lld continues it",
+                    saved_batch, m->world_size, saved.train_batch_size, saved.train_grad_accum,
+                    batch, tr->world_size, job->train_batch_size, job->train_grad_accum,
+                    saved_batch);
+        d.n_refused++;
+        d.structural = true;
+    }
+    if (!explicit_path && m->has_data_identity &&
+        (m->data_fingerprint != tr->train_fingerprint || m->data_tokens != tr->train_tokens)) {
+        append_line(d.refused, sizeof(d.refused),
+                    "\n  the contents of data.train: saved %llu tokens (fingerprint %016llx), "
+                    "now %llu tokens (fingerprint %016llx)",
+                    (unsigned long long)m->data_tokens, (unsigned long long)m->data_fingerprint,
+                    (unsigned long long)tr->train_tokens,
+                    (unsigned long long)tr->train_fingerprint);
+        d.n_refused++;
+    }
+    if (d.n_refused > 0) {
+        char data_way[PATH_BYTES + 160] = "";
+        if (!explicit_path && !d.structural)
+            snprintf(data_way, sizeof(data_way),
+                     ", or continue that checkpoint on this job's data and seed on purpose "
+                     "(checkpoint.resume=%s)",
+                     path);
+        return ct_error(CT_ERR_INVALID,
+                        "%s is not this run's checkpoint: %s%s\nNothing was changed. Ways out: "
+                        "give this run its own directory (log.dir=DIR, or checkpoint.dir=DIR), "
+                        "or start fresh, replacing the saved run (checkpoint.resume=replace)%s",
+                        path,
+                        explicit_path ? "this job differs from the one that saved it in"
+                                      : "it was saved by a job that differs in",
+                        d.refused, data_way);
+    }
+    if (tr->rank == 0 && d.n_changed > 0) {
+        printf("changed since the checkpoint:%s\n", d.changed);
+        fflush(stdout);
+    }
+    if (tr->rank == 0 && !m->has_data_identity && !explicit_path)
+        ct_log(CT_LOG_WARN, "checkpoint",
+               "%s records no identity of its training data (saved by an older ctrain): the "
+               "contents of data.train were not compared",
+               path);
     return CT_OK;
 }
 
 static ct_status check_manifest(const ct_trainer *tr, const char *path, const ct_ckpt_manifest *m) {
-    CT_CHECK(check_global_batch(tr, path, m));
+    CT_CHECK(check_identity(tr, path, m, strcmp(tr->job.checkpoint_resume, "auto") != 0));
     if (m->n_units != tr->gpt.n_units)
         return ct_error(CT_ERR_INVALID, "%s: %d units, this model has %d", path, m->n_units,
                         tr->gpt.n_units);
@@ -161,9 +218,32 @@ static ct_status check_later_checkpoints(const ct_trainer *tr, int64_t start_ste
                     dir, path, (long long)start_step);
 }
 
+/* checkpoint.resume = "replace": the run directory's checkpoints and final weights go before
+ * the first step, so that nothing of the replaced run can be resumed or mistaken for this
+ * run's. Rank 0 only. */
+static ct_status replace_saved_run(const ct_trainer *tr) {
+    char dir[PATH_BYTES], run_dir[CT_JOB_STR], final_path[CT_JOB_STR + 16];
+    ct_job_checkpoint_dir(&tr->job, dir, sizeof(dir));
+    struct stat sb;
+    if (stat(dir, &sb) == 0) CT_CHECK(ct_ckpt_remove_from(dir, 0));
+    ct_job_run_dir(&tr->job, run_dir, sizeof(run_dir));
+    snprintf(final_path, sizeof(final_path), "%s/final.bin", run_dir);
+    if (unlink(final_path) != 0 && errno != ENOENT)
+        return ct_error(CT_ERR_IO, "checkpoint.resume = \"replace\": cannot remove %s: %s",
+                        final_path, strerror(errno));
+    printf("checkpoint.resume = \"replace\": starting fresh; removed the checkpoints in %s and "
+           "%s\n",
+           dir, final_path);
+    fflush(stdout);
+    return CT_OK;
+}
+
 ct_status ct_trainer_resume(ct_trainer *tr) {
     char path[PATH_BYTES];
     bool found;
+    tr->resumed = false;
+    if (strcmp(tr->job.checkpoint_resume, "replace") == 0)
+        return tr->rank == 0 ? replace_saved_run(tr) : CT_OK;
     CT_CHECK(find_checkpoint(tr, &found, path, sizeof(path)));
     if (!found) return tr->rank == 0 ? check_later_checkpoints(tr, 0) : CT_OK;
     double t0 = ct_time_s();
@@ -175,6 +255,8 @@ ct_status ct_trainer_resume(ct_trainer *tr) {
     if (status == CT_OK) {
         ct_shard_set_step_count(tr->shard, m->step);
         tr->step = (int)m->step;
+        tr->resumed = true;
+        snprintf(tr->resumed_from, sizeof(tr->resumed_from), "%s", path);
         if (tr->rank == 0) {
             printf("resumed from %s at step %d (saved at world size %d with %s) | loaded in "
                    "%.3f s\n",

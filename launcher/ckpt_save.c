@@ -167,6 +167,9 @@ static ct_status commit(ct_ckpt_saver *s, const file_report *reports) {
                           .layout_ranks = L,
                           .n_units = n,
                           .data_step = s->step,
+                          .has_data_identity = true,
+                          .data_fingerprint = tr->train_fingerprint,
+                          .data_tokens = tr->train_tokens,
                           .rng_seed = (uint64_t)tr->job.train_seed};
     snprintf(m.strategy, sizeof(m.strategy), "%.*s", (int)sizeof(m.strategy) - 1,
              tr->job.parallel_strategy);
@@ -247,8 +250,9 @@ ct_status ct_trainer_wait_checkpoint(ct_trainer *tr) {
     if (!s || !s->running) return CT_OK;
     pthread_join(s->thread, NULL);
     s->running = false;
-    if (s->status != CT_OK) return ct_error(s->status, "%s", s->error);
-    return CT_OK;
+    ct_status status = s->status != CT_OK ? ct_error(s->status, "%s", s->error) : CT_OK;
+    /* Rank 0 alone knows whether its commit worked: every rank learns it here. */
+    return ct_trainer_agree(tr, status, "saving the checkpoint");
 }
 
 ct_status ct_trainer_save_checkpoint(ct_trainer *tr) {
@@ -262,16 +266,18 @@ ct_status ct_trainer_save_checkpoint(ct_trainer *tr) {
     s->step = tr->step;
     ct_job_checkpoint_dir(&tr->job, s->dir, sizeof(s->dir));
     ct_comm *world = tr->world && tr->world_size > 1 ? tr->world : NULL;
-    /* A failing rank returns its error; the worker then aborts the job, so no rank hangs. */
+    /* Every rank learns whether rank 0 could make the directory (this is also the barrier
+     * before anyone writes into it), so that all of them fail alike and can save elsewhere. */
+    ct_status begun = CT_OK;
     if (tr->rank == 0)
-        CT_CHECK(ct_ckpt_begin(s->dir, s->step, s->tmp_path, sizeof(s->tmp_path)));
+        begun = ct_ckpt_begin(s->dir, s->step, s->tmp_path, sizeof(s->tmp_path));
     else
         ct_ckpt_step_path(s->dir, s->step, true, s->tmp_path, sizeof(s->tmp_path));
-    if (world) CT_CHECK(ct_comm_barrier(world));
+    CT_CHECK(ct_trainer_agree(tr, begun, "creating the checkpoint directory"));
     if (!async) {
-        ct_status status = write_and_commit(s, world);
-        /* Returning means committed, on every rank. */
-        if (status == CT_OK && world) status = ct_comm_barrier(world);
+        /* Returning CT_OK means committed, on every rank (rank 0's commit included). */
+        ct_status status =
+            ct_trainer_agree(tr, write_and_commit(s, world), "saving the checkpoint");
         s->blocking_s = ct_time_s() - s->t0;
         if (status == CT_OK) report_saved(s);
         return status;

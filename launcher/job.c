@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#include <strings.h>
 
 /* Shorthands for the table below (kept out of clang-format, which mangles braces in macros). */
 enum { CLOSED = CT_JOB_BOUND_CLOSED, OPEN = CT_JOB_BOUND_OPEN };
@@ -116,7 +117,11 @@ static const ct_job_key keys[] = {
     INT_KEY("train", "eval_every", train_eval_every, 0, 0, INT_MAX,
             "Steps between evaluations on data.val; 0 = only after the last step."),
     INT_KEY("train", "eval_steps", train_eval_steps, 10, 1, INT_MAX,
-            "Validation batches (batch_size sequences per rank each) averaged per evaluation."),
+            "Validation batches per evaluation, each the size of a training step's global "
+            "batch (world size x batch_size x grad_accum sequences, every rank reading its "
+            "share), read in order from the start of data.val: the same sequences at every "
+            "world size, so val_loss compares across runs and reshards. data.val must hold "
+            "them (checked before the first step)."),
     CHOICE_KEY("parallel", "strategy", parallel_strategy, "ddp", "ddp|zero1|zero2|fsdp|hsdp",
                "How ranks split the model state: ddp replicates it and all-reduces gradients; "
                "zero1 shards the optimizer state, zero2 also the gradients, fsdp also the "
@@ -144,7 +149,10 @@ static const ct_job_key keys[] = {
               "rank print its last 32 collectives and which rank is behind, then the job exits "
               "non-zero. 0 = off."),
     STRING_KEY("log", "dir", log_dir, "",
-               "Run directory for the run's outputs; \"\" = `runs/<job file name without .toml>`."),
+               "Run directory for the run's outputs (metrics, checkpoints, final.bin); \"\" = "
+               "`runs/<job file name without .toml>` in the job file's own directory, so that two "
+               "job files never share a run directory by accident. A relative path is taken from "
+               "the current directory, like every other path of a job."),
     INT_KEY("log", "every", log_every, 10, 1, INT_MAX,
             "Steps between progress lines and metrics records."),
     STRING_KEY("log", "metrics", log_metrics, "",
@@ -175,11 +183,17 @@ static const ct_job_key keys[] = {
         "checkpoint): false = refuse to start, naming them; true = replace them as this run "
         "saves (each is removed when this run saves at or before its step)."),
     STRING_KEY("checkpoint", "resume", checkpoint_resume, "auto",
-               "\"auto\" = resume from the newest complete checkpoint in checkpoint.dir when "
-               "there is one, else start fresh; \"never\" = always start fresh; any other value "
-               "is the path of a checkpoint (a step_NNNNNNNN directory) to resume from. Any world "
-               "size and parallel.strategy may resume it when world size x train.batch_size x "
-               "train.grad_accum (the global batch) is the saved one."),
+               "\"auto\" = continue this run from the newest complete checkpoint in "
+               "checkpoint.dir when there is one, else start fresh; it refuses a checkpoint of "
+               "another run (any [model] key, data.train and its contents, data.format, "
+               "data.shuffle, train.seed or the global batch differ), naming what differs. "
+               "\"never\" = start fresh (refusing to replace later checkpoints unless "
+               "checkpoint.overwrite). \"replace\" = start fresh and delete the run directory's "
+               "checkpoints and final.bin first. Any other value is the path of a checkpoint (a "
+               "step_NNNNNNNN directory) to resume from, whatever its data and seed (a "
+               "fine-tuning start). Any world size and parallel.strategy may resume a checkpoint "
+               "when world size x train.batch_size x train.grad_accum (the global batch) is the "
+               "saved one (docs/checkpoints.md)."),
     CHOICE_KEY("device", "type", device_type, "auto", "auto|cpu|cuda",
                "Where ranks compute: cpu, cuda (one GPU per rank), or auto = cuda when the build "
                "has CUDA and a GPU is present, else cpu."),
@@ -209,8 +223,14 @@ static bool train_data_given(const ct_job *j) {
     return j->data_train[0] != '\0';
 }
 
-static bool resume_given(const ct_job *j) {
-    return j->checkpoint_resume[0] != '\0';
+/* A resume keyword in another case ("Never") is a typo, not the path of a checkpoint. */
+static bool resume_valid(const ct_job *j) {
+    static const char *const words[] = {"auto", "never", "replace"};
+    const char *r = j->checkpoint_resume;
+    if (!r[0]) return false;
+    for (size_t i = 0; i < CT_ARRAY_LEN(words); i++)
+        if (strcasecmp(r, words[i]) == 0) return strcmp(r, words[i]) == 0;
+    return true;
 }
 
 static const job_rule rules[] = {
@@ -224,7 +244,9 @@ static const job_rule rules[] = {
      "\"data/train_*.bin\"",
      train_data_given},
     {"checkpoint.resume", NULL,
-     "checkpoint.resume must be \"auto\", \"never\" or the path of a checkpoint", resume_given},
+     "checkpoint.resume must be \"auto\", \"never\", \"replace\" (lower case) or the path of a "
+     "checkpoint",
+     resume_valid},
 };
 
 /* Where each key was last set while loading, to name it in messages. */
@@ -342,12 +364,16 @@ static ct_status validate(const ct_job *job, const job_loader *ld) {
         int a = find_full_name(rule->a), b = rule->b ? find_full_name(rule->b) : -1;
         bool a_set = ld && ld->origin[a] != 0;
         where_of(ld, job, a_set || b < 0 ? a : b, where, sizeof(where));
-        char value_a[CT_JOB_KEY_VALUE], value_b[CT_JOB_KEY_VALUE] = "";
+        char value_a[CT_JOB_KEY_VALUE], other[CT_JOB_KEY_VALUE + WHERE_BYTES + 64] = "";
         ct_job_key_format(job, &keys[a], value_a, sizeof(value_a));
-        if (b >= 0) ct_job_key_format(job, &keys[b], value_b, sizeof(value_b));
-        return ct_error(CT_ERR_INVALID, "%s: %s (%s = %s%s%s%s%s)", where, rule->rule, rule->a,
-                        value_a, b >= 0 ? ", " : "", b >= 0 ? rule->b : "", b >= 0 ? " = " : "",
-                        value_b);
+        if (b >= 0) { /* either key may be the wrong one: say where the other was set too */
+            char value_b[CT_JOB_KEY_VALUE], where_b[WHERE_BYTES] = "default";
+            ct_job_key_format(job, &keys[b], value_b, sizeof(value_b));
+            if (ld && ld->origin[b] != 0) where_of(ld, job, b, where_b, sizeof(where_b));
+            snprintf(other, sizeof(other), ", %s = %s (%s)", rule->b, value_b, where_b);
+        }
+        return ct_error(CT_ERR_INVALID, "%s: %s (%s = %s%s)", where, rule->rule, rule->a, value_a,
+                        other);
     }
     return CT_OK;
 }
@@ -552,5 +578,19 @@ void ct_job_run_dir(const ct_job *job, char *out, size_t out_bytes) {
     size_t len = strlen(base);
     if (len >= 5 && strcmp(base + len - 5, ".toml") == 0) len -= 5;
     if (len == 0) base = "job", len = 3;
-    snprintf(out, out_bytes, "runs/%.*s", (int)len, base);
+    /* Beside the job file: a/job.toml and b/job.toml get a/runs/job and b/runs/job. */
+    int dir_len = slash ? (int)(slash - job->source_path) : 0;
+    snprintf(out, out_bytes, "%.*s%sruns/%.*s", dir_len, job->source_path, slash ? "/" : "",
+             (int)len, base);
+}
+
+void ct_job_diff(const ct_job *a, const ct_job *b, ct_job_diff_fn visit, void *ctx) {
+    char name[2 * CT_JOB_TOML_KEY], value_a[CT_JOB_KEY_VALUE], value_b[CT_JOB_KEY_VALUE];
+    for (size_t i = 0; i < N_KEYS; i++) {
+        ct_job_key_format(a, &keys[i], value_a, sizeof(value_a));
+        ct_job_key_format(b, &keys[i], value_b, sizeof(value_b));
+        if (strcmp(value_a, value_b) == 0) continue;
+        ct_job_key_full_name(&keys[i], name, sizeof(name));
+        visit(ctx, name, value_a, value_b);
+    }
 }

@@ -70,7 +70,7 @@ typedef struct {
     double comm_timeout_s; /* watchdog: a collective pending longer ends the job; 0 = off */
 
     /* [log] */
-    char log_dir[CT_JOB_STR]; /* run directory; "" = runs/<job file name without .toml> */
+    char log_dir[CT_JOB_STR]; /* run directory; "" = <job file's dir>/runs/<job name> */
     int log_every;
     char log_metrics[CT_JOB_STR]; /* JSONL path; "" = <log.dir>/metrics.jsonl */
 
@@ -81,7 +81,7 @@ typedef struct {
     int checkpoint_zstd_level;
     int checkpoint_async;               /* bool: compress and write in a background thread */
     int checkpoint_overwrite;           /* bool: may replace another run's later checkpoints */
-    char checkpoint_resume[CT_JOB_STR]; /* "auto" | "never" | a checkpoint directory */
+    char checkpoint_resume[CT_JOB_STR]; /* "auto" | "never" | "replace" | a checkpoint dir */
 
     /* [device] */
     char device_type[CT_JOB_STR]; /* "auto" | "cpu" | "cuda" */
@@ -113,7 +113,13 @@ void ct_job_print(const ct_job *job, FILE *out);
 /* Writes docs/config.md: every key with its type, default, allowed values and meaning. */
 void ct_job_write_docs(FILE *out);
 
-/* The run directory (log.dir, or runs/<job name>) into `out`. */
+/* Calls visit(ctx, "section.key", value in a, value in b) for every key whose value differs
+ * (values as TOML text), in table order. */
+typedef void (*ct_job_diff_fn)(void *ctx, const char *key, const char *a_value,
+                               const char *b_value);
+void ct_job_diff(const ct_job *a, const ct_job *b, ct_job_diff_fn visit, void *ctx);
+
+/* The run directory (log.dir, or runs/<job name> beside the job file) into `out`. */
 void ct_job_run_dir(const ct_job *job, char *out, size_t out_bytes);
 /* The checkpoint directory (checkpoint.dir, or <run dir>/ckpt) into `out`. */
 void ct_job_checkpoint_dir(const ct_job *job, char *out, size_t out_bytes);
@@ -133,6 +139,7 @@ typedef struct {
     double mfu; /* model FLOPs / (ms * measured sgemm ceiling) */
     uint64_t batch_hash;
     uint64_t comm_bytes[CT_COLL_KINDS]; /* this rank's traffic in the step, per kind */
+    bool stop; /* some rank was asked to stop (a signal): every rank stops after this step */
 } ct_step_stats;
 
 /* `world` may be NULL: one process, no MPI. */
@@ -140,7 +147,8 @@ ct_status ct_trainer_new(ct_trainer **trainer, const ct_job *job, ct_comm *world
 void ct_trainer_free(ct_trainer *trainer);
 /* Takes the next optimizer step (grad_accum micro-batches, clipping, AdamW). */
 ct_status ct_trainer_step(ct_trainer *trainer, ct_step_stats *stats);
-/* Mean loss over train.eval_steps batches of data.val (sequential from its start). */
+/* Collective: the mean loss over train.eval_steps global batches of data.val, read in order
+ * from its start, each rank its share. */
 ct_status ct_trainer_eval(ct_trainer *trainer, double *val_loss);
 /* Trains as this process's rank of the job (`world` NULL: a single process without MPI);
  * returns a process exit code. */

@@ -1,6 +1,22 @@
 /*
  * The training run as a user sees it: the banner, one line per log.every steps, evaluation,
- * the metrics JSONL file, and the final weights. Rank-local work is in trainer.c.
+ * the metrics file (metrics.c), checkpoints and the final weights. Rank-local work is in
+ * trainer.c.
+ *
+ * Nothing is lost:
+ * - Everything the run reads is checked when the trainer is made, before the first step
+ *   (trainer.c), and the checkpoint to resume must be this run's (ckpt_io.c).
+ * - At the last step the checkpoint and final.bin are written before the final evaluation. A
+ *   save that fails is made again, synchronously, from the state still in memory into the
+ *   first place that takes it (the directory above checkpoint.dir, then $TMPDIR or /tmp);
+ *   the run then stops with CT_EXIT_CONFIG, saying where the state went.
+ * - SIGTERM, SIGINT and SIGUSR1 ask the run to stop: each rank notes the signal, the ranks agree
+ *   at the next step boundary (the loss all-reduce carries the flag, trainer.c), save a
+ *   checkpoint at that step and return CT_EXIT_STOPPED. A second SIGINT or SIGTERM ends the
+ *   process at once.
+ * - A run resumed at train.steps is complete: it says so and changes nothing.
+ * Exit codes are CT_EXIT_* (launcher.h): errors of configuration, data and disk, which a
+ * restart would meet again, are CT_EXIT_CONFIG; other failures CT_EXIT_FAILED.
  */
 #include "checkpoint/checkpoint.h"
 #include "common/fault.h"
@@ -8,16 +24,40 @@
 #include "launcher/launcher.h"
 #include "launcher/trainer_internal.h"
 
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
+#include <sys/stat.h>
 
-static size_t peak_rss_bytes(void) {
-    struct rusage usage;
-    getrusage(RUSAGE_SELF, &usage);
-    return (size_t)usage.ru_maxrss * 1024;
+/* ---------------------------------------------------------------- stop signals */
+
+static const int stop_signals[] = {SIGTERM, SIGINT, SIGUSR1};
+#define N_STOP_SIGNALS ((int)CT_ARRAY_LEN(stop_signals))
+static volatile sig_atomic_t stop_signal; /* the first one received, or 0 */
+
+static void on_stop_signal(int sig) {
+    if (stop_signal != 0 && sig != SIGUSR1) { /* asked twice: stop now, as the signal would */
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    if (stop_signal == 0) stop_signal = sig;
+}
+
+static void install_stop_handlers(struct sigaction *old) {
+    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    stop_signal = 0;
+    for (int i = 0; i < N_STOP_SIGNALS; i++)
+        sigaction(stop_signals[i], &sa, &old[i]);
+}
+
+static void restore_stop_handlers(const struct sigaction *old) {
+    for (int i = 0; i < N_STOP_SIGNALS; i++)
+        sigaction(stop_signals[i], &old[i], NULL);
 }
 
 static void print_banner(const ct_trainer *tr, const char *run_dir) {
@@ -53,33 +93,6 @@ static void print_banner(const ct_trainer *tr, const char *run_dir) {
     fflush(stdout);
 }
 
-static void write_metrics(FILE *f, const ct_trainer *tr, const ct_step_stats *s, double val_loss) {
-    if (!f) return;
-    ct_shard_memory memory;
-    ct_shard_get_memory(tr->shard, &memory);
-    ct_mem_stats mem;
-    ct_mem_get_stats(&mem);
-    fprintf(f,
-            "{\"step\": %d, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, \"ms\": %.4f, "
-            "\"tokens_per_s\": %.3f, \"mfu\": %.6f, \"mem_peak_bytes\": %zu, "
-            "\"batch_hash\": \"%016llx\"",
-            s->step + 1, s->loss, s->lr, s->grad_norm, s->ms, s->tokens_per_s, s->mfu,
-            peak_rss_bytes(), (unsigned long long)s->batch_hash);
-    fprintf(f,
-            ", \"comm_bytes\": {\"allreduce\": %llu, \"reduce_scatter\": %llu, "
-            "\"allgather\": %llu, \"broadcast\": %llu}, \"model_state_bytes\": %zu, "
-            "\"gathered_bytes\": %zu, \"comm_buffer_bytes\": %zu",
-            (unsigned long long)s->comm_bytes[CT_COLL_ALLREDUCE],
-            (unsigned long long)s->comm_bytes[CT_COLL_REDUCE_SCATTER],
-            (unsigned long long)s->comm_bytes[CT_COLL_ALLGATHER],
-            (unsigned long long)s->comm_bytes[CT_COLL_BROADCAST], memory.model_state_bytes,
-            memory.gathered_bytes, memory.comm_buffer_bytes);
-    fprintf(f, ", \"checkpoint_buffer_bytes\": %zu", mem.current_bytes[CT_MEM_CHECKPOINT]);
-    if (!isnan(val_loss)) fprintf(f, ", \"val_loss\": %.9g", val_loss);
-    fputs("}\n", f);
-    fflush(f);
-}
-
 /* Steps left out of the profile: the first ones fault in and consolidate the arena. */
 #define PROFILE_WARMUP_STEPS 3
 
@@ -112,14 +125,72 @@ static int stop_after_steps(void) {
     return text ? atoi(text) : 0;
 }
 
-static int fail(const char *what) {
+/* Configuration, data and disk errors would fail a restart the same way. */
+static int exit_code_of(ct_status status) {
+    bool lasting = status == CT_ERR_INVALID || status == CT_ERR_FORMAT || status == CT_ERR_IO;
+    return lasting ? CT_EXIT_CONFIG : CT_EXIT_FAILED;
+}
+
+static int fail(const char *what, ct_status status) {
     ct_log(CT_LOG_ERROR, "train", "%s%s%s", what, what[0] ? ": " : "", ct_error_message());
-    return 1;
+    return exit_code_of(status);
+}
+
+/* ---------------------------------------------------------------- saving */
+
+#define RESCUE_PLACES 2
+
+/* Where state goes when its own directory will not take it: the directory above `dir`, then
+ * $TMPDIR (else /tmp)/ctrain-rescue-<run name>. */
+static void rescue_dir(const ct_trainer *tr, const char *dir, int place, char *out, size_t bytes) {
+    if (place == 0) {
+        const char *slash = strrchr(dir, '/');
+        snprintf(out, bytes, "%.*s", slash ? (int)(slash - dir) : 1, slash ? dir : ".");
+        if (!out[0]) snprintf(out, bytes, "/");
+        return;
+    }
+    char run_dir[CT_JOB_STR];
+    ct_job_run_dir(&tr->job, run_dir, sizeof(run_dir));
+    const char *name = strrchr(run_dir, '/'), *tmp = getenv("TMPDIR");
+    int n = snprintf(out, bytes, "%s/ctrain-rescue-%s", tmp && tmp[0] ? tmp : "/tmp",
+                     name ? name + 1 : run_dir);
+    if (n < 0 || (size_t)n >= bytes) snprintf(out, bytes, "/tmp/ctrain-rescue");
+}
+
+/* A checkpoint at tr->step; with `wait`, committed on every rank when this returns. When
+ * checkpoint.dir cannot take it (or an earlier background save failed), the state is saved
+ * again synchronously into the rescue places, and an error says where it went (or that no
+ * place took it): the caller stops the run. */
+static ct_status save_checkpoint(ct_trainer *tr, bool wait) {
+    ct_status status = ct_trainer_save_checkpoint(tr);
+    if (status == CT_OK && wait) status = ct_trainer_wait_checkpoint(tr);
+    if (status == CT_OK) return CT_OK;
+    char dir[CT_JOB_STR], first_error[1024];
+    ct_job_checkpoint_dir(&tr->job, dir, sizeof(dir));
+    snprintf(first_error, sizeof(first_error), "%s", ct_error_message());
+    ct_log(CT_LOG_ERROR, "checkpoint", "%s; saving step %d elsewhere", first_error, tr->step);
+    ct_job saved_job = tr->job;
+    for (int place = 0; place < RESCUE_PLACES; place++) {
+        rescue_dir(tr, dir, place, tr->job.checkpoint_dir, sizeof(tr->job.checkpoint_dir));
+        tr->job.checkpoint_async = false;
+        ct_status again = ct_trainer_save_checkpoint(tr);
+        char rescued[CT_JOB_STR + 32];
+        ct_ckpt_step_path(tr->job.checkpoint_dir, tr->step, false, rescued, sizeof(rescued));
+        tr->job = saved_job;
+        if (again == CT_OK)
+            return ct_error(CT_ERR_IO,
+                            "%s; the checkpoint of step %d was saved to %s instead: fix "
+                            "checkpoint.dir, then resume with checkpoint.resume=%s",
+                            first_error, tr->step, rescued, rescued);
+        ct_log(CT_LOG_ERROR, "checkpoint", "%s", ct_error_message());
+    }
+    return ct_error(status, "%s; no rescue place took the checkpoint of step %d either (see above)",
+                    first_error, tr->step);
 }
 
 /* Final weights as an llm.c model file, written by rank 0; every rank takes part in
- * gathering the units (a collective under fsdp). */
-static ct_status save_final(ct_trainer *tr, const char *path) {
+ * gathering the units (a collective under fsdp). Every rank returns the outcome. */
+static ct_status save_final_at(ct_trainer *tr, const char *path) {
     ct_gpt full;
     ct_status status = ct_gpt_init(&full, &tr->gpt.config);
     if (status == CT_OK) status = ct_gpt_alloc_full(&full);
@@ -127,90 +198,161 @@ static ct_status save_final(ct_trainer *tr, const char *path) {
         status = ct_shard_gather_unit(tr->shard, u, full.units[u].data);
     if (status == CT_OK && tr->rank == 0) status = ct_ckpt_llmc_write(path, &full);
     if (full.units) ct_gpt_free(&full);
-    return status;
+    return ct_trainer_agree(tr, status, "writing the final weights");
 }
 
-int ct_train_run(const ct_job *job, ct_comm *world) {
-    ct_trainer *tr = NULL;
-    char run_dir[CT_JOB_STR], path[2 * CT_JOB_STR];
-    int rank = world ? ct_comm_rank(world) : 0;
-    if (ct_fault_init() != CT_OK) return fail(""); /* a malformed CTRAIN_FAULT, before training */
-    ct_job_run_dir(job, run_dir, sizeof(run_dir));
-    if (rank == 0 && ct_mkdir_p(run_dir) != CT_OK) return fail("");
-    if (ct_trainer_new(&tr, job, world) != CT_OK) {
-        ct_trainer_free(tr);
-        return fail("");
+/* final.bin in the run directory, else in a rescue place (an error says where it went). */
+static ct_status save_final(ct_trainer *tr, const char *run_dir) {
+    char path[CT_JOB_STR + 32], first_error[1024];
+    snprintf(path, sizeof(path), "%s/final.bin", run_dir);
+    ct_status status = save_final_at(tr, path);
+    if (status == CT_OK) {
+        if (tr->rank == 0)
+            printf("final weights: %s | peak RSS %.1f MiB\n", path,
+                   ct_train_peak_rss_bytes() / 1048576.0);
+        return CT_OK;
     }
-    tr->ceiling_gflops = ct_kern_cpu_sgemm_gflops(1024, 10); /* best of 10: the host is noisy */
-    FILE *metrics = NULL;
-    if (rank == 0) {
-        print_banner(tr, run_dir);
-        if (job->log_metrics[0])
-            snprintf(path, sizeof(path), "%s", job->log_metrics);
-        else
-            snprintf(path, sizeof(path), "%s/metrics.jsonl", run_dir);
-        metrics = fopen(path, "w");
-        if (!metrics) ct_log(CT_LOG_WARN, "train", "cannot write metrics to %s", path);
+    snprintf(first_error, sizeof(first_error), "%s", ct_error_message());
+    for (int place = 0; place < RESCUE_PLACES; place++) {
+        char dir[CT_JOB_STR];
+        rescue_dir(tr, run_dir, place, dir, sizeof(dir));
+        snprintf(path, sizeof(path), "%s/final.bin", dir);
+        if ((tr->rank != 0 || ct_mkdir_p(dir) == CT_OK) && save_final_at(tr, path) == CT_OK)
+            return ct_error(CT_ERR_IO, "%s; the final weights were written to %s instead",
+                            first_error, path);
     }
+    return ct_error(status, "%s; no rescue place took the final weights either", first_error);
+}
 
-    int code = 0, first = tr->step, stop_after = stop_after_steps();
+/* ---------------------------------------------------------------- the run */
+
+static void print_step(const ct_job *job, const ct_step_stats *stats, double val_loss) {
+    printf("step %5d/%d | loss %.4f | lr %.2e | norm %6.3f | %7.1f ms | %7.0f tok/s | "
+           "MFU %4.1f%%",
+           stats->step + 1, job->train_steps, stats->loss, stats->lr, stats->grad_norm, stats->ms,
+           stats->tokens_per_s, 100 * stats->mfu);
+    if (!isnan(val_loss)) printf(" | val %.4f", val_loss);
+    printf("\n");
+    fflush(stdout);
+}
+
+/* A run resumed at train.steps: nothing to train. final.bin is written when it is missing (a
+ * crash between the last checkpoint and the weights). */
+static int finish_complete_run(ct_trainer *tr, const char *run_dir) {
+    char path[CT_JOB_STR + 32];
+    snprintf(path, sizeof(path), "%s/final.bin", run_dir);
+    struct stat sb;
+    int missing = stat(path, &sb) != 0;
+    if (tr->world && tr->world_size > 1) /* rank 0's file system decides for everyone */
+        if (ct_comm_broadcast(tr->world, &missing, 1, CT_COMM_I32, 0, NULL) != CT_OK)
+            return fail("", CT_ERR_EXTERNAL);
+    if (missing) {
+        ct_status status = save_final(tr, run_dir);
+        if (status != CT_OK) return fail("saving final weights", status);
+    }
+    if (tr->rank == 0)
+        printf("%s: this run is complete: %s is step %d of train.steps = %d; nothing to train "
+               "(raise train.steps to train further, or start over with "
+               "checkpoint.resume=replace)\n",
+               tr->job.source_path, tr->resumed_from, tr->step, tr->job.train_steps);
+    return CT_EXIT_OK;
+}
+
+/* The steps from tr->step to the end (or a stop); returns the exit code. */
+static int train_steps(ct_trainer *tr, ct_train_metrics *metrics, const char *run_dir) {
+    const ct_job *job = &tr->job;
+    int code = CT_EXIT_OK, first = tr->step, stop_after = stop_after_steps();
     double train_s = 0.0;
-    bool stopped = false;
-    for (int step = first; step < job->train_steps; step++) {
-        ct_fault_kill_point("kill", rank, step);
+    bool stopped = false, test_stop = false;
+    for (int step = first; step < job->train_steps && !stopped; step++) {
+        ct_fault_kill_point("kill", tr->rank, step);
         ct_step_stats stats;
         double t0 = ct_time_s();
         if (step == first + PROFILE_WARMUP_STEPS) { /* restart the profile once warm */
             memset(&tr->profile, 0, sizeof(tr->profile));
             tr->data_s = tr->optimizer_s = train_s = 0.0;
         }
+        tr->stop_requested = stop_signal != 0;
         ct_status status = ct_trainer_step(tr, &stats);
         train_s += ct_time_s() - t0;
-        if (status != CT_OK) {
-            code = fail("training step");
-            break;
-        }
+        if (status != CT_OK) return fail("training step", status);
         bool last = step + 1 == job->train_steps;
+        test_stop = stop_after > 0 && tr->step == stop_after;
+        stopped = (stats.stop || test_stop) && !last;
+        bool periodic = job->checkpoint_every > 0 && tr->step % job->checkpoint_every == 0;
         bool eval =
             tr->val &&
             (last || (job->train_eval_every > 0 && (step + 1) % job->train_eval_every == 0));
         double val_loss = NAN;
-        if (eval && ct_trainer_eval(tr, &val_loss) != CT_OK) {
-            code = fail("evaluation");
+        if (last || stopped || periodic) { /* the state first: then nothing after can lose it */
+            status = save_checkpoint(tr, last || stopped);
+            if (status == CT_OK && last) status = save_final(tr, run_dir);
+            if (status != CT_OK) {
+                code = fail("saving", status);
+                break;
+            }
+        }
+        if (eval && (status = ct_trainer_eval(tr, &val_loss)) != CT_OK) {
+            code = fail("evaluation", status);
             break;
         }
-        bool logged = eval || last || (step + 1) % job->log_every == 0 || step == 0;
-        if (logged && rank == 0) {
-            printf("step %5d/%d | loss %.4f | lr %.2e | norm %6.3f | %7.1f ms | %7.0f tok/s | "
-                   "MFU %4.1f%%",
-                   step + 1, job->train_steps, stats.loss, stats.lr, stats.grad_norm, stats.ms,
-                   stats.tokens_per_s, 100 * stats.mfu);
-            if (eval) printf(" | val %.4f", val_loss);
-            printf("\n");
-            fflush(stdout);
-            write_metrics(metrics, tr, &stats, val_loss);
+        bool logged = eval || last || stopped || (step + 1) % job->log_every == 0 || step == 0;
+        if (logged && tr->rank == 0) {
+            print_step(job, &stats, val_loss);
+            ct_train_metrics_write(metrics, tr, &stats, val_loss);
         }
-        stopped = stop_after > 0 && tr->step == stop_after;
-        bool periodic = job->checkpoint_every > 0 && tr->step % job->checkpoint_every == 0;
-        if ((last || stopped || periodic) && ct_trainer_save_checkpoint(tr) != CT_OK) {
-            code = fail("saving a checkpoint");
-            break;
-        }
-        if (stopped) break;
     }
-    /* A background save must be committed before the run reports success. */
-    if (ct_trainer_wait_checkpoint(tr) != CT_OK && code == 0) code = fail("saving a checkpoint");
-    if (metrics) fclose(metrics);
-    if (rank == 0) print_profile(tr, train_s, job->train_steps - first - PROFILE_WARMUP_STEPS);
-    if (stopped && rank == 0) printf("stopped after step %d (CTRAIN_STOP_AFTER)\n", tr->step);
-    if (code == 0 && !stopped) {
-        snprintf(path, sizeof(path), "%s/final.bin", run_dir);
-        if (save_final(tr, path) != CT_OK)
-            code = fail("saving final weights");
-        else if (rank == 0)
-            printf("final weights: %s | peak RSS %.1f MiB\n", path, peak_rss_bytes() / 1048576.0);
+    if (tr->rank == 0) print_profile(tr, train_s, tr->step - first - PROFILE_WARMUP_STEPS);
+    if (stopped && test_stop) {
+        if (tr->rank == 0) printf("stopped after step %d (CTRAIN_STOP_AFTER)\n", tr->step);
+    } else if (stopped && code == CT_EXIT_OK) {
+        if (tr->rank == 0)
+            printf("stopped after step %d of %d on request (%s): the checkpoint of step %d is "
+                   "saved; run the same command to continue\n",
+                   tr->step, job->train_steps,
+                   stop_signal ? strsignal(stop_signal) : "a signal to another rank", tr->step);
+        code = CT_EXIT_STOPPED;
+    }
+    return code;
+}
+
+int ct_train_run(const ct_job *job, ct_comm *world) {
+    int rank = world ? ct_comm_rank(world) : 0;
+    ct_status status = ct_fault_init(); /* a malformed CTRAIN_FAULT, before training */
+    if (status != CT_OK) return fail("", status);
+    char run_dir[CT_JOB_STR];
+    ct_job_run_dir(job, run_dir, sizeof(run_dir));
+    if (rank == 0 && (status = ct_mkdir_p(run_dir)) != CT_OK) return fail("log.dir", status);
+    struct sigaction old_handlers[N_STOP_SIGNALS];
+    install_stop_handlers(old_handlers);
+    ct_trainer *tr = NULL;
+    int code = CT_EXIT_OK;
+    if ((status = ct_trainer_new(&tr, job, world)) != CT_OK) {
+        code = fail("", status);
+    } else if (tr->resumed && tr->step == job->train_steps) {
+        code = finish_complete_run(tr, run_dir);
+    } else {
+        ct_train_metrics metrics = {0};
+        char path[CT_METRICS_PATH_BYTES];
+        snprintf(path, sizeof(path), "%s", job->log_metrics);
+        if (!job->log_metrics[0]) snprintf(path, sizeof(path), "%s/metrics.jsonl", run_dir);
+        if (rank == 0) status = ct_train_metrics_open(&metrics, path, tr->step);
+        status = ct_trainer_agree(tr, status, "opening log.metrics");
+        if (status != CT_OK) {
+            code = fail("", status);
+        } else {
+            tr->ceiling_gflops = ct_kern_cpu_sgemm_gflops(1024, 10); /* best of 10: noisy host */
+            if (rank == 0) print_banner(tr, run_dir);
+            code = train_steps(tr, &metrics, run_dir);
+            /* A background save must be committed before the run reports success. */
+            status = ct_trainer_wait_checkpoint(tr);
+            if (status != CT_OK && code == CT_EXIT_OK) code = fail("saving a checkpoint", status);
+        }
+        if (rank == 0 && ct_train_metrics_close(&metrics) != CT_OK && code == CT_EXIT_OK)
+            code = fail("", CT_ERR_IO);
     }
     ct_trainer_free(tr);
+    restore_stop_handlers(old_handlers);
     return code;
 }
 

@@ -12,6 +12,7 @@
 #include "model/model.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,8 @@ static ct_status open_datasets(ct_trainer *tr) {
     CT_CHECK(ct_data_open(&tr->train, job->data_train, format, job->model_vocab_size));
     if (job->data_val[0])
         CT_CHECK(ct_data_open(&tr->val, job->data_val, format, job->model_vocab_size));
+    tr->train_tokens = ct_data_num_tokens(tr->train);
+    tr->train_fingerprint = ct_data_fingerprint(tr->train);
     tr->sampler = (ct_data_sampler){.seq_len = job->model_seq_len,
                                     .batch_size = job->train_batch_size,
                                     .grad_accum = job->train_grad_accum,
@@ -35,14 +38,53 @@ static ct_status open_datasets(ct_trainer *tr) {
                                     .rank = tr->rank,
                                     .shuffle = job->data_shuffle,
                                     .seed = (uint64_t)job->train_seed};
-    /* Evaluation reads the validation data in order from its start, one micro-batch a step,
-     * the same batches on every rank (every rank takes part in each forward under fsdp). */
+    /* Evaluation reads train.eval_steps global batches of the validation data in order from
+     * its start, each rank its share as in training: the same sequences at every world size of
+     * the same global batch, so val_loss compares across a reshard. */
     tr->val_sampler = tr->sampler;
-    tr->val_sampler.grad_accum = 1;
     tr->val_sampler.shuffle = false;
-    tr->val_sampler.world_size = 1;
-    tr->val_sampler.rank = 0;
     return CT_OK;
+}
+
+/* Reads tokens [lo, hi) of `data` in chunks, failing (naming the file and byte offset) at the
+ * first token >= vocab_size. */
+static ct_status check_tokens(const ct_data_dataset *data, uint64_t lo, uint64_t hi) {
+    const uint64_t chunk = 1 << 16;
+    int32_t *buffer = ct_alloc(CT_MEM_DATA, sizeof(int32_t) * chunk);
+    if (!buffer) return ct_error(CT_ERR_NOMEM, "a buffer to check the data");
+    ct_status status = CT_OK;
+    for (uint64_t at = lo; at < hi && status == CT_OK; at += chunk)
+        status = ct_data_read_tokens(data, at, CT_MIN(chunk, hi - at), buffer);
+    ct_free(CT_MEM_DATA, buffer, sizeof(int32_t) * chunk);
+    return status;
+}
+
+/* Before the first step, everything the run will read: every token of data.train (each rank
+ * its 1/world of the stream; a rank that finds a bad one ends the job), and that data.val
+ * holds the sequences of an evaluation, with valid tokens. A bad file must not cost a trained
+ * model at the end of the run. */
+static ct_status check_data(const ct_trainer *tr) {
+    const ct_job *job = &tr->job;
+    uint64_t n = ct_data_num_tokens(tr->train), W = (uint64_t)tr->world_size;
+    uint64_t r = (uint64_t)tr->rank;
+    CT_CHECK(check_tokens(tr->train, n / W * r + CT_MIN(r, n % W),
+                          n / W * (r + 1) + CT_MIN(r + 1, n % W)));
+    if (!tr->val) return CT_OK;
+    uint64_t T = (uint64_t)job->model_seq_len, have = ct_data_num_sequences(tr->val, (int)T);
+    uint64_t global = W * (uint64_t)job->train_batch_size * (uint64_t)job->train_grad_accum;
+    uint64_t need = (uint64_t)job->train_eval_steps * global;
+    if (have < need)
+        return ct_error(CT_ERR_INVALID,
+                        "data.val (%s, first file %s) holds %llu tokens = %llu sequences of "
+                        "seq_len + 1 = %llu tokens; an evaluation reads train.eval_steps (%d) x "
+                        "the global batch (%llu sequences) = %llu: lower train.eval_steps to at "
+                        "most %llu, or add validation data",
+                        job->data_val, ct_data_shard_path(tr->val, 0),
+                        (unsigned long long)ct_data_num_tokens(tr->val), (unsigned long long)have,
+                        (unsigned long long)(T + 1), job->train_eval_steps,
+                        (unsigned long long)global, (unsigned long long)need,
+                        (unsigned long long)(have / global));
+    return check_tokens(tr->val, 0, need * T + 1);
 }
 
 /* Starting weights from an llm.c model file or safetensors (HF GPT-2 names, told apart by the
@@ -98,6 +140,7 @@ ct_status ct_trainer_new(ct_trainer **out, const ct_job *job, ct_comm *world) {
     ct_kern_cpu_set_threads(job->device_threads_per_rank);
     tr->kernels = ct_kern_cpu();
     CT_CHECK(open_datasets(tr));
+    CT_CHECK(check_data(tr));
     ct_tape_init(&tr->tape, tr->kernels);
     CT_CHECK(build_model(tr));
     CT_CHECK(ct_trainer_resume(tr));
@@ -161,10 +204,12 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
         CT_CHECK(micro_step(tr, step, micro, &loss_sum));
     double t_optimizer = ct_time_s();
     CT_CHECK(ct_shard_finish_grads(tr->shard));
-    /* The step's loss: the mean over ranks of their micro-batch means. */
+    /* The step's loss: the mean over ranks of their micro-batch means. The same all-reduce
+     * tells every rank whether any was asked to stop (a signal), so they stop together. */
+    double reduced[2] = {loss_sum, tr->stop_requested ? 1.0 : 0.0};
     if (tr->world && tr->world_size > 1)
-        CT_CHECK(ct_comm_allreduce(tr->world, &loss_sum, 1, CT_COMM_F64, NULL));
-    loss_sum /= tr->world_size;
+        CT_CHECK(ct_comm_allreduce(tr->world, reduced, 2, CT_COMM_F64, NULL));
+    loss_sum = reduced[0] / tr->world_size;
 
     double norm;
     CT_CHECK(ct_shard_grad_norm(tr->shard, &norm));
@@ -199,6 +244,7 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
         stats->mfu = tr->flops_per_token * stats->tokens_per_s /
                      (tr->ceiling_gflops * 1e9 * tr->world_size); /* each rank: its own cores */
     stats->batch_hash = ct_data_batch_hash(tr->train, &tr->sampler, step);
+    stats->stop = reduced[1] > 0;
     if (tr->world) {
         ct_comm_get_stats(tr->world, &comm_after);
         ct_shard_add_group_stats(tr->shard, &comm_after);
@@ -209,22 +255,39 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
     return CT_OK;
 }
 
+ct_status ct_trainer_agree(ct_trainer *tr, ct_status status, const char *what) {
+    if (!tr->world || tr->world_size == 1) return status;
+    char own[1024];
+    snprintf(own, sizeof(own), "%s", status != CT_OK ? ct_error_message() : "");
+    double failed = status != CT_OK ? 1.0 : 0.0;
+    CT_CHECK(ct_comm_allreduce(tr->world, &failed, 1, CT_COMM_F64, NULL));
+    if (status != CT_OK) return ct_error(status, "%s", own);
+    if (failed > 0)
+        return ct_error(CT_ERR_IO, "%s failed on another rank (its log has the reason)", what);
+    return CT_OK;
+}
+
 ct_status ct_trainer_eval(ct_trainer *tr, double *val_loss) {
     const ct_job *job = &tr->job;
     *val_loss = NAN;
     if (!tr->val) return CT_OK;
     int B = job->train_batch_size, T = job->model_seq_len;
     double sum = 0.0;
-    for (int i = 0; i < job->train_eval_steps; i++) {
-        CT_CHECK(ct_data_get_batch(tr->val, &tr->val_sampler, i, 0, tr->inputs, tr->targets));
-        CT_CHECK(ct_tape_reset(&tr->tape));
-        tr->tape.recording = false;
-        ct_tensor *loss =
-            ct_gpt_forward_loss(&tr->gpt, &tr->tape, tr->inputs, tr->targets, B, T, 1.0f);
-        tr->tape.recording = true;
-        if (!loss) return ct_tape_status(&tr->tape);
-        sum += *(float *)loss->data;
-    }
-    *val_loss = sum / job->train_eval_steps;
+    for (int i = 0; i < job->train_eval_steps; i++)
+        for (int micro = 0; micro < job->train_grad_accum; micro++) {
+            CT_CHECK(
+                ct_data_get_batch(tr->val, &tr->val_sampler, i, micro, tr->inputs, tr->targets));
+            CT_CHECK(ct_tape_reset(&tr->tape));
+            tr->tape.recording = false;
+            ct_tensor *loss =
+                ct_gpt_forward_loss(&tr->gpt, &tr->tape, tr->inputs, tr->targets, B, T, 1.0f);
+            tr->tape.recording = true;
+            if (!loss) return ct_tape_status(&tr->tape);
+            sum += *(float *)loss->data;
+        }
+    /* Every micro-batch has B sequences: the mean of their means is the mean over all. */
+    if (tr->world && tr->world_size > 1)
+        CT_CHECK(ct_comm_allreduce(tr->world, &sum, 1, CT_COMM_F64, NULL));
+    *val_loss = sum / ((double)job->train_eval_steps * job->train_grad_accum * tr->world_size);
     return CT_OK;
 }

@@ -11,6 +11,8 @@
 #include "model/model.h"
 #include "shard/shard.h"
 
+#include <stdio.h>
+
 typedef struct ct_ckpt_saver ct_ckpt_saver;
 
 struct ct_trainer {
@@ -25,13 +27,39 @@ struct ct_trainer {
     ct_data_sampler sampler, val_sampler;
     int32_t *inputs, *targets; /* one micro-batch, (B,T) each */
     int step;                  /* steps taken */
-    ct_ckpt_saver *saver;      /* ckpt_save.c's state; NULL until the first save */
+    bool resumed;              /* the step came from a checkpoint: resumed_from */
+    char resumed_from[2 * CT_JOB_STR + 64];
+    uint64_t train_fingerprint, train_tokens; /* data.train's identity (ct_data_fingerprint) */
+    ct_ckpt_saver *saver;                     /* ckpt_save.c's state; NULL until the first save */
+    bool stop_requested; /* this rank was asked to stop (a signal, seen by run.c) */
     double flops_per_token;
     double ceiling_gflops; /* measured sgemm rate for MFU; 0 = not measured */
     /* CTRAIN_PROFILE=1: time per op kind (the tape's), plus the rest of the step */
     ct_tape_profile profile;
     double data_s, optimizer_s; /* reading batches; zero_grad + norm + AdamW */
 };
+
+/* metrics.c: metrics.jsonl, rank 0's (docs/metrics.md). */
+#define CT_METRICS_PATH_BYTES (2 * CT_JOB_STR + 64)
+typedef struct {
+    FILE *file;
+    char path[CT_METRICS_PATH_BYTES];
+    bool failed; /* a write failed (reported); no more rows are written */
+} ct_train_metrics;
+/* Starts the file for a run beginning after step keep_step: 0 = fresh (empty file), else the
+ * rows of steps 1..keep_step are kept and later ones dropped. */
+ct_status ct_train_metrics_open(ct_train_metrics *metrics, const char *path, int keep_step);
+/* Appends the row of one step (val_loss NaN: not evaluated); a failure is reported once. */
+void ct_train_metrics_write(ct_train_metrics *metrics, const ct_trainer *tr,
+                            const ct_step_stats *stats, double val_loss);
+/* Closes; an error when any write failed. */
+ct_status ct_train_metrics_close(ct_train_metrics *metrics);
+/* Peak resident memory of this process (getrusage). */
+size_t ct_train_peak_rss_bytes(void);
+
+/* trainer.c. Collective: `status` when this rank failed, else an error when another rank did
+ * (naming `what`), else CT_OK: every rank learns whether all of them succeeded. */
+ct_status ct_trainer_agree(ct_trainer *tr, ct_status status, const char *what);
 
 /* ckpt_save.c. Collective: saves the model and optimizer state at tr->step as a sharded
  * checkpoint in checkpoint.dir, then keeps the newest checkpoint.keep. With checkpoint.async

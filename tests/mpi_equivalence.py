@@ -11,7 +11,8 @@ clipping is active (the test checks the norm exceeds the clip). Asserts, per ste
 gradient norm within 1e-5 relative, equal batch hashes, and final parameters within 1e-5
 (relative L2 norm of the difference, per unit: the embedding unit and each block). Also checks
 that every step's comm_bytes equals the strategy's theoretical volume exactly (DESIGN.md's
-table, padding included, plus the two 8-byte scalars: the step's loss and the norm).
+table, padding included, plus the scalars: 16 bytes for the step's loss and the stop flag, 8 for
+the norm).
 
 Tolerance: only the order of fp32 sums differs between the runs (reductions across ranks,
 micro-batch splits); measured differences are around 1e-7.
@@ -150,11 +151,12 @@ def expected_traffic(strategy, world, group, every_micro=False):
     if world == 1:
         return dict(allreduce=0, reduce_scatter=0, allgather=0, broadcast=0)
     if strategy == "ddp":
-        return dict(allreduce=4 * sum(units) + 8, reduce_scatter=0, allgather=0, broadcast=0)
+        return dict(allreduce=4 * sum(units) + 16, reduce_scatter=0, allgather=0, broadcast=0)
     g = world if strategy != "hsdp" else group
     shard = [(n + g - 1) // g for n in units]
     padded = [s * g for s in shard]
-    scalars = 16 if g > 1 else 8  # the step's mean loss (world) and the norm (shard group)
+    # the step's mean loss with the stop flag (world), and the norm (shard group)
+    scalars = 24 if g > 1 else 16
     replicas = 4 * sum(shard) if strategy == "hsdp" and group < world else 0
     # fsdp gathers each unit for forward and again for backward, in each of the 2 micro-batches
     gathers = 2 * ACCUM if strategy in ("fsdp", "hsdp") else 1

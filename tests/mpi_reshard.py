@@ -149,10 +149,10 @@ def mismatch(ctrain, work, data, runs, env):
     out, _ = train(ctrain, work, data, "mismatch", (strategy, world),
                    runs[SAVED[0]].checkpoint(SAVE), True, env, check=False, batch=(batch, accum))
     text = out.stdout + out.stderr
-    if out.returncode == 0:
-        return ["mismatch: resuming with another global batch succeeded"]
-    for needed in (f"global batch of {GLOBAL}", f"is {world * batch * accum}", "batch_size",
-                   "grad_accum"):
+    if out.returncode != 2:  # a configuration error, not restarted
+        return [f"mismatch: resuming with another global batch exited {out.returncode}, not 2"]
+    for needed in (f"global batch: saved {GLOBAL} sequences", f"now {world * batch * accum} ",
+                   "batch_size", "grad_accum", "checkpoint.resume=replace"):
         if needed not in text:
             return [f"mismatch: the error lacks '{needed}':\n{text[-2000:]}"]
     print(f"mismatch ok (exit {out.returncode})")

@@ -323,9 +323,13 @@ static void test_run_dir_comes_from_log_dir_or_job_name(void) {
     ct_job job;
     char out[CT_JOB_STR];
     ct_job_defaults(&job);
+    /* Beside the job file: two job files of the same name in two folders never share one. */
     snprintf(job.source_path, sizeof(job.source_path), "configs/small_run.toml");
     ct_job_run_dir(&job, out, sizeof(out));
-    CU_ASSERT_STRING_EQUAL(out, "runs/small_run");
+    CU_ASSERT_STRING_EQUAL(out, "configs/runs/small_run");
+    snprintf(job.source_path, sizeof(job.source_path), "/abs/a/job.toml");
+    ct_job_run_dir(&job, out, sizeof(out));
+    CU_ASSERT_STRING_EQUAL(out, "/abs/a/runs/job");
     snprintf(job.source_path, sizeof(job.source_path), "plain");
     ct_job_run_dir(&job, out, sizeof(out));
     CU_ASSERT_STRING_EQUAL(out, "runs/plain");
