@@ -2,13 +2,17 @@
  * The counting allocator. Every long-lived buffer of ctrain (parameters, gradients, optimizer
  * state, arena blocks, communication buffers) comes from here, so the memory report is a sum
  * of counters rather than a guess, and a test can prove that a warm training step calls it
- * zero times. Counters are atomics: the data prefetch thread allocates too.
+ * zero times. Counters are atomics: the data prefetch thread allocates too. Also here: how
+ * much memory and address space the machine can still give, for the plan checked before a run
+ * allocates.
  */
 #include "common/common.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static _Atomic size_t current_bytes[CT_MEM_COUNT];
 static _Atomic size_t peak_bytes[CT_MEM_COUNT];
@@ -73,4 +77,51 @@ void ct_mem_get_stats(ct_mem_stats *stats) {
 
 const char *ct_mem_category_name(ct_mem_category category) {
     return category < CT_MEM_COUNT ? category_names[category] : "?";
+}
+
+/* ---------------------------------------------------------------- what the machine can give */
+
+/* The first "Key: N kB" line of a /proc file, in bytes; 0 when absent. */
+static size_t proc_kib(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kib = 0, key_len = strlen(key);
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, key, key_len) == 0 && line[key_len] == ':') {
+            kib = strtoull(line + key_len + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kib * 1024;
+}
+
+/* A number alone in a file ("max" or missing: 0). */
+static size_t file_number(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char text[64] = "";
+    if (!fgets(text, sizeof(text), f)) text[0] = '\0';
+    fclose(f);
+    return text[0] >= '0' && text[0] <= '9' ? strtoull(text, NULL, 10) : 0;
+}
+
+size_t ct_mem_available_bytes(const char **limited_by) {
+    size_t best = proc_kib("/proc/meminfo", "MemAvailable");
+    *limited_by = "MemAvailable in /proc/meminfo";
+    /* A container's cgroup (v2) may allow less than the machine has free. */
+    size_t limit = file_number("/sys/fs/cgroup/memory.max");
+    size_t used = file_number("/sys/fs/cgroup/memory.current");
+    if (limit > 0 && (best == 0 || limit - CT_MIN(limit, used) < best)) {
+        best = limit - CT_MIN(limit, used);
+        *limited_by = "the cgroup's memory.max";
+    }
+    return best;
+}
+
+size_t ct_mem_address_space_left_bytes(void) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 0;
+    size_t used = proc_kib("/proc/self/status", "VmSize");
+    return limit.rlim_cur > used ? (size_t)limit.rlim_cur - used : 1;
 }

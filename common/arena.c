@@ -1,7 +1,8 @@
 /*
  * Arenas: per-step bump allocation for activations and temporaries. An arena reserves address
- * space the size of physical memory once (PROT_NONE: no memory is committed or counted by the
- * kernel), and makes pages accessible as the bump pointer first passes them. A step's shapes do
+ * space once (PROT_NONE: no memory is committed or counted by the kernel), the size its owner
+ * planned or else that of physical memory, and makes pages accessible as the bump pointer first
+ * passes them. A step's shapes do
  * not change, so after the first step every page a step needs is mapped and a step makes no
  * system call and no allocation; the resident size is the true peak, never a chain of blocks.
  */
@@ -31,6 +32,11 @@ void ct_arena_init(ct_arena *arena, ct_mem_category category) {
     arena->category = category;
 }
 
+void ct_arena_set_capacity(ct_arena *arena, size_t bytes) {
+    CT_ASSERT(!arena->region, "an arena's capacity is set before its first allocation");
+    arena->capacity_bytes = bytes;
+}
+
 void ct_arena_free(ct_arena *arena) {
     ct_arena_region *r = arena->region;
     if (r) {
@@ -45,14 +51,16 @@ void ct_arena_free(ct_arena *arena) {
 static ct_status reserve(ct_arena *arena) {
     ct_arena_region *r = ct_alloc(CT_MEM_OTHER, sizeof(*r));
     if (!r) return CT_ERR_NOMEM;
-    r->reserved_bytes = physical_memory_bytes();
+    r->reserved_bytes = arena->capacity_bytes ? arena->capacity_bytes : physical_memory_bytes();
     r->base = mmap(NULL, r->reserved_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
     if (r->base == MAP_FAILED) {
+        size_t wanted = r->reserved_bytes;
         ct_free(CT_MEM_OTHER, r, sizeof(*r));
-        return ct_error(CT_ERR_NOMEM, "cannot reserve %zu bytes of address space for %s: %s",
-                        physical_memory_bytes(), ct_mem_category_name(arena->category),
-                        strerror(errno));
+        return ct_error(CT_ERR_NOMEM,
+                        "cannot reserve %zu MiB of address space for %s: %s (is `ulimit -v` "
+                        "too low?)",
+                        wanted >> 20, ct_mem_category_name(arena->category), strerror(errno));
     }
     arena->region = r;
     return CT_OK;
@@ -64,8 +72,10 @@ void *ct_arena_alloc_uninit(ct_arena *arena, size_t bytes) {
     size_t rounded = (bytes + 63) & ~(size_t)63;
     size_t end = arena->used_bytes + rounded;
     if (end > r->reserved_bytes) {
-        ct_error(CT_ERR_NOMEM, "%s need more than the machine's %zu bytes of memory",
-                 ct_mem_category_name(arena->category), r->reserved_bytes);
+        ct_error(CT_ERR_NOMEM, "%s need more than the %zu MiB reserved for them (%s)",
+                 ct_mem_category_name(arena->category), r->reserved_bytes >> 20,
+                 arena->capacity_bytes ? "the plan's figure: a bug in the plan"
+                                       : "the machine's physical memory");
         return NULL;
     }
     if (end > r->committed_bytes) {

@@ -101,6 +101,12 @@ void ct_mem_get_stats(ct_mem_stats *stats);
 void ct_mem_account(ct_mem_category category, int64_t delta_bytes);
 const char *ct_mem_category_name(ct_mem_category category);
 
+/* Memory this process could still obtain: MemAvailable, or less when a cgroup limit says so
+ * (*limited_by names the source); 0 when unknown. */
+size_t ct_mem_available_bytes(const char **limited_by);
+/* Address space left under RLIMIT_AS (`ulimit -v`); 0 when unlimited. */
+size_t ct_mem_address_space_left_bytes(void);
+
 /* ---------------------------------------------------------------- arenas */
 
 /* A bump allocator: allocations are 64-byte aligned and live until the next ct_arena_reset.
@@ -113,9 +119,14 @@ typedef struct {
     ct_arena_region *region; /* NULL until the first allocation */
     size_t used_bytes;       /* since the last reset */
     size_t peak_bytes;       /* the most any step used */
+    size_t capacity_bytes;   /* address space to reserve; 0 = the machine's physical memory */
 } ct_arena;
 
 void ct_arena_init(ct_arena *arena, ct_mem_category category);
+/* Before the first allocation: reserve `bytes` of address space instead of the machine's
+ * physical memory (a plan's figure, so that a limit on address space, `ulimit -v`, is not
+ * spent on it). An allocation beyond it fails with an error naming both. */
+void ct_arena_set_capacity(ct_arena *arena, size_t bytes);
 void ct_arena_free(ct_arena *arena);
 /* Returns zeroed memory, or NULL with an error recorded when the system is out of memory. */
 void *ct_arena_alloc(ct_arena *arena, size_t bytes);

@@ -100,6 +100,60 @@ static ct_status load_init_from(ct_trainer *tr, const char *path) {
     return status;
 }
 
+/* The arena's reservation: the activation bound with a quarter of margin, plus 64 MiB. */
+static size_t activation_reserve_bytes(size_t activation_bytes) {
+    return activation_bytes + activation_bytes / 4 + ((size_t)64 << 20);
+}
+
+static double gib(size_t bytes) {
+    return (double)bytes / (1 << 30);
+}
+
+/* Before anything large is allocated: this rank's plan (model state, pooled units, the
+ * background save's host copy, activations) times the ranks on this machine, against the
+ * memory the machine can still give, and the reservation against `ulimit -v`. A job that
+ * cannot fit fails here with the figures rather than being killed by the kernel later.
+ * CTRAIN_SKIP_MEMORY_CHECK=1 skips the memory figure (the estimate may be wrong). */
+static ct_status check_memory(const ct_trainer *tr, ct_shard_strategy strategy, int group_size) {
+    const ct_job *job = &tr->job;
+    size_t state = ct_shard_plan_bytes(&tr->gpt, strategy, group_size);
+    /* The background save's copy: 3 floats per element of this rank's slice of the layout
+     * (hsdp: over its shard group, otherwise over the world). */
+    size_t layout_ranks = (size_t)(strategy == CT_SHARD_HSDP ? group_size : tr->world_size);
+    size_t copy = job->checkpoint_async ? 12 * (size_t)tr->gpt.num_params / layout_ranks : 0;
+    size_t activations =
+        ct_gpt_activation_bytes(&tr->gpt.config, job->train_batch_size, job->model_seq_len);
+    size_t rank_bytes = state + copy + activations;
+    int local = tr->world ? ct_comm_local_size(tr->world) : 1;
+    const char *source;
+    size_t available = ct_mem_available_bytes(&source);
+    const char *skip = getenv("CTRAIN_SKIP_MEMORY_CHECK");
+    if (available > 0 && rank_bytes * (size_t)local > available &&
+        !(skip && strcmp(skip, "1") == 0))
+        return ct_error(CT_ERR_INVALID,
+                        "%s: this job needs about %.2f GiB per rank (model state %.2f GiB for "
+                        "%s over %d rank(s), activations %.2f GiB for batch_size %d "
+                        "x seq_len %d, background-save copy %.2f GiB) x %d rank%s on this "
+                        "machine = %.2f GiB, but %.2f GiB are available (%s). Lower "
+                        "train.batch_size (raise grad_accum to keep the global batch), shard "
+                        "more (parallel.strategy = \"fsdp\"), use more machines, or set "
+                        "CTRAIN_SKIP_MEMORY_CHECK=1 if the estimate is wrong",
+                        job->source_path, gib(rank_bytes), gib(state), job->parallel_strategy,
+                        group_size, gib(activations), job->train_batch_size, job->model_seq_len,
+                        gib(copy), local, local == 1 ? "" : "s", gib(rank_bytes * (size_t)local),
+                        gib(available), source);
+    size_t address_left = ct_mem_address_space_left_bytes();
+    size_t reserve = activation_reserve_bytes(activations) + state + copy;
+    if (address_left > 0 && reserve > address_left)
+        return ct_error(CT_ERR_INVALID,
+                        "%s: this rank needs about %.2f GiB of address space (activations "
+                        "reserved %.2f GiB, model state %.2f GiB), but `ulimit -v` leaves %.2f "
+                        "GiB: raise the limit or lower train.batch_size",
+                        job->source_path, gib(reserve), gib(activation_reserve_bytes(activations)),
+                        gib(state + copy), gib(address_left));
+    return CT_OK;
+}
+
 static ct_status build_model(ct_trainer *tr) {
     const ct_job *job = &tr->job;
     ct_gpt_config config = {.n_layer = job->model_n_layer,
@@ -116,6 +170,13 @@ static ct_status build_model(ct_trainer *tr) {
     CT_CHECK(ct_shard_parse_strategy(job->parallel_strategy, &cfg.strategy));
     if (cfg.shard_group_size == 0)
         cfg.shard_group_size = tr->world ? ct_comm_local_size(tr->world) : 1;
+    int group_size = cfg.strategy == CT_SHARD_HSDP  ? cfg.shard_group_size
+                     : cfg.strategy == CT_SHARD_DDP ? 1
+                                                    : tr->world_size;
+    CT_CHECK(check_memory(tr, cfg.strategy, CT_MAX(group_size, 1)));
+    ct_arena_set_capacity(&tr->tape.arena,
+                          activation_reserve_bytes(ct_gpt_activation_bytes(
+                              &config, job->train_batch_size, job->model_seq_len)));
     CT_CHECK(ct_shard_new(&tr->shard, &tr->gpt, tr->world, &cfg, (uint64_t)job->train_seed));
     if (job->model_init_from[0]) CT_CHECK(load_init_from(tr, job->model_init_from));
     tr->tape.hooks = ct_shard_hooks(tr->shard);

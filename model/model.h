@@ -226,6 +226,11 @@ void ct_gpt_init_weights(ct_gpt *gpt, uint64_t seed);
 ct_tensor *ct_gpt_param(ct_gpt *gpt, const char *full_name);
 /* Training FLOPs per token (BENCH.md): 6 x matmul weights incl. the tied head + 12 L T C. */
 double ct_gpt_flops_per_token(const ct_gpt_config *config, int T);
+/* An upper bound of the tape arena's bytes for one recorded forward and backward pass of a
+ * (B,T) micro-batch: every activation, its gradient, the attention probabilities and
+ * scratch, the LM head's chunk of logits, and the tape's own records. tests/test_gpt.c holds
+ * it against the measured peak. */
+size_t ct_gpt_activation_bytes(const ct_gpt_config *config, int B, int T);
 
 /* One forward pass on inputs/targets (B,T) int32. Returns the mean loss tensor (scalar);
  * when the tape records, backward gives gradients of grad_scale * loss. */

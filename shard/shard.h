@@ -109,6 +109,9 @@ typedef struct {
     size_t comm_buffer_bytes; /* the process groups' own buffers */
 } ct_shard_memory;
 void ct_shard_get_memory(const ct_shard *shard, ct_shard_memory *memory);
+/* Before anything is allocated: about the bytes one rank of shard groups of group_size ranks
+ * will hold for `strategy` (model state by the ZeRO formula, plus pooled unit buffers). */
+size_t ct_shard_plan_bytes(const ct_gpt *gpt, ct_shard_strategy strategy, int group_size);
 /* The ZeRO paper's per-rank figure for this strategy, for the banner. */
 void ct_shard_describe_plan(const ct_shard *shard, char *text, size_t text_bytes);
 

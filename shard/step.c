@@ -134,28 +134,47 @@ void ct_shard_get_memory(const ct_shard *s, ct_shard_memory *memory) {
     memory->comm_buffer_bytes = stats.current_bytes[CT_MEM_COMM];
 }
 
-void ct_shard_describe_plan(const ct_shard *s, char *text, size_t text_bytes) {
-    double psi = (double)s->gpt->num_params, n = s->group_size, mib = 1.0 / (1 << 20);
-    double bytes = 0;
-    const char *formula = "";
-    /* fp32 training: 4 bytes each of params, grads, Adam m and v (16 psi in all). */
-    switch (s->cfg.strategy) {
+/* The ZeRO paper's per-rank model state for fp32 training (4 bytes each of params, grads,
+ * Adam m and v: 16 psi in all) over shard groups of n ranks. */
+static double state_bytes(ct_shard_strategy strategy, double psi, double n, const char **formula) {
+    switch (strategy) {
     case CT_SHARD_DDP:
-        bytes = 16 * psi, formula = "16 psi";
-        break;
+        *formula = "16 psi";
+        return 16 * psi;
     case CT_SHARD_ZERO1:
-        bytes = 8 * psi + 8 * psi / n, formula = "8 psi + 8 psi/N";
-        break;
+        *formula = "8 psi + 8 psi/N";
+        return 8 * psi + 8 * psi / n;
     case CT_SHARD_ZERO2:
-        bytes = 4 * psi + 12 * psi / n, formula = "4 psi + 12 psi/N";
-        break;
+        *formula = "4 psi + 12 psi/N";
+        return 4 * psi + 12 * psi / n;
     case CT_SHARD_FSDP:
     case CT_SHARD_HSDP:
-        bytes = 16 * psi / n, formula = "16 psi/N";
         break;
     }
+    *formula = "16 psi/N";
+    return 16 * psi / n;
+}
+
+size_t ct_shard_plan_bytes(const ct_gpt *gpt, ct_shard_strategy strategy, int group_size) {
+    const char *formula;
+    int64_t largest = 0;
+    for (int u = 0; u < gpt->n_units; u++)
+        largest = CT_MAX(largest, (gpt->units[u].numel + group_size - 1) / group_size);
+    /* Pooled unit buffers in flight, as measured: fsdp/hsdp 4 (the unit computing, the one
+     * prefetched, embed held for the head, a gradient), zero2 2; one more of margin. */
+    int pooled = strategy == CT_SHARD_FSDP || strategy == CT_SHARD_HSDP ? 5
+                 : strategy == CT_SHARD_ZERO2                           ? 3
+                                                                        : 0;
+    double bytes = state_bytes(strategy, (double)gpt->num_params, group_size, &formula);
+    return (size_t)bytes + (size_t)pooled * sizeof(float) * (size_t)(largest * group_size);
+}
+
+void ct_shard_describe_plan(const ct_shard *s, char *text, size_t text_bytes) {
+    const char *formula;
+    double bytes =
+        state_bytes(s->cfg.strategy, (double)s->gpt->num_params, s->group_size, &formula);
     snprintf(text, text_bytes, "%s: %s = %.1f MiB per rank (N = %d), plus activations%s",
-             ct_shard_strategy_name(s->cfg.strategy), formula, bytes * mib, s->group_size,
+             ct_shard_strategy_name(s->cfg.strategy), formula, bytes / (1 << 20), s->group_size,
              ct_shard_is_fsdp(s) || s->cfg.strategy == CT_SHARD_ZERO2
                  ? " and gathered units in flight"
                  : "");

@@ -185,6 +185,41 @@ static void test_warm_step_allocates_nothing(void) {
     ct_trainer_free(tr);
 }
 
+/* The plan's activation bound (which sizes the arena's reservation) holds the measured peak of
+ * a recorded step, and is not wildly above it, on shapes that stress each term: odd sizes, a
+ * long sequence (attention's T^2), a wide vocabulary (the head's chunk), deep and wide. */
+static void test_activation_bound_holds_the_measured_peak(void) {
+    static const int shapes[][6] = {/* n_layer, n_head, n_embd, vocab, seq_len, batch */
+                                    {1, 1, 8, 64, 7, 3},
+                                    {2, 2, 32, 64, 16, 4},
+                                    {1, 2, 16, 64, 128, 2},
+                                    {2, 2, 32, 20000, 16, 8},
+                                    {4, 4, 64, 300, 32, 2}};
+    for (size_t i = 0; i < CT_ARRAY_LEN(shapes); i++) {
+        ct_job job;
+        small_job(&job);
+        job.model_n_layer = shapes[i][0];
+        job.model_n_head = shapes[i][1];
+        job.model_n_embd = shapes[i][2];
+        job.model_vocab_size = shapes[i][3];
+        job.model_seq_len = shapes[i][4];
+        job.train_batch_size = shapes[i][5];
+        job.train_grad_accum = 2;
+        ct_trainer *tr = new_trainer(&job);
+        ct_step_stats s;
+        CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
+        size_t bound =
+            ct_gpt_activation_bytes(&tr->gpt.config, job.train_batch_size, job.model_seq_len);
+        size_t peak = tr->tape.arena.peak_bytes;
+        printf("\n    shape %zu: peak %zu bytes, bound %zu (%.2fx)", i, peak, bound,
+               (double)bound / (double)peak);
+        CU_ASSERT(peak <= bound);
+        /* Above the peak by the records' allowance (32 KiB a unit) and at most a third more. */
+        CU_ASSERT(bound <= peak + peak / 3 + (size_t)(job.model_n_layer + 2) * 32 * 1024);
+        ct_trainer_free(tr);
+    }
+}
+
 int main(void) {
     snprintf(data_dir, sizeof(data_dir), "/tmp/ctrain_test_gpt_XXXXXX");
     if (!mkdtemp(data_dir) || ct_data_synth(data_dir, 60000, 64, 5) != CT_OK) {
@@ -198,6 +233,8 @@ int main(void) {
         {"test_grad_accum_equals_larger_batch", test_grad_accum_equals_larger_batch},
         {"test_two_runs_are_bitwise_equal", test_two_runs_are_bitwise_equal},
         {"test_warm_step_allocates_nothing", test_warm_step_allocates_nothing},
+        {"test_activation_bound_holds_the_measured_peak",
+         test_activation_bound_holds_the_measured_peak},
     };
     int code = ct_test_run("gpt", cases, (int)CT_ARRAY_LEN(cases));
     char cmd[300];
