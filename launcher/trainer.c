@@ -61,7 +61,7 @@ static ct_status check_tokens(const ct_data_dataset *data, uint64_t lo, uint64_t
 
 /* Before the first step, everything the run will read: every token of data.train (each rank
  * its 1/world of the stream; a rank that finds a bad one ends the job), and that data.val
- * holds the sequences of an evaluation, with valid tokens. A bad file must not cost a trained
+ * holds the sequences of an evaluation, every one of its tokens valid. A bad file must not cost a trained
  * model at the end of the run. */
 static ct_status check_data(const ct_trainer *tr) {
     const ct_job *job = &tr->job;
@@ -84,7 +84,7 @@ static ct_status check_data(const ct_trainer *tr) {
                         (unsigned long long)(T + 1), job->train_eval_steps,
                         (unsigned long long)global, (unsigned long long)need,
                         (unsigned long long)(have / global));
-    return check_tokens(tr->val, 0, need * T + 1);
+    return check_tokens(tr->val, 0, ct_data_num_tokens(tr->val)); /* all of it: it is small */
 }
 
 /* Starting weights from an llm.c model file or safetensors (HF GPT-2 names, told apart by the
