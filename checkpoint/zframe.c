@@ -28,7 +28,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
-#define CT_FRAME_MAGIC 0x52464354u /* "CTFR" read as a little-endian u32 */
+#define CT_FRAME_MAGIC 0x52464354u /* on disk, little-endian: the bytes "TCFR" */
 #define CT_FRAME_VERSION 1u
 #define CT_FRAME_FLAG_SHUFFLE 1u
 
