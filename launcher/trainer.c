@@ -61,8 +61,8 @@ static ct_status check_tokens(const ct_data_dataset *data, uint64_t lo, uint64_t
 
 /* Before the first step, everything the run will read: every token of data.train (each rank
  * its 1/world of the stream; a rank that finds a bad one ends the job), and that data.val
- * holds the sequences of an evaluation, every one of its tokens valid. A bad file must not cost a trained
- * model at the end of the run. */
+ * holds the sequences of an evaluation, every one of its tokens valid. A bad file must not cost a
+ * trained model at the end of the run. */
 static ct_status check_data(const ct_trainer *tr) {
     const ct_job *job = &tr->job;
     uint64_t n = ct_data_num_tokens(tr->train), W = (uint64_t)tr->world_size;

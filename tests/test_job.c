@@ -262,6 +262,18 @@ static void test_relations_name_the_line_that_set_them(void) {
     expect_error(DATA "[model]\nn_head = 3\nn_embd = 100\n", 0, NULL,
                  "job.toml:5:", "model.n_embd must be a multiple of model.n_head",
                  "model.n_head = 3");
+    /* Either key may be the one to fix: the message says where each was set. */
+    expect_error(DATA "[model]\nn_head = 3\nn_embd = 32\n", 0, NULL,
+                 "job.toml:5:", "model.n_embd = 32", "model.n_head = 3 (/");
+    expect_error(DATA "[model]\nn_head = 3\nn_embd = 32\n", 0, NULL, "job.toml:5:", "job.toml:4)",
+                 NULL);
+    char *head_override[] = {"model.n_head=3"};
+    expect_error(DATA "[model]\nn_embd = 32\n", 1, head_override,
+                 "job.toml:4:", "model.n_embd = 32",
+                 "model.n_head = 3 (command line override 'model.n_head=3')");
+    /* A keyword in another case is a typo, not the path of a checkpoint. */
+    expect_error(DATA "[checkpoint]\nresume = \"Never\"\n", 0, NULL,
+                 "job.toml:4:", "checkpoint.resume must be", "\"Never\"");
     expect_error(DATA "[train]\nlr = 1e-4\nmin_lr = 1e-3\n", 0, NULL,
                  "job.toml:5:", "train.min_lr must be <= train.lr", NULL);
     expect_error(DATA "[train]\nsteps = 10\nwarmup_steps = 20\n", 0, NULL,
