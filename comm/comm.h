@@ -94,9 +94,10 @@ void ct_comm_get_stats(const ct_comm *comm, ct_comm_stats *stats);
 void ct_comm_reset_stats(ct_comm *comm);
 const char *ct_comm_kind_name(ct_coll_kind kind);
 
-/* The watchdog: a collective not finished within `timeout_s` makes every rank print its last
- * 32 collectives (kind, sequence number, bytes, state) and which rank is behind, then the job
- * ends with a non-zero exit. 0 turns it off. */
+/* The watchdog: a collective not finished within `timeout_s`, or a rank that has sent no
+ * heartbeat for that long (frozen, stopped or dead), makes every rank print its last 32
+ * collectives (kind, sequence number, bytes, state) and which rank is behind or silent, then
+ * the job ends with exit code 3. 0 turns it off. */
 void ct_comm_set_timeout(ct_comm *comm, double timeout_s);
 /* The training step, for messages and for test-only fault injection
  * (CTRAIN_FAULT=stall:rank=R:step=S stalls rank R before its first collective of step S). */

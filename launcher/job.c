@@ -145,9 +145,10 @@ static const ct_job_key keys[] = {
             "hsdp: ranks per shard group; must divide the world size. 0 = the ranks of one "
             "node."),
     FLOAT_KEY("comm", "timeout_s", comm_timeout_s, 600.0, 0, CLOSED, INFINITY, OPEN,
-              "Hang watchdog: a collective not finished after this many seconds makes every "
-              "rank print its last 32 collectives and which rank is behind, then the job exits "
-              "non-zero. 0 = off."),
+              "Hang watchdog: a collective not finished after this many seconds, or a rank "
+              "that has sent no heartbeat for as long (frozen, stopped or dead), makes every "
+              "other rank print its last 32 collectives and which rank is behind or silent, then "
+              "the job exits with code 3. 0 = off."),
     STRING_KEY("log", "dir", log_dir, "",
                "Run directory for the run's outputs (metrics, checkpoints, final.bin); \"\" = "
                "`runs/<job file name without .toml>` in the job file's own directory, so that two "
