@@ -1,7 +1,9 @@
 /*
  * llm.c's model file (see checkpoint.h for the layout). llm.c groups parameters by kind across
  * layers (all ln1 weights, then all ln1 biases, ...), while ctrain groups them by unit, so
- * reading and writing walk one table that maps each llm.c slot to a parameter name.
+ * reading and writing walk one table that maps each llm.c slot to a parameter name. Writing goes
+ * through PATH.tmp, fsynced and renamed, so a reader sees the old file or the whole new one;
+ * any failure (a full disk) removes the .tmp.
  */
 #include "checkpoint/checkpoint.h"
 
@@ -9,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* llm.c's parameter slots in file order: per-layer slots take "block.<l>." + name. */
 static const struct {
@@ -93,7 +96,7 @@ ct_status ct_ckpt_llmc_write(const char *path, const ct_gpt *gpt) {
                            c->n_embd,           Vp};
     size_t n = (size_t)gpt->num_params;
     float *packed = ct_alloc(CT_MEM_OTHER, sizeof(float) * n);
-    if (!packed) return CT_ERR_NOMEM;
+    if (!packed) return ct_error(CT_ERR_NOMEM, "%s: %zu parameters to write", path, n);
     ct_ckpt_llmc_pack(gpt, false, packed);
     size_t wte = (size_t)c->vocab_size * c->n_embd;
     size_t padding = (size_t)(Vp - c->vocab_size) * c->n_embd;
@@ -113,11 +116,16 @@ ct_status ct_ckpt_llmc_write(const char *path, const ct_gpt *gpt) {
             left -= chunk;
         }
         ok = ok && fwrite(packed + wte, sizeof(float), n - wte, f) == n - wte;
-        ok = (fclose(f) == 0) && ok;
+        /* A full disk often shows only at the flush: the first failing call's errno is the
+         * reason. fsync before the rename, so that a crash cannot leave a short final file. */
+        ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+        int err = errno;
+        if (fclose(f) != 0 && ok) ok = false, err = errno;
         if (!ok)
-            status = ct_error(CT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+            status = ct_error(CT_ERR_IO, "%s: write failed: %s", tmp, strerror(err));
         else if (rename(tmp, path) != 0)
             status = ct_error(CT_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+        if (status != CT_OK) remove(tmp); /* never a partial model beside the real one */
     }
     ct_free(CT_MEM_OTHER, packed, sizeof(float) * n);
     return status;

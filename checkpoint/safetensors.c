@@ -13,8 +13,10 @@
  * Reading accepts names with and without "transformer." (HF's gpt2 model.safetensors has
  * none), ignores the attention mask buffers (attn.bias, attn.masked_bias), requires an
  * lm_head.weight, when present, to equal wte, and checks every size read from the file against
- * the file's size before using it. The JSON reader below takes just the shape of a safetensors
- * header (an object of objects of strings, integer arrays and string maps).
+ * the file's size before using it. As the format requires, the tensors' byte ranges must tile
+ * the data exactly: no overlap (one tensor reading another's bytes), no hole, no tail. The JSON
+ * reader below takes just the shape of a safetensors header (an object of objects of strings,
+ * integer arrays and string maps).
  */
 #include "checkpoint/checkpoint.h"
 
@@ -22,6 +24,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -353,6 +356,51 @@ typedef struct {
     uint64_t data_start, data_bytes; /* the data region of the file */
 } st_file;
 
+static int st_by_offsets(const void *a, const void *b) {
+    const st_entry *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
+}
+
+/* The spec's rules for the data: every range inside it, no two sharing a byte, and every byte
+ * in some tensor (no holes, nothing after the last: a hidden payload makes a polyglot file).
+ * Without them one tensor could silently read another's bytes. Sorts the entries. */
+static ct_status st_check_layout(const st_file *f, st_entry *entries, int n) {
+    for (int i = 0; i < n; i++)
+        if (entries[i].begin > entries[i].end || entries[i].end > f->data_bytes)
+            return ct_error(CT_ERR_FORMAT,
+                            "%s: tensor %s: data_offsets [%llu, %llu) do not lie inside the "
+                            "data (%llu bytes)",
+                            f->path, entries[i].name, (unsigned long long)entries[i].begin,
+                            (unsigned long long)entries[i].end, (unsigned long long)f->data_bytes);
+    qsort(entries, (size_t)n, sizeof(*entries), st_by_offsets);
+    uint64_t cursor = 0; /* the end of the tensors so far */
+    for (int i = 0; i <= n; i++) {
+        const st_entry *prev = i ? &entries[i - 1] : NULL, *e = i < n ? &entries[i] : NULL;
+        uint64_t begin = e ? e->begin : f->data_bytes;
+        if (begin < cursor)
+            return ct_error(CT_ERR_FORMAT,
+                            "%s: tensors %s (data_offsets [%llu, %llu)) and %s ([%llu, %llu)) "
+                            "overlap: safetensors tensors never share bytes",
+                            f->path, prev->name, (unsigned long long)prev->begin,
+                            (unsigned long long)prev->end, e->name, (unsigned long long)e->begin,
+                            (unsigned long long)e->end);
+        if (begin > cursor)
+            return ct_error(CT_ERR_FORMAT,
+                            "%s: data bytes [%llu, %llu) belong to no tensor (%s%s): a "
+                            "safetensors file indexes every byte of its data",
+                            f->path, (unsigned long long)cursor, (unsigned long long)begin,
+                            e      ? "before "
+                            : prev ? "after "
+                                   : "",
+                            e      ? e->name
+                            : prev ? prev->name
+                                   : "the header lists none");
+        if (e) cursor = e->end;
+    }
+    return CT_OK;
+}
+
 /* Checks an entry's dtype, shape and offsets, then reads its floats into dst. */
 static ct_status st_read_entry(const st_file *f, const st_entry *e, const int64_t *shape, int ndim,
                                float *dst) {
@@ -490,12 +538,14 @@ ct_status ct_ckpt_safetensors_write(const char *path, const ct_gpt *model,
             }
             ok = fwrite(src, sizeof(float), n, f) == n;
         }
-        ok = (fclose(f) == 0) && ok;
+        ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0; /* ENOSPC may show only here */
+        int err = errno;
+        if (fclose(f) != 0 && ok) ok = false, err = errno;
         if (!ok)
-            status = ct_error(CT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+            status = ct_error(CT_ERR_IO, "%s: write failed: %s", tmp, strerror(err));
         else if (rename(tmp, path) != 0)
             status = ct_error(CT_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
-        if (status != CT_OK) remove(tmp);
+        if (status != CT_OK) remove(tmp); /* no partial export left behind */
     }
     ct_free(CT_MEM_OTHER, buf, buf_bytes);
     return status;
@@ -539,6 +589,7 @@ ct_status ct_ckpt_safetensors_read(const char *path, ct_gpt *gpt) {
     int n = 0;
     st_parser p = {.path = path, .text = text, .len = (size_t)header_bytes};
     if (status == CT_OK) status = st_parse(&p, entries, cap, &n);
+    if (status == CT_OK) status = st_check_layout(&f, entries, n);
     if (status == CT_OK) status = st_load(&f, entries, n, gpt, scratch);
     close(f.fd);
     ct_free(CT_MEM_OTHER, text, text_bytes);

@@ -2,15 +2,20 @@
  * safetensors with Hugging Face GPT-2 names (checkpoint/safetensors.c): a written model reads
  * back bit for bit (memcmp: nothing is computed, so any difference is a bug), Conv1D weights
  * are stored transposed, HF's variants (no "transformer." prefix, mask buffers, a tied
- * lm_head) read the same, and every malformed or mismatched file fails with a message naming
- * the file and, where one is involved, the tensor.
+ * lm_head) read the same, and every malformed or mismatched file (overlapping or gapped
+ * data_offsets included) fails with a message naming the file and, where one is involved, the
+ * tensor.
  */
 #define _GNU_SOURCE /* nftw, mkdtemp */
 #include "checkpoint/checkpoint.h"
 #include "tests/test_temp_dir.h"
 #include "tests/test_util.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 /* Odd sizes: V not a multiple of anything, C != 3C != 4C so a transposed shape differs. */
 static const ct_gpt_config config = {
@@ -92,6 +97,22 @@ static char *replace_all(const char *s, const char *from, const char *to) {
     return out;
 }
 
+/* `hdr` with one more tensor entry (first in the header) whose bytes are [*end, *end + bytes)
+ * of the data, *end advanced past them (malloc'd). The model's data ends at data_bytes, so
+ * entries added from *end = data_bytes on tile the data as the format requires. */
+static char *add_tensor(const char *hdr, const char *name, const char *dtype, const char *shape,
+                        size_t bytes, size_t *end) {
+    char entry[256];
+    snprintf(entry, sizeof(entry),
+             "{\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],\"data_offsets\":[%zu,%zu]},", name, dtype,
+             shape, *end, *end + bytes);
+    *end += bytes;
+    char *out = malloc(strlen(hdr) + strlen(entry) + 1);
+    strcpy(out, entry);
+    strcat(out, hdr + 1); /* after the header's '{' */
+    return out;
+}
+
 /* Reads `path` into a fresh model of `config`'s shape; returns the status. */
 static ct_status read_into_fresh(const char *path, int n_layer, int n_embd, ct_gpt *gpt) {
     make_model(gpt, n_layer, n_embd, 99);
@@ -166,42 +187,44 @@ static void test_hf_variants_read_the_same(void) {
     char path[300];
     setup();
     temp_path(path, sizeof(path), "hf.safetensors");
-    /* HF's gpt2 file: no prefix, mask buffers (any dtype), a tied lm_head equal to wte. */
+    /* HF's gpt2 file: no prefix, mask buffers (any dtype), a tied lm_head equal to wte, each
+     * in bytes of its own after the model's (data has 4096 spare bytes). */
+    size_t end = data_bytes;
+    memcpy(data + end, data, 352); /* lm_head.weight = wte */
+    memset(data + end + 352, 0, 5);
     char *bare = replace_all(header, "transformer.", "");
-    char *extra = replace_all(bare, "\"__metadata__\":{\"format\":\"pt\"",
-                              "\"h.0.attn.bias\":{\"dtype\":\"BOOL\",\"shape\":[1],"
-                              "\"data_offsets\":[0,1]},\"h.1.attn.masked_bias\":{\"dtype\":"
-                              "\"F32\",\"shape\":[],\"data_offsets\":[0,4]},\"lm_head.weight\":{"
-                              "\"dtype\":\"F32\",\"shape\":[11,8],\"data_offsets\":[0,352]},"
-                              "\"__metadata__\":{\"format\":\"pt\"");
-    write_file(path, extra, data, data_bytes);
+    char *head = add_tensor(bare, "lm_head.weight", "F32", "11,8", 352, &end);
+    char *masked = add_tensor(head, "h.1.attn.masked_bias", "F32", "", 4, &end);
+    char *extra = add_tensor(masked, "h.0.attn.bias", "BOOL", "1", 1, &end);
+    write_file(path, extra, data, end);
     CU_ASSERT(read_into_fresh(path, 0, 0, &back) == CT_OK);
     CU_ASSERT(same_params(&gpt, &back));
     ct_gpt_free(&back);
     /* An lm_head that differs from wte cannot be loaded into a tied model. */
-    char *untied = replace_all(extra,
-                               "\"lm_head.weight\":{\"dtype\":\"F32\",\"shape\":[11,8],"
-                               "\"data_offsets\":[0,352]}",
-                               "\"lm_head.weight\":{\"dtype\":\"F32\",\"shape\":[11,8],"
-                               "\"data_offsets\":[4,356]}");
-    write_file(path, untied, data, data_bytes);
+    memcpy(data + data_bytes, data + 4, 352);
+    write_file(path, extra, data, end);
     CU_ASSERT(read_into_fresh(path, 0, 0, &back) != CT_OK);
     CU_ASSERT(message_has(path) && message_has("lm_head.weight differs from wte"));
     ct_gpt_free(&back);
-    free(bare), free(extra), free(untied);
+    free(bare), free(head), free(masked), free(extra);
     teardown();
 }
 
-/* Writes `bad_header` with the model's data to a new file and expects reading it to fail with a
+/* Writes `bad_header` with `bytes` of data to a new file and expects reading it to fail with a
  * message naming the file and holding `needle`. */
-static void expect_failure(const char *bad_header, const char *needle) {
+static void expect_failure_bytes(const char *bad_header, size_t bytes, const char *needle) {
     char path[300];
     temp_path(path, sizeof(path), "bad.safetensors");
-    write_file(path, bad_header, data, data_bytes);
+    write_file(path, bad_header, data, bytes);
     ct_gpt back;
     CU_ASSERT(read_into_fresh(path, 0, 0, &back) != CT_OK);
     CU_ASSERT(message_has(path) && message_has(needle));
     ct_gpt_free(&back);
+}
+
+/* The same with the model's data. */
+static void expect_failure(const char *bad_header, const char *needle) {
+    expect_failure_bytes(bad_header, data_bytes, needle);
 }
 
 static void test_malformed_files_fail_naming_the_file(void) {
@@ -228,13 +251,6 @@ static void test_malformed_files_fail_naming_the_file(void) {
         {"\"transformer.wte.weight\":{\"dtype\":\"F32\",\"shape\":[11,8],\"data_offsets\":[0,"
          "352]",
          "safetensors header, byte"},
-        {"\"transformer.wte.weight\":{\"dtype\":\"F32\",\"shape\":[11,8],\"data_offsets\":[0,"
-         "352]},\"wte.weight\":{\"dtype\":\"F32\",\"shape\":[11,8],\"data_offsets\":[0,352]}",
-         "tensor wte.weight is there twice"},
-        {"\"transformer.wte.weight\":{\"dtype\":\"F32\",\"shape\":[11,8],\"data_offsets\":[0,"
-         "352]},\"transformer.h.0.mlp.gate.weight\":{\"dtype\":\"F32\",\"shape\":[1],"
-         "\"data_offsets\":[0,4]}",
-         "unexpected tensor transformer.h.0.mlp.gate.weight"},
         {"\"transformer.wtf.weight\":{\"dtype\":\"F32\",\"shape\":[11,8],\"data_offsets\":[0,"
          "352]}",
          "no tensor wte.weight"},
@@ -246,6 +262,14 @@ static void test_malformed_files_fail_naming_the_file(void) {
         free(bad);
     }
     expect_failure("{\"a\":", "safetensors header, byte 8: expected '{'");
+    /* A tensor twice and an unknown tensor, each with bytes of its own. */
+    size_t end = data_bytes;
+    char *twice = add_tensor(header, "wte.weight", "F32", "11,8", 352, &end);
+    expect_failure_bytes(twice, end, "tensor wte.weight is there twice");
+    end = data_bytes;
+    char *gate = add_tensor(header, "transformer.h.0.mlp.gate.weight", "F32", "1", 4, &end);
+    expect_failure_bytes(gate, end, "unexpected tensor transformer.h.0.mlp.gate.weight");
+    free(twice), free(gate);
     /* A header length beyond the file, and a file too short for one. */
     char path[300];
     temp_path(path, sizeof(path), "short.safetensors");
@@ -260,6 +284,38 @@ static void test_malformed_files_fail_naming_the_file(void) {
     CU_ASSERT(ct_ckpt_model_read(path, &back) != CT_OK);
     CU_ASSERT(message_has(path) && message_has("neither an llm.c model file"));
     ct_gpt_free(&back);
+    teardown();
+}
+
+/* The format's byte ranges tile the data: an overlap (one tensor reading another's bytes), a
+ * hole or bytes after the last tensor are refused, naming the file and the tensors. */
+static void test_data_offsets_must_tile_the_data(void) {
+    setup();
+    /* wpe moved 4 bytes into wte: each has its own size, so only the overlap is wrong. */
+    const char *wpe = "\"transformer.wpe.weight\":{\"dtype\":\"F32\",\"shape\":[5,8],"
+                      "\"data_offsets\":[352,512]}";
+    const char *moved = "\"transformer.wpe.weight\":{\"dtype\":\"F32\",\"shape\":[5,8],"
+                        "\"data_offsets\":[348,508]}";
+    char *overlap = replace_all(header, wpe, moved);
+    CU_ASSERT_FATAL(strcmp(overlap, header) != 0);
+    expect_failure(overlap, "tensors transformer.wte.weight (data_offsets [0, 352)) and "
+                            "transformer.wpe.weight ([348, 508)) overlap");
+    /* Two names on the same bytes (an aliased tensor) overlap as well. */
+    size_t end = 0;
+    char *alias = add_tensor(header, "transformer.h.0.mlp.gate.weight", "F32", "1", 4, &end);
+    expect_failure(alias, "transformer.h.0.mlp.gate.weight (data_offsets [0, 4)) and "
+                          "transformer.wte.weight ([0, 352)) overlap");
+    /* A hole between two tensors, and bytes after the last one. */
+    const char *later = "\"transformer.wpe.weight\":{\"dtype\":\"F32\",\"shape\":[5,8],"
+                        "\"data_offsets\":[356,516]}";
+    char *hole = replace_all(header, wpe, later);
+    expect_failure(hole, "data bytes [352, 356) belong to no tensor (before "
+                         "transformer.wpe.weight)");
+    char tail[64];
+    snprintf(tail, sizeof(tail), "data bytes [%zu, %zu) belong to no tensor (after ", data_bytes,
+             data_bytes + 8);
+    expect_failure_bytes(header, data_bytes + 8, tail);
+    free(overlap), free(alias), free(hole);
     teardown();
 }
 
@@ -294,16 +350,44 @@ static void test_model_read_tells_llmc_from_safetensors(void) {
     teardown();
 }
 
+/* A full disk, simulated by a file size limit (writes past it fail with EFBIG, as they would
+ * with ENOSPC): both writers fail naming PATH.tmp and the errno text, and leave neither the
+ * .tmp nor the final file. */
+static void test_failed_write_removes_tmp(void) {
+    setup();
+    char path[300], tmp[310];
+    struct rlimit saved, small;
+    CU_ASSERT_FATAL(getrlimit(RLIMIT_FSIZE, &saved) == 0);
+    small = saved;
+    small.rlim_cur = 2048; /* the model takes about 8 KB in either format */
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    for (int llmc = 0; llmc < 2; llmc++) {
+        temp_path(path, sizeof(path), llmc ? "final.bin" : "export.safetensors");
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        CU_ASSERT_FATAL(setrlimit(RLIMIT_FSIZE, &small) == 0);
+        ct_status st =
+            llmc ? ct_ckpt_llmc_write(path, &gpt) : ct_ckpt_safetensors_write(path, &gpt, NULL);
+        CU_ASSERT_FATAL(setrlimit(RLIMIT_FSIZE, &saved) == 0);
+        CU_ASSERT(st == CT_ERR_IO);
+        CU_ASSERT(message_has(tmp) && message_has(strerror(EFBIG)));
+        CU_ASSERT(access(tmp, F_OK) != 0 && access(path, F_OK) != 0);
+    }
+    signal(SIGXFSZ, old_handler);
+    teardown();
+}
+
 int main(void) {
     static const ct_test_case cases[] = {
         {"test_round_trip_is_bitwise", test_round_trip_is_bitwise},
         {"test_layout_is_hf_gpt2", test_layout_is_hf_gpt2},
         {"test_hf_variants_read_the_same", test_hf_variants_read_the_same},
         {"test_malformed_files_fail_naming_the_file", test_malformed_files_fail_naming_the_file},
+        {"test_data_offsets_must_tile_the_data", test_data_offsets_must_tile_the_data},
         {"test_shape_mismatch_names_tensor_and_shapes",
          test_shape_mismatch_names_tensor_and_shapes},
         {"test_model_read_tells_llmc_from_safetensors",
          test_model_read_tells_llmc_from_safetensors},
+        {"test_failed_write_removes_tmp", test_failed_write_removes_tmp},
     };
     return ct_test_run("safetensors", cases, (int)CT_ARRAY_LEN(cases));
 }
