@@ -121,6 +121,13 @@ static void free_writer(ct_ckpt_writer *w) {
     ct_free(CT_MEM_OTHER, w, sizeof(*w));
 }
 
+/* The offset in p[0, bytes) of the first non-zero byte; -1 when all are zero. */
+static int first_nonzero(const uint8_t *p, int bytes) {
+    for (int i = 0; i < bytes; i++)
+        if (p[i]) return i;
+    return -1;
+}
+
 /* Checks one index entry against the file: the frame lies between the header and the index. */
 static ct_status check_entry(const ct_ckpt_reader *r, int i, const ct_ckpt_entry *e,
                              uint64_t index_offset) {
@@ -321,6 +328,17 @@ ct_status ct_ckpt_reader_open(ct_ckpt_reader **reader, const char *path) {
                       version, CT_CKPT_FORMAT_VERSION);
         goto fail;
     }
+    /* Reserved bytes are zero in this version; others mean a newer writer or damage (the
+     * header is not covered by the index checksum), not something to read past. */
+    int reserved = first_nonzero(header + 20, CT_CKPT_FILE_HEADER_BYTES - 20);
+    if (reserved >= 0) {
+        st = ct_error(CT_ERR_FORMAT,
+                      "%s: reserved header byte at offset %d is 0x%02x, not zero (format version "
+                      "%u keeps bytes 20-31 zero): written by another version of ctrain, or "
+                      "damaged",
+                      path, 20 + reserved, header[20 + reserved], version);
+        goto fail;
+    }
     r->rank = (int)ct_ckpt_get_u32(header + 8);
     r->world_size = (int)ct_ckpt_get_u32(header + 12);
     uint32_t n_header = ct_ckpt_get_u32(header + 16);
@@ -354,7 +372,17 @@ ct_status ct_ckpt_reader_open(ct_ckpt_reader **reader, const char *path) {
     }
     r->n_entries = (int)n;
     for (int i = 0; i < r->n_entries; i++) {
-        decode_entry(r->frame + (size_t)i * CT_CKPT_INDEX_ENTRY_BYTES, &r->entries[i]);
+        const uint8_t *raw = r->frame + (size_t)i * CT_CKPT_INDEX_ENTRY_BYTES;
+        if (first_nonzero(raw + 60, 4) >= 0) {
+            st = ct_error(
+                CT_ERR_FORMAT,
+                "%s: index entry %d (at offset %llu): reserved bytes 60-63 are not zero: "
+                "written by another version of ctrain, or damaged",
+                path, i,
+                (unsigned long long)(index_offset + (uint64_t)i * CT_CKPT_INDEX_ENTRY_BYTES));
+            goto fail;
+        }
+        decode_entry(raw, &r->entries[i]);
         if ((st = check_entry(r, i, &r->entries[i], index_offset)) != CT_OK) goto fail;
     }
     return CT_OK;

@@ -456,7 +456,8 @@ static void test_flipped_frame_byte_names_file_and_unit(void) {
     remove_temp_dir();
 }
 
-/* Truncation, a changed format version, a damaged index: open fails naming the file. */
+/* Truncation, a changed format version, a damaged index, reserved bytes that are not zero:
+ * open fails naming the file. */
 static void test_truncated_versioned_index_damage_fail_open(void) {
     int entries[4];
     make_temp_dir();
@@ -485,6 +486,27 @@ static void test_truncated_versioned_index_damage_fail_open(void) {
     write_bytes(path, bad, bytes);
     CU_ASSERT_NOT_EQUAL(ct_ckpt_reader_open(&r, path), CT_OK);
     CU_ASSERT(message_has(path) && message_has("index checksum"));
+    /* Reserved bytes that are not zero: another version's file (the index's checksum is
+     * recomputed, as such a writer would), or a damaged header. */
+    for (int at = 20; at < CT_CKPT_FILE_HEADER_BYTES; at += 11) {
+        memcpy(bad, good, bytes);
+        bad[at] = 0x5a;
+        write_bytes(path, bad, bytes);
+        CU_ASSERT_NOT_EQUAL(ct_ckpt_reader_open(&r, path), CT_OK);
+        char needle[64];
+        snprintf(needle, sizeof(needle), "reserved header byte at offset %d is 0x5a", at);
+        CU_ASSERT(message_has(path) && message_has(needle));
+        CU_ASSERT_PTR_NULL(r);
+    }
+    memcpy(bad, good, bytes);
+    size_t index_bytes = (size_t)entries[0] * CT_CKPT_INDEX_ENTRY_BYTES;
+    uint8_t *index = bad + bytes - CT_CKPT_TRAILER_BYTES - index_bytes;
+    index[CT_CKPT_INDEX_ENTRY_BYTES + 61] = 1; /* entry 1 */
+    ct_ckpt_put_u64(bad + bytes - CT_CKPT_TRAILER_BYTES + 16, ct_hash64(index, index_bytes, 0));
+    write_bytes(path, bad, bytes);
+    CU_ASSERT_NOT_EQUAL(ct_ckpt_reader_open(&r, path), CT_OK);
+    CU_ASSERT(message_has(path) && message_has("index entry 1") &&
+              message_has("reserved bytes 60-63 are not zero"));
     /* The intact bytes open again: the failures above came from the damage. */
     write_bytes(path, good, bytes);
     CU_ASSERT_EQUAL(ct_ckpt_reader_open(&r, path), CT_OK);
