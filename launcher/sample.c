@@ -4,7 +4,8 @@
  * from the softmax of the last position's logits, with temperature and top-k, using the
  * counter-based generator keyed by the seed, so the same command prints the same text.
  * Byte-level models (vocabulary 256) take a text prompt and print bytes; others take and print
- * token ids.
+ * token ids. A model with a non-finite weight, or whose logits overflow, is an error (exit 1)
+ * rather than text made of NUL bytes.
  */
 #include "checkpoint/checkpoint.h"
 #include "launcher/launcher_internal.h"
@@ -67,6 +68,34 @@ static int draw_token(float *logits, int V, double temperature, int top_k, doubl
         if (acc >= target) return j;
     }
     return best;
+}
+
+/* The first non-finite parameter (a diverged run's weights, or a damaged file) is reported by
+ * name: the forward pass would turn it into NaN logits and the sampler into NUL bytes. */
+static bool weights_finite(const ct_gpt *gpt, const char *path) {
+    for (int u = 0; u < gpt->n_units; u++) {
+        const ct_unit *unit = &gpt->units[u];
+        for (int p = 0; p < unit->n_params; p++) {
+            const float *w = unit->data + unit->params[p].offset;
+            for (int64_t i = 0; i < unit->params[p].numel; i++) {
+                if (isfinite(w[i])) continue;
+                fprintf(stderr,
+                        "ctrain sample: %s: parameter %s.%s element %lld is %s (a diverged run "
+                        "or a damaged file): nothing to sample from\n",
+                        path, unit->name, unit->params[p].name, (long long)i,
+                        isnan(w[i]) ? "nan" : "inf");
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* Whether all V logits are finite; finite weights can still overflow (huge values). */
+static bool logits_finite(const float *logits, int V) {
+    for (int j = 0; j < V; j++)
+        if (!isfinite(logits[j])) return false;
+    return true;
 }
 
 static int parse_options(int argc, char **argv, sample_options *o) {
@@ -148,6 +177,7 @@ int ct_cli_sample(int argc, char **argv) {
         fprintf(stderr, "ctrain sample: %s\n", ct_error_message());
         goto done;
     }
+    if (!weights_finite(&gpt, o.init)) goto done;
     int V = config.vocab_size, maxT = config.seq_len;
     int capacity = maxT + o.tokens + 4096;
     int32_t *tokens = ct_alloc(CT_MEM_OTHER, sizeof(int32_t) * (size_t)capacity);
@@ -157,13 +187,23 @@ int ct_cli_sample(int argc, char **argv) {
         bool bytes = V == 256;
         if (bytes) fwrite(o.prompt ? o.prompt : "", 1, o.prompt ? strlen(o.prompt) : 0, stdout);
         uint64_t key = ct_rng_key((uint64_t)o.seed, RNG_PURPOSE_SAMPLE, 0, 0);
+        bool failed = false;
         for (int i = 0; i < o.tokens; i++) {
             int start = n > maxT ? n - maxT : 0, T = n - start;
             if (ct_tape_reset(&tape) != CT_OK ||
                 ct_gpt_forward_logits(&gpt, &tape, tokens + start, 1, T, logits) != CT_OK)
                 break;
-            int next = draw_token(logits + (size_t)(T - 1) * V, V, o.temperature, o.top_k,
-                                  ct_rng_uniform(key, (uint64_t)i));
+            float *last = logits + (size_t)(T - 1) * V;
+            if (!logits_finite(last, V)) {
+                fprintf(stderr,
+                        "\nctrain sample: %s: the logits for token %d are not finite (the "
+                        "weights overflow in the forward pass): stopped\n",
+                        o.init, n);
+                failed = true;
+                break;
+            }
+            int next =
+                draw_token(last, V, o.temperature, o.top_k, ct_rng_uniform(key, (uint64_t)i));
             tokens[n++] = next;
             if (bytes)
                 fputc(next, stdout);
@@ -172,7 +212,7 @@ int ct_cli_sample(int argc, char **argv) {
             fflush(stdout);
         }
         printf("\n");
-        code = ct_tape_status(&tape) == CT_OK ? 0 : 1;
+        code = ct_tape_status(&tape) == CT_OK && !failed ? 0 : 1;
     }
     ct_free(CT_MEM_OTHER, tokens, sizeof(int32_t) * (size_t)capacity);
     ct_free(CT_MEM_OTHER, logits, sizeof(float) * (size_t)maxT * V);

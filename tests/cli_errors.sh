@@ -49,6 +49,21 @@ head -c 3000 "$work/run/final.bin" >"$work/trunc.bin"
 expect nonzero "trunc.bin: header promises" -- "$bin/ctrain" sample --init "$work/trunc.bin"
 expect nonzero "needs a byte-level model" -- "$bin/ctrain" sample --init "$work/run/final.bin" --prompt hi
 
+# poke BYTES FILE OFFSET: overwrite bytes of FILE at OFFSET (printf escapes such as \x7f)
+poke() { printf "$1" | dd of="$2" bs=1 seek="$3" conv=notrunc 2>/dev/null; }
+# A NaN weight is named (wte element 20: llm.c's header is 1024 bytes), and weights so large
+# that the logits overflow (ln_f's weight, the file's last 2 x 16 floats, at FLT_MAX) stop the
+# sampler: exit 1 with a message, never NUL bytes as text.
+cp "$work/run/final.bin" "$work/nan.bin"
+poke '\x00\x00\xc0\x7f' "$work/nan.bin" $((1024 + 4 * 20))
+expect 1 "nan.bin: parameter embed.wte element 20 is nan" -- \
+  "$bin/ctrain" sample --init "$work/nan.bin" --prompt-ids 1,2 --tokens 5
+cp "$work/run/final.bin" "$work/huge.bin"
+size=$(stat -c %s "$work/huge.bin")
+for j in $(seq 0 15); do poke '\xff\xff\x7f\x7f' "$work/huge.bin" $((size - 128 + 4 * j)); done
+expect 1 "huge.bin: the logits for token 1 are not finite" -- \
+  "$bin/ctrain" sample --init "$work/huge.bin" --prompt-ids 5 --tokens 5
+
 # docs/config.md is generated from the key table and must not drift from it
 if [ -f "$src/docs/config.md" ]; then
   checks=$((checks + 1))
