@@ -18,6 +18,13 @@
  * whole job with a non-zero exit. Returns the process exit code. */
 int ct_worker_main(int argc, char **argv);
 
+/* Flags go before the job file (argv[job]; argv holds the arguments after the program's name):
+ * when a later argument starts with '-', prints "PROGRAM: '-x' after the job file: flags go
+ * before the job file: " and the command with them moved before it, then `usage`, and returns
+ * CT_EXIT_CONFIG; else 0. Overrides (section.key=value) never start with '-'. */
+int ct_launch_check_flag_order(const char *program, const char *usage, int argc, char *const *argv,
+                               int job);
+
 /* A growable, NULL-terminated argument vector; every string is owned by it. */
 typedef struct {
     char **argv;
@@ -62,7 +69,8 @@ ct_status ct_launch_worker_argv(ct_argv *args, const char *job_path, int n_overr
 ct_status ct_launch_mpirun_argv(ct_argv *args, const ct_launch_options *opts, const ct_job *job,
                                 int n_overrides, char *const *overrides);
 /* Sets Open MPI's run-as-root variables and replaces this process with mpirun; returns only on
- * failure (mpirun not found or not runnable), with the error recorded. */
+ * failure (mpirun not found or not runnable), with the error recorded. ctrain-launch itself
+ * stays mpirun's parent (ct_launch_run); `ctrain bench comm` execs. */
 ct_status ct_launch_exec(const ct_argv *args);
 
 /* How the rank that mpirun blamed for a failure ended, as its report says. */
@@ -77,17 +85,31 @@ typedef enum {
 typedef struct {
     int exit_code;   /* as a shell reports it: the exit status, or 128 + the signal */
     int signal;      /* the signal that ended the child itself (mpirun or the worker), or 0 */
-    int stop_signal; /* SIGINT, SIGTERM or SIGHUP this launcher received meanwhile, or 0 */
+    int stop_signal; /* the first SIGINT, SIGTERM, SIGHUP or SIGUSR1 this launcher got, or 0 */
     int rank;        /* the rank mpirun's report blamed, or -1 */
     ct_launch_rank_end how;
     int rank_signal;
     int rank_code;
 } ct_launch_result;
 
-/* Sets Open MPI's run-as-root variables, runs `args` (mpirun, or a lone worker) as a child and
- * waits for it. Its stderr passes through this process, which reads mpirun's report of a
- * failed rank from it; SIGTERM and SIGHUP are passed on to the child. Returns an error only
- * when the command could not be started; how it ended is in *result. */
-ct_status ct_launch_run(const ct_argv *args, ct_launch_result *result);
+/* Catches SIGINT, SIGTERM, SIGHUP, SIGUSR1 (and SIGTSTP, SIGCONT) for the rest of this
+ * process, so that ct_launch_run passes them on to its child: the first asks the job to save a
+ * checkpoint and stop (SIGUSR1 to mpirun, which forwards it to every rank; a lone worker gets
+ * the signal itself), a second SIGINT, SIGTERM or SIGHUP stops it at once (SIGTERM), a third
+ * kills it (SIGKILL). One line on stderr says what each did. An ignored SIGHUP (nohup) stays
+ * ignored. Call before the first ct_launch_run. */
+void ct_launch_catch_signals(void);
+/* The first stop signal this process got since ct_launch_catch_signals, or 0. */
+int ct_launch_stop_signal(void);
+/* "SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGKILL", else "a signal"; safe in a handler. */
+const char *ct_launch_signal_name(int sig);
+
+/* Sets Open MPI's run-as-root variables, runs `args` (mpirun when `mpirun`, else a lone worker)
+ * as a child and waits for it. The child runs in its own process group with stdin from
+ * /dev/null and gets SIGTERM when this process dies, even by SIGKILL (mpirun then ends its
+ * ranks). Its stderr passes through this process, which reads mpirun's report of a failed rank
+ * from it. Returns an error only when the command could not be started (CT_ERR_IO when it is
+ * not there or not runnable: every attempt would fail so); how it ended is in *result. */
+ct_status ct_launch_run(const ct_argv *args, bool mpirun, ct_launch_result *result);
 
 #endif

@@ -10,7 +10,10 @@
  *
  * Failure on any rank ends the whole job: the rank prints `[rank r] error: ...` and calls
  * ct_comm_abort, which takes every other rank down with it (MPI_Abort), so nobody waits forever
- * in a collective for a rank that has gone.
+ * in a collective for a rank that has gone. The abort carries the exit code (CT_EXIT_*), so
+ * mpirun's exit status and report say 2 for a configuration error, which a supervisor does not
+ * restart. A stop on request (CT_EXIT_STOPPED: the ranks agreed on it and saved a checkpoint)
+ * is no failure: every rank finalizes and exits 4.
  */
 #include "launcher/launch_internal.h"
 #include "launcher/launcher_internal.h"
@@ -48,12 +51,14 @@ int ct_worker_main(int argc, char **argv) {
     }
     if (argc < 1) return ct_cli_usage_error("worker", worker_usage, "expected a job file");
     if (argv[0][0] == '-') return ct_cli_bad_flag("worker", argv[0], worker_usage);
+    int misplaced = ct_launch_check_flag_order("ctrain worker", worker_usage, argc, argv, 0);
+    if (misplaced) return misplaced;
 
     /* The job first: a bad job file is the same error on every rank, printed before MPI. */
     ct_job job;
     if (ct_job_load(&job, argv[0], argc - 1, argv + 1) != CT_OK) {
         fprintf(stderr, "ctrain worker: %s\n", ct_error_message());
-        return 1;
+        return CT_EXIT_CONFIG;
     }
 
     ct_comm *world = NULL;
@@ -86,9 +91,9 @@ int ct_worker_main(int argc, char **argv) {
            ct_comm_local_rank(world), local_size, threads, binding);
 
     int code = ct_train_run(&job, world);
-    if (code != 0) {
+    if (code != CT_EXIT_OK && code != CT_EXIT_STOPPED && size > 1) {
         /* ct_train_run has printed what went wrong; other ranks may wait in a collective. */
-        if (size > 1) ct_comm_abort(world, code);
+        ct_comm_abort(world, code);
     }
     ct_comm_free(world);
     ct_comm_finalize();

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # ctrain-launch and ctrain worker: the mpirun command --dry-run prints (ranks, hostfile,
 # threads, the absolute ctrain path, the job and its overrides, extra mpirun words with their
-# quotes), usage errors (exit 2), a missing job (exit 1, named), the direct worker inside an
-# MPI or Slurm job, and real runs: --nproc 1 in this process, and --nproc 2 through mpirun when
-# mpirun is installed (skipped with a message otherwise).
+# quotes), usage errors (exit 2, prefixed "ctrain-launch:"), flags after the job file, the
+# oversubscription warning, job, hostfile and data errors and a missing mpirun (exit 2, named),
+# the direct worker inside an MPI or Slurm job, the restart rule (a stand-in mpirun), and real
+# runs: --nproc 1 in this process, and --nproc 2 through mpirun when mpirun is installed
+# (skipped with a message otherwise). Signals and SIGKILL: tests/launch_signals.py.
 # usage: cli_launch.sh BIN_DIR SOURCE_DIR
 set -u
 bin=$1
@@ -55,8 +57,26 @@ expect 0 "--nproc, --hostfile and --mpirun-args are ignored" -- \
 expect 0 "--max-restarts is ignored" -- \
   env PMIX_RANK=0 "$bin/ctrain-launch" --max-restarts 2 --dry-run "$job"
 
-# usage errors exit 2; job errors exit 1 and name the file
-expect 2 "unknown option '--bogus'" -- "$bin/ctrain-launch" --bogus "$job"
+# usage errors exit 2, prefixed with the program's name; job errors exit 2 too and name the file
+expect 2 "^ctrain-launch: unknown option '--bogus'" -- "$bin/ctrain-launch" --bogus "$job"
+expect 2 "^ctrain-launch: expected a job file" -- "$bin/ctrain-launch"
+# flags go before the job file: the message shows the command with them moved there
+before="after the job file: flags go before the job file:"
+expect 2 "^ctrain-launch: '--nproc' $before ctrain-launch --nproc 2 $job\$" -- \
+  "$bin/ctrain-launch" "$job" --nproc 2
+expect 2 "=$before ctrain-launch --dry-run --nproc 2 $job train.lr=1e-3 train.steps=3" -- \
+  "$bin/ctrain-launch" --dry-run "$job" train.lr=1e-3 --nproc 2 train.steps=3
+expect 2 "^ctrain worker: '--x' $before ctrain worker --x $job" -- "$bin/ctrain" worker "$job" --x
+# more ranks than cores: one warning line, and the job still runs (here: its dry run)
+expect 0 "^ctrain-launch: warning: --nproc 64 on this machine's [0-9]+ cores?: the ranks will \
+time-share them \(oversubscribed x[0-9.]+\)$" -- "$bin/ctrain-launch" --nproc 64 --dry-run "$job"
+expect 0 "=mpirun -np 64 --oversubscribe" -- "$bin/ctrain-launch" --nproc 64 --dry-run "$job"
+out=$("$bin/ctrain-launch" --nproc 64 --hostfile "$work/hosts" --dry-run "$job" 2>&1)
+checks=$((checks + 1))
+if grep -q "oversubscribed" <<<"$out"; then
+  failures=$((failures + 1))
+  echo "FAIL: --hostfile: the oversubscription warning is only for ranks on this machine"
+fi
 # --max-restarts K: K is a non-negative integer; --dry-run says what a failure would do
 expect 2 "--max-restarts needs a non-negative integer, got '-1'" -- \
   "$bin/ctrain-launch" --max-restarts -1 "$job"
@@ -72,16 +92,19 @@ expect 2 "--hostfile needs a file" -- "$bin/ctrain-launch" --hostfile
 expect 2 "--mpirun-args needs a value" -- "$bin/ctrain-launch" --mpirun-args
 expect 2 "unterminated ' quote" -- "$bin/ctrain-launch" --nproc 2 --mpirun-args "'x" "$job"
 expect 2 "expected a job file" -- "$bin/ctrain-launch" --nproc 2
-expect 1 "no-such-job.toml" -- "$bin/ctrain-launch" --nproc 2 --dry-run "$work/no-such-job.toml"
-expect 1 "cannot read hostfile.*no-hosts" -- \
+expect 2 "^ctrain-launch: .*no-such-job.toml" -- \
+  "$bin/ctrain-launch" --nproc 2 --dry-run "$work/no-such-job.toml"
+printf '[train]\nlrr = 1\n' >"$work/bad-job.toml"
+expect 2 "bad-job.toml:2.*train.lrr" -- "$bin/ctrain-launch" --nproc 2 "$work/bad-job.toml"
+expect 2 "cannot read hostfile.*no-hosts" -- \
   "$bin/ctrain-launch" --nproc 2 --hostfile "$work/no-hosts" --dry-run "$job"
 printf 'nodea slots=two\n' >"$work/bad-hosts"
-expect 1 "bad-hosts:1: bad 'slots=two'" -- \
+expect 2 "bad-hosts:1: bad 'slots=two'" -- \
   "$bin/ctrain-launch" --nproc 2 --hostfile "$work/bad-hosts" --dry-run "$job"
-expect 1 "train.lrr" -- "$bin/ctrain-launch" --nproc 2 --dry-run "$job" train.lrr=1
+expect 2 "train.lrr" -- "$bin/ctrain-launch" --nproc 2 --dry-run "$job" train.lrr=1
 expect 2 "expected a job file" -- "$bin/ctrain" worker
 expect 2 "unknown option '--x'" -- "$bin/ctrain" worker --x
-expect 1 "no-such-job.toml" -- "$bin/ctrain" worker "$work/no-such-job.toml"
+expect 2 "^ctrain worker: .*no-such-job.toml" -- "$bin/ctrain" worker "$work/no-such-job.toml"
 expect 0 "usage: ctrain worker" -- "$bin/ctrain" worker --help
 expect 0 "worker JOB.toml" -- "$bin/ctrain" --help
 
@@ -95,7 +118,7 @@ expect 0 "job failed \(the worker killed by signal 9 \(Killed\)\); restart 1 of 
 expect 0 "job finished after 1 restart" -- \
   env CTRAIN_FAULT=kill:rank=0:step=1 "$bin/ctrain-launch" --max-restarts 1 "$job"
 # failures found before the start are not restarted: bad data, a malformed CTRAIN_FAULT
-expect 1 "no files match" -- \
+expect 2 "no files match" -- \
   "$bin/ctrain-launch" --max-restarts 3 "$job" "data.train=$work/none_*.bin"
 expect 2 "CTRAIN_FAULT=kill:rank=0: bad fault" -- \
   env CTRAIN_FAULT=kill:rank=0 "$bin/ctrain-launch" --max-restarts 3 "$job"
@@ -107,19 +130,23 @@ if command -v mpirun >/dev/null; then
 else
   echo "skipped the mpirun runs: mpirun is not installed"
 fi
-expect 1 "mpirun not found on PATH" -- env PATH=/nonexistent "$bin/ctrain-launch" --nproc 2 "$job"
+# a missing mpirun fails every attempt the same way: exit 2, never restarted
+expect 2 "mpirun not found on PATH" -- env PATH=/nonexistent "$bin/ctrain-launch" --nproc 2 "$job"
+expect 2 "mpirun not found on PATH" -- \
+  env PATH=/nonexistent "$bin/ctrain-launch" --nproc 2 --max-restarts 3 "$job"
 
 # The restart rule, with a stand-in mpirun that prints its arguments and CTRAIN_RESTART. One that
 # reports a rank's MPI_Abort (code 3) and leaves a checkpoint is restarted with the resume
-# override and CTRAIN_RESTART=k, until no restarts are left; one that exits 2 (a usage or
-# configuration error) is not restarted.
+# override and CTRAIN_RESTART=k, until no restarts are left. Not restarted: an exit code of 2 (a
+# usage, configuration or data error) or 4 (stopped on request after a checkpoint), or a rank's
+# code of 2 or 4 in mpirun's report whatever mpirun's own exit code.
 mkdir -p "$work/fake"
 cat >"$work/fake/mpirun" <<'SH'
 #!/bin/sh
 echo "fake mpirun: $* CTRAIN_RESTART=${CTRAIN_RESTART:-unset}" >&2
 rm -rf "$FAKE_CKPT" && mkdir -p "$FAKE_CKPT/step_00000004" && touch "$FAKE_CKPT/step_00000004/manifest.json"
 printf 'MPI_ABORT was invoked on rank 1 in communicator MPI_COMM_WORLD\nwith errorcode %s.\n' \
-  "$FAKE_EXIT" >&2
+  "${FAKE_CODE:-$FAKE_EXIT}" >&2
 exit "$FAKE_EXIT"
 SH
 chmod +x "$work/fake/mpirun"
@@ -130,6 +157,16 @@ expect 3 "job failed \(rank 1 called MPI_Abort with error code 3; mpirun exit co
 expect 3 "fake mpirun: .*-x CTRAIN_RESTART .*log.dir=$work/fake-run checkpoint.resume=auto CTRAIN_RESTART=2" -- \
   env FAKE_EXIT=3 "${fake[@]}"
 expect 3 "not restarted: no restarts left \(--max-restarts\)" -- env FAKE_EXIT=3 "${fake[@]}"
-expect 2 "not restarted: exit code 2 is a usage or configuration error" -- env FAKE_EXIT=2 "${fake[@]}"
+expect 2 "not restarted: exit code 2 is a usage, configuration or data error" -- \
+  env FAKE_EXIT=2 "${fake[@]}"
+expect 1 "error code 2; mpirun exit code 1\); not restarted: exit code 2" -- \
+  env FAKE_EXIT=1 FAKE_CODE=2 "${fake[@]}"
+expect 4 "job stopped \(rank 1 called MPI_Abort with error code 4; mpirun exit code 4\); \
+not restarted: exit code 4" -- env FAKE_EXIT=4 "${fake[@]}"
+expect 1 "job stopped .*; not restarted: exit code 4" -- env FAKE_EXIT=1 FAKE_CODE=4 "${fake[@]}"
+# without --max-restarts the launcher still runs mpirun as its child and says how it ended
+expect 3 "^ctrain-launch: job failed \(rank 1 called MPI_Abort with error code 3; mpirun \
+exit code 3\)$" -- env FAKE_EXIT=3 PATH="$work/fake:$PATH" FAKE_CKPT="$work/fake-run/ckpt" \
+  "$bin/ctrain-launch" --nproc 2 "$job" "log.dir=$work/fake-run"
 
 summary
