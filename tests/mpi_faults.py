@@ -18,6 +18,10 @@ A small GPT, fsdp at world size 3, 12 steps, a checkpoint every 4 steps, started
     step_00000008.tmp, and no step_00000008; a rerun with checkpoint.resume = "auto" prints
     "resumed from .../step_00000004", so the .tmp is ignored, and its final.bin is the
     reference's byte for byte.
+  - a configuration error found on the ranks (model.vocab_size=16 below the data's tokens) under
+    --max-restarts 2: every rank fails with exit code 2 (MPI_Abort error code 2), ctrain-launch
+    exits 2 and says why it does not restart ("not restarted: exit code 2"), and no restart is
+    made: the same error would end every attempt.
 
 Only the Python standard library is used. Exit 0 = pass, 1 = fail, 77 = skipped (no mpirun).
 """
@@ -49,15 +53,16 @@ def write_job(work, name, data, async_save=True):
     return path, run_dir
 
 
-def launch(bin_dir, job, env, restarts=None, fault=None):
+def launch(bin_dir, job, env, restarts=None, fault=None, overrides=()):
     cmd = [os.path.join(bin_dir, "ctrain-launch"), "--nproc", str(WORLD)]
     if restarts is not None:
         cmd += ["--max-restarts", str(restarts)]
     env = dict(env)
     if fault:
         env["CTRAIN_FAULT"] = fault
-    out = subprocess.run(cmd + [job], capture_output=True, text=True, env=env, timeout=180)
-    return out, " ".join(cmd + [job]) + (f" (CTRAIN_FAULT={fault})" if fault else "")
+    cmd += [job] + list(overrides)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+    return out, " ".join(cmd) + (f" (CTRAIN_FAULT={fault})" if fault else "")
 
 
 def same_final(name, run_dir, ref_dir):
@@ -140,6 +145,18 @@ def check_kill_in_save(bin_dir, work, data, env, ref_dir, async_save):
     return failures
 
 
+def check_config_error(bin_dir, work, data, env):
+    job, _ = write_job(work, "config-error", data)
+    out, what = launch(bin_dir, job, env, restarts=2, overrides=["model.vocab_size=16"])
+    failures = []
+    if out.returncode != 2:
+        failures.append("a configuration error on the ranks: want exit 2: " + show(out, what))
+    if "not restarted: exit code 2" not in out.stderr or "restart 1 of" in out.stderr:
+        failures.append("a configuration error on the ranks was restarted: " + show(out, what))
+    print(f"config error         {'ok' if not failures else 'FAIL'}")
+    return failures
+
+
 def checks(ctrain, env, work, data):
     bin_dir = os.path.dirname(ctrain)
     job, ref_dir = write_job(work, "reference", data)
@@ -149,7 +166,7 @@ def checks(ctrain, env, work, data):
     failures = check_kill(bin_dir, work, data, env, ref_dir)
     for async_save in (True, False):
         failures += check_kill_in_save(bin_dir, work, data, env, ref_dir, async_save)
-    return failures
+    return failures + check_config_error(bin_dir, work, data, env)
 
 
 def main():
