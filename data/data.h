@@ -81,11 +81,33 @@ ct_status ct_data_get_batch(const ct_data_dataset *dataset, const ct_data_sample
 uint64_t ct_data_batch_hash(const ct_data_dataset *dataset, const ct_data_sampler *sampler,
                             int64_t step);
 
-/* Writes one shard in llm.c format. */
+/* Writes one shard in llm.c format, fsynced; a failed write removes the file. */
 ct_status ct_data_write_shard(const char *path, const uint16_t *tokens, uint64_t count);
 
 /* The most tokens ct_data_prepare and ct_data_synth put in one shard. */
 #define CT_DATA_SHARD_MAX_TOKENS 100000000ULL
+/* The most shards of one split: their 6-digit numbers sort by name, as a glob reads them. */
+#define CT_DATA_MAX_SHARDS 1000000
+
+/* The shards that ct_data_prepare and ct_data_synth write into one directory, written as a
+ * set: each under a temporary name (DIR/train_000000.bin.tmp, which a train_*.bin glob does
+ * not match), then all renamed into place by commit, which also removes the shards of an
+ * earlier run that this set did not write (DIR/train_NNNNNN.bin and val_NNNNNN.bin and their
+ * .tmp; no other file), so a folder never mixes two runs' shards. A failed run aborts: its
+ * temporary files go, and the earlier run's shards stay as they were. */
+typedef struct ct_data_shard_set ct_data_shard_set;
+/* Header and tokens of `tokens` tokens cut into shards of at most `shard_tokens` (>= 1). */
+uint64_t ct_data_shards_bytes(uint64_t tokens, uint64_t shard_tokens);
+/* Starts a set in `dir` (made if missing) after checking that `write_bytes` (every shard, per
+ * ct_data_shards_bytes) fit in the free space of its file system. */
+ct_status ct_data_shard_set_new(ct_data_shard_set **set, const char *dir, uint64_t write_bytes);
+/* Writes DIR/<split>_<index, 6 digits>.bin.tmp; prints "wrote DIR/<name>: N tokens". */
+ct_status ct_data_shard_set_write(ct_data_shard_set *set, const char *split, int index,
+                                  const uint16_t *tokens, uint64_t count);
+/* Renames every shard into place, removes the earlier run's other shards, frees the set. */
+ct_status ct_data_shard_set_commit(ct_data_shard_set *set);
+/* Removes the temporary files written so far and frees the set (NULL: nothing). */
+void ct_data_shard_set_abort(ct_data_shard_set *set);
 
 /* UTF-8 text files -> byte-level tokens (vocabulary 256) in DIR/train_NNNNNN.bin and
  * DIR/val_NNNNNN.bin; the last `val_fraction` of the bytes of all files goes to validation.

@@ -9,6 +9,9 @@
  * The text is checked to be UTF-8 (the byte offset of the first bad byte is reported) because a
  * file in another encoding, or a binary file given by mistake, would otherwise train silently on
  * garbage. A character may straddle the train/val boundary: tokens are bytes, so no harm.
+ * The shards are written as one set (data.h): a failed prepare leaves the folder as it was, a
+ * successful one replaces every shard of an earlier prepare or synth there (a stale val shard
+ * included), after checking that the shards fit in the free space.
  */
 #include "data/data.h"
 
@@ -22,9 +25,9 @@
 
 #define READ_CHUNK_BYTES (1 << 16)
 
-/* Tokens waiting to be written as DIR/<split>_<index>.bin. */
+/* Tokens waiting to be written as DIR/<split>_<index>.bin (through the set). */
 typedef struct {
-    const char *out_dir;
+    ct_data_shard_set *set;
     const char *split; /* "train" or "val" */
     int index;         /* of the next shard to write */
     uint16_t *tokens;
@@ -42,34 +45,12 @@ typedef struct {
 
 /* ---------------------------------------------------------------- helpers */
 
-static void shard_path(char *out, size_t bytes, const char *dir, const char *split, int index) {
-    snprintf(out, bytes, "%s/%s_%06d.bin", dir, split, index);
-}
-
 static ct_status sink_flush(shard_sink *sink) {
     if (sink->used == 0) return CT_OK;
-    char path[PATH_MAX];
-    shard_path(path, sizeof(path), sink->out_dir, sink->split, sink->index);
-    CT_CHECK(ct_data_write_shard(path, sink->tokens, sink->used));
-    printf("wrote %s: %" PRIu64 " tokens\n", path, sink->used);
-    fflush(stdout);
+    CT_CHECK(
+        ct_data_shard_set_write(sink->set, sink->split, sink->index, sink->tokens, sink->used));
     sink->used = 0;
     sink->index++;
-    return CT_OK;
-}
-
-/* Ends a split: writes what is left, and warns about a shard with the next number, left by an
- * earlier run over more data, which a glob like train_*.bin would silently read too. */
-static ct_status sink_finish(shard_sink *sink) {
-    CT_CHECK(sink_flush(sink));
-    char path[PATH_MAX];
-    shard_path(path, sizeof(path), sink->out_dir, sink->split, sink->index);
-    struct stat st;
-    if (stat(path, &st) == 0)
-        ct_log(CT_LOG_WARN, "data",
-               "%s is left from an earlier run and would be read with the new %s shards; "
-               "delete it",
-               path, sink->split);
     return CT_OK;
 }
 
@@ -140,7 +121,7 @@ static ct_status prepare_file(const char *path, uint64_t expected_bytes, uint64_
         uint64_t to_train = *pos < train_bytes ? CT_MIN((uint64_t)n, train_bytes - *pos) : 0;
         if (status == CT_OK && to_train > 0) status = sink_put(sink, chunk, to_train);
         if (status == CT_OK && to_train < n && strcmp(sink->split, "train") == 0) {
-            status = sink_finish(sink); /* the stream crosses into validation here */
+            status = sink_flush(sink); /* the stream crosses into validation here */
             sink->split = "val";
             sink->index = 0;
         }
@@ -190,15 +171,19 @@ ct_status ct_data_prepare_sharded(const char *const *files, int n_files, const c
     if (train_bytes == 0)
         return ct_error(CT_ERR_INVALID, "%s: no text to train on (%" PRIu64 " bytes in %d file(s))",
                         files[0], total_bytes, n_files);
-    CT_CHECK(ct_mkdir_p(out_dir));
-
-    shard_sink sink = {out_dir, "train", 0, NULL, 0, 0};
+    uint64_t write_bytes = ct_data_shards_bytes(train_bytes, shard_tokens) +
+                           ct_data_shards_bytes(val_bytes, shard_tokens);
+    if (total_bytes / shard_tokens >= CT_DATA_MAX_SHARDS)
+        return ct_error(CT_ERR_INVALID,
+                        "%s: %" PRIu64 " bytes of text would take more than %d shards", files[0],
+                        total_bytes, CT_DATA_MAX_SHARDS);
+    shard_sink sink = {NULL, "train", 0, NULL, 0, 0};
+    CT_CHECK(ct_data_shard_set_new(&sink.set, out_dir, write_bytes));
     sink.capacity = CT_MIN(shard_tokens, CT_MAX(train_bytes, val_bytes));
     size_t buffer_bytes = (size_t)sink.capacity * sizeof(uint16_t);
     sink.tokens = ct_alloc(CT_MEM_DATA, buffer_bytes);
-    if (!sink.tokens) return CT_ERR_NOMEM;
+    ct_status status = sink.tokens ? CT_OK : ct_error(CT_ERR_NOMEM, "%s: shard buffer", out_dir);
     uint64_t pos = 0;
-    ct_status status = CT_OK;
     for (int i = 0; status == CT_OK && i < n_files; i++) {
         struct stat st;
         if (stat(files[i], &st) != 0)
@@ -206,7 +191,11 @@ ct_status ct_data_prepare_sharded(const char *const *files, int n_files, const c
         else
             status = prepare_file(files[i], (uint64_t)st.st_size, train_bytes, &pos, &sink);
     }
-    if (status == CT_OK) status = sink_finish(&sink);
+    if (status == CT_OK) status = sink_flush(&sink);
+    if (status == CT_OK)
+        status = ct_data_shard_set_commit(sink.set);
+    else
+        ct_data_shard_set_abort(sink.set);
     ct_free(CT_MEM_DATA, sink.tokens, buffer_bytes);
     return status;
 }

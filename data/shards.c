@@ -12,14 +12,17 @@
  */
 #include "data/data.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define HEADER_BYTES ((uint64_t)CT_DATA_HEADER_INTS * sizeof(int32_t))
@@ -112,14 +115,30 @@ static ct_status check_nanogpt_file(data_shard *shard, uint64_t file_bytes) {
     return CT_OK;
 }
 
+static ct_status not_regular(const char *path, mode_t mode) {
+    const char *what = S_ISFIFO(mode)   ? "a FIFO"
+                       : S_ISDIR(mode)  ? "a directory"
+                       : S_ISCHR(mode)  ? "a character device"
+                       : S_ISBLK(mode)  ? "a block device"
+                       : S_ISSOCK(mode) ? "a socket"
+                                        : "a special file";
+    return ct_error(CT_ERR_IO, "%s: %s, not a regular file: a data shard must be one", path, what);
+}
+
 /* Opens, maps and checks one file; the shard owns its path and mapping from then on, so
  * ct_data_close releases them whether or not this succeeded. */
 static ct_status open_shard(data_shard *shard, const char *path, ct_data_format format) {
     shard->path = copy_string(path, &shard->path_bytes);
     if (!shard->path) return CT_ERR_NOMEM;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return ct_error(CT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* A FIFO would block open() until a writer came (forever, for a job), a device or a
+     * directory is no shard: look first, and open with O_NONBLOCK so that a file swapped for a
+     * FIFO in between cannot block either; fstat then checks what was opened. */
     struct stat st;
+    if (stat(path, &st) != 0)
+        return ct_error(CT_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return not_regular(path, st.st_mode);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return ct_error(CT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     if (fstat(fd, &st) != 0) {
         int err = errno;
         close(fd);
@@ -127,7 +146,7 @@ static ct_status open_shard(data_shard *shard, const char *path, ct_data_format 
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return ct_error(CT_ERR_IO, "%s: not a regular file", path);
+        return not_regular(path, st.st_mode);
     }
     uint64_t file_bytes = (uint64_t)st.st_size;
     if (file_bytes > 0) {
@@ -295,6 +314,7 @@ ct_status ct_data_write_shard(const char *path, const uint16_t *tokens, uint64_t
     if (!f) return ct_error(CT_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
     int ok = fwrite(header, 1, sizeof(header), f) == sizeof(header);
     if (ok && count > 0) ok = fwrite(tokens, sizeof(uint16_t), (size_t)count, f) == (size_t)count;
+    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0; /* a full disk may show only here */
     int err = errno;
     if (fclose(f) != 0 && ok) {
         ok = 0;
@@ -305,4 +325,141 @@ ct_status ct_data_write_shard(const char *path, const uint16_t *tokens, uint64_t
         return ct_error(CT_ERR_IO, "%s: write failed: %s", path, strerror(err));
     }
     return CT_OK;
+}
+
+/* ---------------------------------------------------------------- shard sets */
+
+#define SET_NAME_BYTES 32 /* "train_NNNNNN.bin" and its ".tmp" */
+
+struct ct_data_shard_set {
+    char *dir;
+    size_t dir_bytes;
+    char (*names)[SET_NAME_BYTES]; /* the final names written so far */
+    int count, capacity;
+};
+
+/* Whether `name` is one that prepare or synth writes: (train|val)_<6+ digits>.bin[.tmp]. */
+static bool is_tool_shard_name(const char *name) {
+    const char *p = strncmp(name, "train_", 6) == 0 ? name + 6
+                    : strncmp(name, "val_", 4) == 0 ? name + 4
+                                                    : NULL;
+    if (!p) return false;
+    int digits = 0;
+    while (p[digits] >= '0' && p[digits] <= '9')
+        digits++;
+    return digits >= 6 && (strcmp(p + digits, ".bin") == 0 || strcmp(p + digits, ".bin.tmp") == 0);
+}
+
+static void set_path(const ct_data_shard_set *set, const char *name, bool tmp, char *out,
+                     size_t bytes) {
+    snprintf(out, bytes, "%s/%s%s", set->dir, name, tmp ? ".tmp" : "");
+}
+
+/* Removes DIR's shards (by name) that are not in the set: an earlier run's. */
+static ct_status remove_other_shards(const ct_data_shard_set *set) {
+    DIR *d = opendir(set->dir);
+    if (!d) return ct_error(CT_ERR_IO, "%s: cannot list: %s", set->dir, strerror(errno));
+    ct_status status = CT_OK;
+    struct dirent *e;
+    while (status == CT_OK && (e = readdir(d)) != NULL) {
+        if (!is_tool_shard_name(e->d_name)) continue;
+        bool ours = false;
+        for (int i = 0; i < set->count && !ours; i++)
+            ours = strcmp(set->names[i], e->d_name) == 0;
+        if (ours) continue;
+        char path[PATH_MAX];
+        set_path(set, e->d_name, false, path, sizeof(path));
+        if (unlink(path) != 0)
+            status = ct_error(CT_ERR_IO, "%s: left by an earlier run, cannot remove: %s", path,
+                              strerror(errno));
+        else
+            printf("removed %s (left by an earlier run)\n", path);
+    }
+    closedir(d);
+    return status;
+}
+
+uint64_t ct_data_shards_bytes(uint64_t tokens, uint64_t shard_tokens) {
+    uint64_t shards = tokens / shard_tokens + (tokens % shard_tokens != 0);
+    return shards * HEADER_BYTES + tokens * sizeof(uint16_t);
+}
+
+ct_status ct_data_shard_set_new(ct_data_shard_set **set, const char *dir, uint64_t write_bytes) {
+    *set = NULL;
+    CT_CHECK(ct_mkdir_p(dir));
+    struct statvfs fs;
+    if (statvfs(dir, &fs) != 0)
+        return ct_error(CT_ERR_IO, "%s: cannot query free space: %s", dir, strerror(errno));
+    uint64_t free_bytes = (uint64_t)fs.f_bavail * (uint64_t)fs.f_frsize;
+    if (write_bytes > free_bytes)
+        return ct_error(CT_ERR_IO,
+                        "%s: the shards take %" PRIu64 " bytes, the file system has %" PRIu64
+                        " bytes free: nothing written",
+                        dir, write_bytes, free_bytes);
+    ct_data_shard_set *s = ct_alloc(CT_MEM_DATA, sizeof(*s));
+    if (!s) return ct_error(CT_ERR_NOMEM, "%s: shard set", dir);
+    memset(s, 0, sizeof(*s));
+    s->dir = copy_string(dir, &s->dir_bytes);
+    if (!s->dir) {
+        ct_free(CT_MEM_DATA, s, sizeof(*s));
+        return ct_error(CT_ERR_NOMEM, "%s: shard set", dir);
+    }
+    *set = s;
+    return CT_OK;
+}
+
+ct_status ct_data_shard_set_write(ct_data_shard_set *set, const char *split, int index,
+                                  const uint16_t *tokens, uint64_t count) {
+    CT_ASSERT(index >= 0 && index < CT_DATA_MAX_SHARDS, "shard %d", index);
+    if (set->count == set->capacity) {
+        int capacity = set->capacity ? 2 * set->capacity : 16;
+        size_t bytes = (size_t)capacity * SET_NAME_BYTES;
+        char(*names)[SET_NAME_BYTES] = ct_alloc(CT_MEM_DATA, bytes);
+        if (!names) return ct_error(CT_ERR_NOMEM, "%s: names of %d shards", set->dir, capacity);
+        if (set->count) memcpy(names, set->names, (size_t)set->count * SET_NAME_BYTES);
+        ct_free(CT_MEM_DATA, set->names, (size_t)set->capacity * SET_NAME_BYTES);
+        set->names = names, set->capacity = capacity;
+    }
+    char *name = set->names[set->count], path[PATH_MAX];
+    snprintf(name, SET_NAME_BYTES, "%s_%06d.bin", split, index);
+    set_path(set, name, true, path, sizeof(path));
+    CT_CHECK(ct_data_write_shard(path, tokens, count));
+    set->count++;
+    set_path(set, name, false, path, sizeof(path));
+    printf("wrote %s: %" PRIu64 " tokens\n", path, count);
+    fflush(stdout);
+    return CT_OK;
+}
+
+ct_status ct_data_shard_set_commit(ct_data_shard_set *set) {
+    ct_status status = CT_OK;
+    int renamed = 0;
+    for (; renamed < set->count; renamed++) {
+        char tmp[PATH_MAX], path[PATH_MAX];
+        set_path(set, set->names[renamed], true, tmp, sizeof(tmp));
+        set_path(set, set->names[renamed], false, path, sizeof(path));
+        if (rename(tmp, path) != 0) {
+            status = ct_error(CT_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+            break;
+        }
+    }
+    if (status == CT_OK) status = remove_other_shards(set);
+    /* abort removes the temporary files of the shards not renamed (none after success) */
+    if (renamed > 0 && renamed < set->count)
+        memmove(set->names, set->names + renamed, (size_t)(set->count - renamed) * SET_NAME_BYTES);
+    set->count -= renamed;
+    ct_data_shard_set_abort(set);
+    return status;
+}
+
+void ct_data_shard_set_abort(ct_data_shard_set *set) {
+    if (!set) return;
+    for (int i = 0; i < set->count; i++) {
+        char tmp[PATH_MAX];
+        set_path(set, set->names[i], true, tmp, sizeof(tmp));
+        remove(tmp);
+    }
+    ct_free(CT_MEM_DATA, set->names, (size_t)set->capacity * SET_NAME_BYTES);
+    ct_free(CT_MEM_DATA, set->dir, set->dir_bytes);
+    ct_free(CT_MEM_DATA, set, sizeof(*set));
 }

@@ -40,6 +40,20 @@ head -c 2000 /dev/urandom >>"$work/bad.bin"
 expect nonzero "bad.bin.*magic" -- "$bin/ctrain-launch" "$work/job.toml" "data.train=$work/bad.bin"
 expect nonzero "no files match" -- "$bin/ctrain-launch" "$work/job.toml" "data.train=$work/none_*.bin"
 expect nonzero ">= vocab_size 16" -- "$bin/ctrain-launch" "$work/job.toml" model.vocab_size=16
+mkfifo "$work/fifo.bin"
+expect nonzero "fifo.bin: a FIFO, not a regular file" -- \
+  timeout 60 "$bin/ctrain-launch" "$work/job.toml" "data.val=$work/fifo.bin"
+expect 1 "the shards take 220001126399998 bytes, the file system has [0-9]+ bytes free" -- \
+  "$bin/ctrain" data synth --out "$work/huge" --tokens 99999999999999
+expect 2 "bad value '99999999999999999999' for --tokens" -- \
+  "$bin/ctrain" data synth --out "$work/huge" --tokens 99999999999999999999
+# Re-preparing with --val 0 removes the earlier prepare's val shard (nothing else).
+printf 'some text to prepare, twice over\n' >"$work/text.txt"
+"$bin/ctrain" data prepare "$work/text.txt" --out "$work/prep" --val 0.5 >/dev/null
+touch "$work/prep/README"
+expect 0 "removed .*/prep/val_000000.bin" -- \
+  "$bin/ctrain" data prepare "$work/text.txt" --out "$work/prep" --val 0
+expect 0 "^README train_000000.bin$" -- bash -c "cd '$work/prep' && echo *"
 expect nonzero "init_from.bin|cannot open" -- "$bin/ctrain-launch" "$work/job.toml" "model.init_from=$work/init_from.bin"
 
 # a good run, then a sample from its weights, then a corrupted model file

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- formats and sizes */
@@ -199,6 +200,26 @@ static void test_empty_dataset_is_refused_at_open(void) {
     remove_temp_dir();
 }
 
+/* A FIFO as data.train (or a directory, or a device matched by the glob) is refused naming
+ * the path and what it is; opening a FIFO for reading would block until a writer came, so an
+ * alarm turns a hang into a failure of this test. */
+static void test_fifo_directory_and_device_are_refused_without_blocking(void) {
+    make_temp_dir();
+    char path[512];
+    CU_ASSERT_FATAL(mkfifo(temp_path(path, sizeof(path), "f_000000.bin"), 0600) == 0);
+    alarm(20);
+    expect_open_fails("f_*.bin", CT_DATA_FORMAT_LLMC, "f_000000.bin", "a FIFO, not a regular file");
+    CU_ASSERT_FATAL(mkdir(temp_path(path, sizeof(path), "d_000000.bin"), 0700) == 0);
+    expect_open_fails("d_*.bin", CT_DATA_FORMAT_LLMC, "d_000000.bin", "a directory");
+    ct_status status;
+    ct_data_dataset *ds = NULL;
+    status = ct_data_open(&ds, "/dev/null", CT_DATA_FORMAT_NANOGPT, 256);
+    CU_ASSERT(status == CT_ERR_IO && ds == NULL);
+    CU_ASSERT(message_has("/dev/null: a character device"));
+    alarm(0);
+    remove_temp_dir();
+}
+
 static void test_dataset_shorter_than_one_sequence_names_file(void) {
     make_temp_dir();
     write_counting_shard("short_000000.bin", 0, 4);
@@ -248,6 +269,8 @@ int main(void) {
          test_token_beyond_vocab_names_file_and_byte_offset},
         {"pattern_without_files_names_the_pattern", test_pattern_without_files_names_the_pattern},
         {"empty_dataset_is_refused_at_open", test_empty_dataset_is_refused_at_open},
+        {"fifo_directory_and_device_are_refused_without_blocking",
+         test_fifo_directory_and_device_are_refused_without_blocking},
         {"dataset_shorter_than_one_sequence_names_file",
          test_dataset_shorter_than_one_sequence_names_file},
         {"bad_sampler_settings_are_errors_not_crashes",

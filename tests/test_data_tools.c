@@ -1,8 +1,10 @@
 /*
  * Tests of the shard makers: `data prepare` (UTF-8 text -> byte tokens, the train/val split,
  * shard sizes, refusal of text that is not UTF-8) and `data synth` (deterministic for a seed,
- * and learnable: the next token given the previous one has low entropy). Each test works in a
- * fresh temporary directory.
+ * and learnable: the next token given the previous one has low entropy), and how both treat
+ * the folder: a new run replaces an earlier run's shards, a failed one (bad input, a full
+ * disk) leaves them as they were, a run larger than the free space writes nothing. Each test
+ * works in a fresh temporary directory.
  */
 /* nftw() */
 #define _GNU_SOURCE
@@ -12,10 +14,15 @@
 #include "tests/test_temp_dir.h"
 #include "tests/test_util.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -170,7 +177,106 @@ static void test_prepare_refuses_invalid_utf8_naming_file_and_offset(void) {
     remove_temp_dir();
 }
 
+/* The names in temp_dir/sub, sorted, one per line, into out; plus each file's size. */
+static const char *listing(const char *sub, char *out, size_t bytes) {
+    char dir[512], names[64][256];
+    int n = 0;
+    DIR *d = opendir(temp_path(dir, sizeof(dir), sub));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (e->d_name[0] != '.' && n < 64) snprintf(names[n++], sizeof(names[0]), "%s", e->d_name);
+    closedir(d);
+    qsort(names, (size_t)n, sizeof(names[0]), (int (*)(const void *, const void *))strcmp);
+    size_t len = 0;
+    out[0] = '\0';
+    for (int i = 0; i < n && len < bytes; i++) {
+        char path[1024];
+        struct stat st;
+        snprintf(path, sizeof(path), "%.500s/%.255s", dir, names[i]);
+        CU_ASSERT_FATAL(stat(path, &st) == 0);
+        len +=
+            (size_t)snprintf(out + len, bytes - len, "%s %lld\n", names[i], (long long)st.st_size);
+    }
+    return out;
+}
+
+/* A second prepare into the same folder (--val 0, one shard) removes the first one's shards
+ * that it does not write (val_*, train_000001...), and no other file. */
+static void test_prepare_replaces_an_earlier_prepares_shards(void) {
+    make_temp_dir();
+    char in[512], out[512], other[512], list[2048];
+    write_bytes(temp_path(in, sizeof(in), "in.txt"), utf8_text, sizeof(utf8_text) - 1);
+    const char *files[] = {in};
+    CU_ASSERT_EQUAL_FATAL(
+        ct_data_prepare_sharded(files, 1, temp_path(out, sizeof(out), "o"), 0.3, 40), CT_OK);
+    write_bytes(temp_path(other, sizeof(other), "o/notes.txt"), "keep", 4);
+    write_bytes(temp_path(other, sizeof(other), "o/train_extra.bin"), "keep", 4);
+    write_bytes(temp_path(other, sizeof(other), "o/val_000009.bin.tmp"), "crashed", 7);
+    CU_ASSERT(strstr(listing("o", list, sizeof(list)), "val_000000.bin") != NULL);
+    CU_ASSERT(strstr(list, "train_000001.bin") != NULL);
+    CU_ASSERT_EQUAL_FATAL(ct_data_prepare(files, 1, out, 0.0), CT_OK);
+    char want[256];
+    snprintf(want, sizeof(want), "notes.txt 4\ntrain_000000.bin %zu\ntrain_extra.bin 4\n",
+             1024 + 2 * (sizeof(utf8_text) - 1));
+    CU_ASSERT_STRING_EQUAL(listing("o", list, sizeof(list)), want);
+    remove_temp_dir();
+}
+
+/* A prepare that fails (invalid UTF-8 in its second file, after shards of the first were
+ * written) and a synth that fails (a full disk: a file size limit makes writes fail with
+ * EFBIG, as ENOSPC would) leave the folder exactly as the earlier prepare left it. */
+static void test_failed_prepare_and_synth_leave_the_folder_as_it_was(void) {
+    make_temp_dir();
+    char in[512], bad[512], out[512], before[2048], after[2048];
+    write_bytes(temp_path(in, sizeof(in), "in.txt"), utf8_text, sizeof(utf8_text) - 1);
+    write_bytes(temp_path(bad, sizeof(bad), "bad.txt"), "ok \xC0\xAF", 5);
+    const char *good[] = {in}, *files[] = {in, bad};
+    CU_ASSERT_EQUAL_FATAL(
+        ct_data_prepare_sharded(good, 1, temp_path(out, sizeof(out), "o"), 0.5, 30), CT_OK);
+    uint64_t count;
+    int shards;
+    int32_t *first = read_all("o/train_*.bin", 256, &count, &shards);
+    listing("o", before, sizeof(before));
+    CU_ASSERT_EQUAL(ct_data_prepare_sharded(files, 2, out, 0.0, 7), CT_ERR_FORMAT);
+    CU_ASSERT(message_has("bad.txt"));
+    CU_ASSERT_STRING_EQUAL(listing("o", after, sizeof(after)), before);
+    struct rlimit saved, small;
+    CU_ASSERT_FATAL(getrlimit(RLIMIT_FSIZE, &saved) == 0);
+    small = saved;
+    small.rlim_cur = 4096; /* 5000 tokens take 11024 bytes */
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    CU_ASSERT_FATAL(setrlimit(RLIMIT_FSIZE, &small) == 0);
+    ct_status st = ct_data_synth(out, 5000, 256, 1);
+    CU_ASSERT_FATAL(setrlimit(RLIMIT_FSIZE, &saved) == 0);
+    signal(SIGXFSZ, old_handler);
+    CU_ASSERT_EQUAL(st, CT_ERR_IO);
+    CU_ASSERT(message_has("train_000000.bin.tmp") && message_has(strerror(EFBIG)));
+    CU_ASSERT_STRING_EQUAL(listing("o", after, sizeof(after)), before);
+    uint64_t count_after;
+    int32_t *again = read_all("o/train_*.bin", 256, &count_after, &shards);
+    CU_ASSERT(count_after == count && memcmp(first, again, count * sizeof(int32_t)) == 0);
+    free(first), free(again);
+    remove_temp_dir();
+}
+
 /* ---------------------------------------------------------------- synth */
+
+/* A token count beyond the free space is refused before anything is written, with both
+ * numbers; one beyond any file system (or 2^64 bytes) is refused as absurd. */
+static void test_synth_refuses_more_than_the_free_space(void) {
+    make_temp_dir();
+    char dir[512], list[256];
+    ct_error_clear();
+    CU_ASSERT_EQUAL(ct_data_synth(temp_path(dir, sizeof(dir), "s"), 99999999999999ULL, 256, 1),
+                    CT_ERR_IO);
+    /* train: 10^14 - 1 tokens in 10^6 shards; val: 10^13 in 10^5; 2 bytes a token, 1024 a header */
+    CU_ASSERT(message_has("the shards take 220001126399998 bytes, the file system has") &&
+              message_has("bytes free: nothing written"));
+    CU_ASSERT_STRING_EQUAL(listing("s", list, sizeof(list)), "");
+    CU_ASSERT_EQUAL(ct_data_synth(dir, UINT64_MAX, 256, 1), CT_ERR_INVALID);
+    CU_ASSERT(message_has("18446744073709551615 tokens is more than the 100000000000000"));
+    remove_temp_dir();
+}
 
 static void test_synth_is_deterministic_for_a_seed(void) {
     make_temp_dir();
@@ -260,6 +366,11 @@ int main(void) {
          test_prepare_concatenates_files_into_bounded_shards},
         {"prepare_refuses_invalid_utf8_naming_file_and_offset",
          test_prepare_refuses_invalid_utf8_naming_file_and_offset},
+        {"prepare_replaces_an_earlier_prepares_shards",
+         test_prepare_replaces_an_earlier_prepares_shards},
+        {"failed_prepare_and_synth_leave_the_folder_as_it_was",
+         test_failed_prepare_and_synth_leave_the_folder_as_it_was},
+        {"synth_refuses_more_than_the_free_space", test_synth_refuses_more_than_the_free_space},
         {"synth_is_deterministic_for_a_seed", test_synth_is_deterministic_for_a_seed},
         {"synth_next_token_is_predictable_from_previous",
          test_synth_next_token_is_predictable_from_previous},
