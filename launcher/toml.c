@@ -2,7 +2,8 @@
  * A strict parser for the TOML subset of job files (see toml.h for what it accepts). Formatting
  * values back into TOML text lives with the key operations in job_key.c.
  *
- * The file is read whole, CRLF line ends become LF, and each line is parsed in place: a value
+ * The file is read whole, a leading UTF-8 byte order mark is skipped, CRLF line ends become
+ * LF, and each line is parsed in place: a value
  * never spans lines, so every error knows its line. The parser remembers the tables it has seen
  * and the keys of the current table (tables cannot be reopened, so no other table's keys can
  * come back) to report duplicates with the line of the first occurrence.
@@ -60,6 +61,21 @@ static int token_length(const char *p) {
     while (!is_eol(p[n]) && !strchr(" \t#,]", p[n]) && n < TOKEN_SHOWN)
         n++;
     return n > 0 ? n : 1;
+}
+
+/* The error for a non-ASCII byte inside (or at the start of) a bare key or table name: UTF-8
+ * letters look like valid names, so say which rule they break. `start` is the name's start,
+ * `bad` the byte. */
+static ct_status non_ascii_name(const char *where, const char *what, const char *start,
+                                const char *bad) {
+    int n = 0;
+    while (!is_eol(start[n]) && !strchr(" \t=]#", start[n]) && n < TOKEN_SHOWN)
+        n++;
+    return ct_error(CT_ERR_INVALID,
+                    "%s: %s '%.*s' contains a non-ASCII character (byte 0x%02X at column %d; "
+                    "bare keys and table names are A-Z a-z 0-9 _ -, and quoted keys are not "
+                    "supported)",
+                    where, what, n, start, (unsigned)(unsigned char)*bad, (int)(bad - start) + 1);
 }
 
 /* Reads a bare key into out; returns its length (0 when none starts at p), -1 when too long. */
@@ -328,7 +344,9 @@ static ct_status parse_header(parser *ps, const char *p) {
     if (*p == '[')
         return ct_error(CT_ERR_INVALID, "%s: arrays of tables ([[...]]) are not supported", where);
     skip_blanks(&p);
+    const char *start = p;
     int n = read_bare_key(&p, name);
+    if (n >= 0 && (unsigned char)*p >= 0x80) return non_ascii_name(where, "table name", start, p);
     if (n < 0)
         return ct_error(CT_ERR_INVALID, "%s: table name longer than %d bytes", where,
                         CT_JOB_TOML_KEY - 1);
@@ -363,7 +381,9 @@ static ct_status parse_header(parser *ps, const char *p) {
 static ct_status parse_key_value(parser *ps, const char *p) {
     const char *where = ps->where;
     char key[CT_JOB_TOML_KEY];
+    const char *start = p;
     int n = read_bare_key(&p, key);
+    if (n >= 0 && (unsigned char)*p >= 0x80) return non_ascii_name(where, "key", start, p);
     if (n < 0)
         return ct_error(CT_ERR_INVALID, "%s: key longer than %d bytes", where, CT_JOB_TOML_KEY - 1);
     if (n == 0 && (*p == '"' || *p == '\''))
@@ -421,6 +441,8 @@ static ct_status parse_lines(parser *ps, const char *text) {
 ct_status ct_job_toml_parse(const char *text, const char *source,
                             const ct_job_toml_handler *handler) {
     parser ps = {.source = source, .handler = handler};
+    /* Editors on Windows start UTF-8 files with a byte order mark; it is no part of the text. */
+    if (strncmp(text, "\xEF\xBB\xBF", 3) == 0) text += 3;
     ct_status status = parse_lines(&ps, text);
     seen_free(&ps.tables);
     seen_free(&ps.keys);

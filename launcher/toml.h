@@ -4,7 +4,8 @@
  * table, loader, printer and docs writer share.
  *
  * Accepted: `[table]` headers (no dotted names, no `[[arrays of tables]]`), `key = value` lines
- * with bare keys (A-Z a-z 0-9 _ -), blank lines and `#` comments after anything. Values:
+ * with bare keys (A-Z a-z 0-9 _ -; a non-ASCII byte in one is named as such), blank lines and
+ * `#` comments after anything, and a UTF-8 byte order mark at the start (skipped). Values:
  * "basic strings" with the escapes \" \\ \n \t \r, 'literal strings', decimal integers with an
  * optional sign and `_` between digits, floats (3.0, 6e-4, 1e-3), true/false, and one-line
  * arrays of those. Everything else (multi-line strings, inline tables, dates, inf/nan, hex) is

@@ -258,6 +258,26 @@ static void test_syntax_errors_name_the_line(void) {
     expect_error(DATA "[train]\nlr.x = 1\n", 0, NULL, "job.toml:4:", "dotted keys", NULL);
 }
 
+/* A UTF-8 byte order mark (what some editors put first) is skipped; a non-ASCII letter in a
+ * key or table name is named as such, with the file and line. */
+static void test_bom_is_skipped_and_non_ascii_keys_are_named(void) {
+    ct_job job;
+    CU_ASSERT_EQUAL_FATAL(load(&job, "\xEF\xBB\xBF" DATA "[train]\nsteps = 9\n", 0, NULL), CT_OK);
+    CU_ASSERT_STRING_EQUAL(job.data_train, "data/train_*.bin");
+    CU_ASSERT_EQUAL(job.train_steps, 9);
+    CU_ASSERT_EQUAL_FATAL(
+        ct_job_load_text(&job, "\xEF\xBB\xBF" DATA "[train]\nsteps = 8\n", "saved"), CT_OK);
+    CU_ASSERT_EQUAL(job.train_steps, 8);
+    expect_error(DATA "[train]\nst\xC3\xA9ps = 5\n", 0, NULL,
+                 "job.toml:4: key 'st\xC3\xA9ps' contains a non-ASCII character", "A-Z a-z 0-9 _ -",
+                 NULL);
+    expect_error(DATA "[train]\n\xC3\xA9 = 5\n", 0, NULL, "job.toml:4: key", "non-ASCII", NULL);
+    expect_error(DATA "[tr\xC3\xA4in]\n", 0, NULL, "job.toml:3: table name 'tr\xC3\xA4in'",
+                 "non-ASCII", NULL);
+    /* A mark anywhere but at the start is a non-ASCII byte like any other. */
+    expect_error(DATA "\xEF\xBB\xBF[train]\n", 0, NULL, "job.toml:3:", "non-ASCII", NULL);
+}
+
 static void test_relations_name_the_line_that_set_them(void) {
     expect_error(DATA "[model]\nn_head = 3\nn_embd = 100\n", 0, NULL,
                  "job.toml:5:", "model.n_embd must be a multiple of model.n_head",
@@ -397,6 +417,8 @@ int main(void) {
         {"out_of_range_names_the_allowed_range", test_out_of_range_names_the_allowed_range},
         {"bad_choice_lists_the_choices", test_bad_choice_lists_the_choices},
         {"syntax_errors_name_the_line", test_syntax_errors_name_the_line},
+        {"bom_is_skipped_and_non_ascii_keys_are_named",
+         test_bom_is_skipped_and_non_ascii_keys_are_named},
         {"relations_name_the_line_that_set_them", test_relations_name_the_line_that_set_them},
         {"bad_overrides_name_the_override", test_bad_overrides_name_the_override},
         {"missing_file_is_an_io_error", test_missing_file_is_an_io_error},
