@@ -107,9 +107,8 @@ static int parse(int argc, char **argv, bench_options *o) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = v != NULL;
         unsigned long long n = 0;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            fputs(bench_ckpt_usage, stdout);
-            return 0;
+        if (ct_cli_is_help(a)) {
+            return ct_cli_help(bench_ckpt_usage);
         } else if (strcmp(a, "--model") == 0 && ok) {
             ok = strcmp(v, "gpt2-124m") == 0;
             o->model = true;
@@ -129,8 +128,8 @@ static int parse(int argc, char **argv, bench_options *o) {
         else if (strcmp(a, "--threads") == 0 && ok)
             ok = ct_cli_parse_int(v, 1, 1024, &o->threads);
         else
-            return ct_cli_bad_flag("bench", a, bench_ckpt_usage);
-        if (!ok) return ct_cli_usage_error("bench", bench_ckpt_usage, "bad value for %s", a);
+            return ct_cli_bad_flag("bench ckpt", a, bench_ckpt_usage);
+        if (!ok) return ct_cli_usage_error("bench ckpt", bench_ckpt_usage, "bad value for %s", a);
         i++;
     }
     return -1;
@@ -197,8 +196,8 @@ static ct_status model_state(bench_state *s, int steps) {
         if (!st) ct_adamw_step(&s->opt, &s->gpt, params, grads, &hp, 1.0f, kern);
         times[step] = ct_time_s() - t0;
         if (!st)
-            fprintf(stderr, "bench ckpt: step %d loss %.4f %.2f s\n", step, *(float *)loss->data,
-                    times[step]);
+            fprintf(stderr, "ctrain bench ckpt: step %d loss %.4f %.2f s\n", step,
+                    *(float *)loss->data, times[step]);
     }
     if (!st && steps > 0) s->step_s = median(times, steps);
     ct_tape_free(&tape);

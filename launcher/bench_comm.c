@@ -38,16 +38,15 @@ static int parse(int argc, char **argv, bench_options *o) {
             ok = ct_cli_parse_u64(v, &o->min_bytes);
         else if (strcmp(a, "--max-bytes") == 0 && ok)
             ok = ct_cli_parse_u64(v, &o->max_bytes);
-        else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            fputs(bench_comm_usage, stdout);
-            return 0;
+        else if (ct_cli_is_help(a)) {
+            return ct_cli_help(bench_comm_usage);
         } else
-            return ct_cli_bad_flag("bench", a, bench_comm_usage);
-        if (!ok) return ct_cli_usage_error("bench", bench_comm_usage, "bad value for %s", a);
+            return ct_cli_bad_flag("bench comm", a, bench_comm_usage);
+        if (!ok) return ct_cli_usage_error("bench comm", bench_comm_usage, "bad value for %s", a);
         i++;
     }
     if (o->min_bytes < 16 || o->max_bytes < o->min_bytes || o->max_bytes > (1ULL << 34))
-        return ct_cli_usage_error("bench", bench_comm_usage,
+        return ct_cli_usage_error("bench comm", bench_comm_usage,
                                   "need 16 <= --min-bytes <= --max-bytes <= 16 GiB");
     return -1;
 }

@@ -171,29 +171,30 @@ static ct_status export_model(ct_ckpt_step *ck, const char *out, bool llmc) {
 }
 
 static int export_cmd(int argc, char **argv) {
-    const char *path = NULL, *out = NULL, *format = NULL;
+    const char *path = NULL, *out = NULL, *format = NULL, *cmd = "ckpt export";
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
+        if (ct_cli_is_help(a)) return ct_cli_help(ckpt_usage);
         if (strcmp(a, "--out") == 0 || strcmp(a, "--format") == 0) {
-            if (i + 1 >= argc) return ct_cli_usage_error("ckpt", ckpt_usage, "%s needs a value", a);
+            if (i + 1 >= argc) return ct_cli_usage_error(cmd, ckpt_usage, "%s needs a value", a);
             *(strcmp(a, "--out") == 0 ? &out : &format) = argv[++i];
         } else if (a[0] == '-' && a[1]) {
-            return ct_cli_bad_flag("ckpt", a, ckpt_usage);
+            return ct_cli_bad_flag(cmd, a, ckpt_usage);
         } else if (!path) {
             path = a;
         } else {
-            return ct_cli_usage_error("ckpt", ckpt_usage, "export takes one PATH, got '%s' too", a);
+            return ct_cli_usage_error(cmd, ckpt_usage, "export takes one PATH, got '%s' too", a);
         }
     }
     if (!path || !out)
-        return ct_cli_usage_error("ckpt", ckpt_usage, "export needs PATH and --out FILE");
+        return ct_cli_usage_error(cmd, ckpt_usage, "export needs PATH and --out FILE");
     if (!format) {
         size_t n = strlen(out);
         format = n >= 4 && strcmp(out + n - 4, ".bin") == 0 ? "llmc" : "safetensors";
     }
     if (strcmp(format, "llmc") != 0 && strcmp(format, "safetensors") != 0)
-        return ct_cli_usage_error("ckpt", ckpt_usage,
-                                  "--format must be safetensors or llmc, got '%s'", format);
+        return ct_cli_usage_error(cmd, ckpt_usage, "--format must be safetensors or llmc, got '%s'",
+                                  format);
     ct_ckpt_step ck;
     if (!open_checkpoint("export", path, &ck)) return 1;
     ct_status st = export_model(&ck, out, strcmp(format, "llmc") == 0);
@@ -207,17 +208,19 @@ static int export_cmd(int argc, char **argv) {
 }
 
 int ct_cli_ckpt(int argc, char **argv) {
-    if (argc < 1 || strcmp(argv[0], "-h") == 0 || strcmp(argv[0], "--help") == 0) {
-        fputs(ckpt_usage, argc < 1 ? stderr : stdout);
-        return argc < 1 ? 2 : 0;
-    }
+    if (argc < 1) return ct_cli_usage_error("ckpt", ckpt_usage, "expected info, verify or export");
     const char *sub = argv[0];
+    if (ct_cli_is_help(sub)) return ct_cli_help(ckpt_usage);
     if (strcmp(sub, "export") == 0) return export_cmd(argc - 1, argv + 1);
     if (strcmp(sub, "info") != 0 && strcmp(sub, "verify") != 0)
         return ct_cli_usage_error("ckpt", ckpt_usage, "unknown subcommand '%s'", sub);
+    char cmd[16];
+    snprintf(cmd, sizeof(cmd), "ckpt %s", sub);
+    for (int i = 1; i < argc; i++)
+        if (ct_cli_is_help(argv[i])) return ct_cli_help(ckpt_usage);
     if (argc != 2 || (argv[1][0] == '-' && argv[1][1]))
-        return argc < 2   ? ct_cli_usage_error("ckpt", ckpt_usage, "%s needs PATH", sub)
-               : argc > 2 ? ct_cli_usage_error("ckpt", ckpt_usage, "%s takes one PATH", sub)
-                          : ct_cli_bad_flag("ckpt", argv[1], ckpt_usage);
+        return argc < 2   ? ct_cli_usage_error(cmd, ckpt_usage, "%s needs PATH", sub)
+               : argc > 2 ? ct_cli_usage_error(cmd, ckpt_usage, "%s takes one PATH", sub)
+                          : ct_cli_bad_flag(cmd, argv[1], ckpt_usage);
     return strcmp(sub, "info") == 0 ? info(argv[1]) : verify(argv[1]);
 }

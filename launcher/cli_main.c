@@ -8,9 +8,11 @@
 #include "launcher/launch_internal.h"
 #include "launcher/launcher.h"
 #include "launcher/launcher_internal.h"
+#include "launcher/toml.h"
 
 #include <cblas.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *ctrain_usage =
@@ -22,11 +24,33 @@ static const char *ctrain_usage =
     "                           ctrain-launch), or alone outside one; `train` is the same\n"
     "  config docs              print the job.toml key reference (docs/config.md)\n"
     "  config show JOB.toml [k=v ...]  print the job with defaults and overrides applied\n"
+
     "  bench sgemm [--threads N] [--size N]  the sgemm rate MFU is measured against\n"
     "  bench comm [--nproc N] [...]  collective bandwidth, nccl-tests style (--help)\n"
     "  bench ckpt [--levels 1,3,9] [...]  checkpoint save/load GB/s and ratio (--help)\n"
     "  ckpt info|verify|export PATH ...  inspect, check or export a checkpoint (--help)\n"
-    "  info                     build and machine facts\n";
+    "  info                     build and machine facts\n"
+    "Every command prints its usage with -h or --help.\n";
+
+static const char *config_usage =
+    "usage: ctrain config docs\n"
+    "       ctrain config show JOB.toml [section.key=value ...]\n"
+    "docs: the job.toml key reference (docs/config.md is this output).\n"
+    "show: the job as ctrain-launch would run it: every key with defaults and overrides\n"
+    "      applied, in job.toml syntax (the output loads as a job file). Where log.dir,\n"
+    "      log.metrics or checkpoint.dir are unset, the paths they resolve to are shown,\n"
+    "      marked '# default'.\n";
+
+static const char *bench_usage =
+    "usage: ctrain bench sgemm [--threads N] [--size N]\n"
+    "       ctrain bench comm [...]   (ctrain bench comm --help)\n"
+    "       ctrain bench ckpt [...]   (ctrain bench ckpt --help)\n"
+    "sgemm: the single-precision matrix multiply rate of N x N matrices (default 1024) on N\n"
+    "       threads (default: all cores), the ceiling MFU is measured against; prints JSON.\n";
+
+static const char *info_usage = "usage: ctrain info\n"
+                                "The version, the CPU threads and OpenBLAS configuration, and\n"
+                                "the CUDA devices this build sees.\n";
 
 static int cli_info(void) {
     char cuda[1024];
@@ -40,38 +64,100 @@ static int cli_info(void) {
     return 0;
 }
 
+/* The line of `key` = "" in `printed` replaced by `value` with a comment that it is the
+ * default, resolved; keys that were set stay as printed. */
+static void print_resolved_line(const char *line, size_t len, const char *value) {
+    char quoted[2 * CT_JOB_STR + 3];
+    ct_job_toml_format_string(value, quoted, sizeof(quoted));
+    const char *eq = memchr(line, '=', len);
+    printf("%.*s= %s  # default (unset in the job), resolved\n", (int)(eq - line), line, quoted);
+}
+
+/* ct_job_print, with the run directory, metrics path and checkpoint directory resolved where
+ * the job leaves them "" (ct_job_run_dir and ct_job_checkpoint_dir decide the defaults). The
+ * result still loads as a job file, with the same paths from the same working directory. */
+static void print_job_resolved(const ct_job *job) {
+    char run_dir[CT_JOB_STR], ckpt_dir[CT_JOB_STR], metrics[CT_JOB_STR + 16];
+    ct_job_run_dir(job, run_dir, sizeof(run_dir));
+    ct_job_checkpoint_dir(job, ckpt_dir, sizeof(ckpt_dir));
+    snprintf(metrics, sizeof(metrics), "%s/metrics.jsonl", run_dir); /* as launcher/run.c */
+    const struct {
+        const char *section, *key, *value;
+        bool unset;
+    } resolved[] = {
+        {"log", "dir", run_dir, !job->log_dir[0]},
+        {"log", "metrics", metrics, !job->log_metrics[0]},
+        {"checkpoint", "dir", ckpt_dir, !job->checkpoint_dir[0]},
+    };
+    char *text = NULL;
+    size_t bytes = 0;
+    FILE *mem = open_memstream(&text, &bytes);
+    if (!mem) {
+        ct_job_print(job, stdout);
+        return;
+    }
+    ct_job_print(job, mem);
+    fclose(mem);
+    char section[64] = "";
+    for (const char *line = text; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        if (line[0] == '[' && len < sizeof(section))
+            snprintf(section, sizeof(section), "%.*s", (int)len - 2, line + 1);
+        bool done = false;
+        for (size_t i = 0; i < CT_ARRAY_LEN(resolved) && !done; i++) {
+            char unset_line[80];
+            snprintf(unset_line, sizeof(unset_line), "%s = \"\"", resolved[i].key);
+            done = resolved[i].unset && strcmp(section, resolved[i].section) == 0 &&
+                   len == strlen(unset_line) && strncmp(line, unset_line, len) == 0;
+            if (done) print_resolved_line(line, len, resolved[i].value);
+        }
+        if (!done) printf("%.*s\n", (int)len, line);
+        line += len + (end != NULL);
+    }
+    free(text);
+}
+
 static int cli_config(int argc, char **argv) {
-    if (argc >= 1 && strcmp(argv[0], "docs") == 0) {
+    for (int i = 0; i < argc; i++)
+        if (ct_cli_is_help(argv[i])) return ct_cli_help(config_usage);
+    if (argc == 1 && strcmp(argv[0], "docs") == 0) {
         ct_job_write_docs(stdout);
         return 0;
     }
     if (argc >= 2 && strcmp(argv[0], "show") == 0) {
         ct_job job;
         if (ct_job_load(&job, argv[1], argc - 2, argv + 2) != CT_OK) {
-            fprintf(stderr, "ctrain config: %s\n", ct_error_message());
+            fprintf(stderr, "ctrain config show: %s\n", ct_error_message());
             return 1;
         }
-        ct_job_print(&job, stdout);
+        print_job_resolved(&job);
         return 0;
     }
-    return ct_cli_usage_error("config", ctrain_usage, "expected 'docs' or 'show JOB.toml'");
+    if (argc >= 1 && strcmp(argv[0], "show") == 0)
+        return ct_cli_usage_error("config show", config_usage, "expected a job file");
+    return ct_cli_usage_error("config", config_usage, "expected 'docs' or 'show JOB.toml'");
 }
 
 static int cli_bench(int argc, char **argv) {
     if (argc >= 1 && strcmp(argv[0], "comm") == 0) return ct_cli_bench_comm(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "ckpt") == 0) return ct_cli_bench_ckpt(argc - 1, argv + 1);
+    if (argc >= 1 && ct_cli_is_help(argv[0])) return ct_cli_help(bench_usage);
     if (argc < 1 || strcmp(argv[0], "sgemm") != 0)
-        return ct_cli_usage_error("bench", ctrain_usage, "expected 'sgemm' or 'comm'");
+        return ct_cli_usage_error("bench", bench_usage, "expected 'sgemm', 'comm' or 'ckpt'");
     int threads = 0, size = 1024;
     for (int i = 1; i < argc; i++) {
         bool ok = i + 1 < argc;
-        if (strcmp(argv[i], "--threads") == 0 && ok)
+        if (ct_cli_is_help(argv[i]))
+            return ct_cli_help(bench_usage);
+        else if (strcmp(argv[i], "--threads") == 0 && ok)
             ok = ct_cli_parse_int(argv[++i], 0, 1024, &threads);
         else if (strcmp(argv[i], "--size") == 0 && ok)
             ok = ct_cli_parse_int(argv[++i], 16, 16384, &size);
         else
-            return ct_cli_bad_flag("bench", argv[i], ctrain_usage);
-        if (!ok) return ct_cli_usage_error("bench", ctrain_usage, "bad value for %s", argv[i - 1]);
+            return ct_cli_bad_flag("bench sgemm", argv[i], bench_usage);
+        if (!ok)
+            return ct_cli_usage_error("bench sgemm", bench_usage, "bad value for %s", argv[i - 1]);
     }
     ct_kern_cpu_set_threads(threads);
     double gflops = ct_kern_cpu_sgemm_gflops(size, 5);
@@ -101,7 +187,11 @@ int ct_cli_main(int argc, char **argv) {
     if (strcmp(cmd, "config") == 0) return cli_config(argc - 2, argv + 2);
     if (strcmp(cmd, "bench") == 0) return cli_bench(argc - 2, argv + 2);
     if (strcmp(cmd, "ckpt") == 0) return ct_cli_ckpt(argc - 2, argv + 2);
-    if (strcmp(cmd, "info") == 0) return cli_info();
+    if (strcmp(cmd, "info") == 0) {
+        if (argc == 3 && ct_cli_is_help(argv[2])) return ct_cli_help(info_usage);
+        if (argc > 2) return ct_cli_usage_error("info", info_usage, "takes no arguments");
+        return cli_info();
+    }
     const char *commands[] = {"data",   "sample", "worker", "train",
                               "config", "bench",  "ckpt",   "info"};
     const char *nearest = commands[0];

@@ -1,6 +1,7 @@
 /*
  * Flag parsing for the command-line tools: numbers must be the whole argument and inside
- * their range, and every usage error names the command and what was wrong, then exits 2.
+ * their range, every usage error names the command ("ctrain data prepare: ...") and what was
+ * wrong, then exits 2, and -h/--help prints the command's usage to stdout and exits 0.
  */
 #include "launcher/launcher_internal.h"
 
@@ -9,6 +10,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 bool ct_cli_parse_int(const char *text, long long min, long long max, int *out) {
     char *end;
@@ -38,16 +40,33 @@ bool ct_cli_parse_double(const char *text, double min, double max, double *out) 
     return true;
 }
 
-int ct_cli_usage_error(const char *command, const char *usage, const char *fmt, ...) {
-    fprintf(stderr, "ctrain %s: ", command);
-    va_list args;
-    va_start(args, fmt);
+int ct_cli_usage_verror(const char *command, const char *usage, const char *fmt, va_list args) {
+    /* "data prepare" -> "ctrain data prepare: "; a whole program name such as "ctrain-launch"
+     * is printed as it is. */
+    bool program = strncmp(command, "ctrain-", 7) == 0;
+    fprintf(stderr, "%s%s: ", program ? "" : "ctrain ", command);
     vfprintf(stderr, fmt, args);
-    va_end(args);
     fprintf(stderr, "\n\n%s", usage);
     return 2;
 }
 
+int ct_cli_usage_error(const char *command, const char *usage, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    int code = ct_cli_usage_verror(command, usage, fmt, args);
+    va_end(args);
+    return code;
+}
+
 int ct_cli_bad_flag(const char *command, const char *flag, const char *usage) {
     return ct_cli_usage_error(command, usage, "unknown option '%s'", flag);
+}
+
+bool ct_cli_is_help(const char *arg) {
+    return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
+}
+
+int ct_cli_help(const char *usage) {
+    fputs(usage, stdout);
+    return 0;
 }

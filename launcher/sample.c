@@ -103,10 +103,7 @@ static int parse_options(int argc, char **argv, sample_options *o) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            fputs(sample_usage, stdout);
-            return 0;
-        }
+        if (ct_cli_is_help(a)) return ct_cli_help(sample_usage);
         bool known = strcmp(a, "--init") == 0 || strcmp(a, "--prompt") == 0 ||
                      strcmp(a, "--prompt-ids") == 0 || strcmp(a, "--tokens") == 0 ||
                      strcmp(a, "--temperature") == 0 || strcmp(a, "--top-k") == 0 ||

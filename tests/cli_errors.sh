@@ -25,6 +25,52 @@ expect 2 "--init is required" -- "$bin/ctrain" sample
 expect 2 "--val must be a fraction" -- "$bin/ctrain" data prepare "$work/job.toml" --out "$work/p" --val 2
 expect 2 "synth needs --out DIR and --tokens N" -- "$bin/ctrain" data synth --out "$work/x"
 
+# -h and --help on every command and subcommand: its usage on stdout, exit 0, nothing run
+# (`config show --help` opens no file named --help; `ckpt info PATH --help` reads no PATH).
+for cmd in "" data "data prepare" "data synth" sample worker train config "config docs" \
+  "config show" "config show $work/job.toml" bench "bench sgemm" "bench comm" "bench ckpt" \
+  ckpt "ckpt info" "ckpt info $work/none" "ckpt verify" "ckpt export" info; do
+  for flag in -h --help; do
+    # shellcheck disable=SC2086  # $cmd is words
+    name=${cmd%% *}
+    [ "$name" = train ] && name=worker # the same command
+    expect_stdout 0 "^usage: ctrain $name" -- "$bin/ctrain" $cmd $flag
+  done
+done
+expect_stdout 0 "^usage: ctrain data synth" -- "$bin/ctrain" data synth --help
+expect_stdout 0 "^usage: ctrain data prepare" -- "$bin/ctrain" data prepare --help
+expect_stdout 0 "ctrain config show JOB.toml" -- "$bin/ctrain" config show --help
+expect_stdout 0 "^usage: ctrain ckpt info" -- "$bin/ctrain" ckpt info --help
+
+# usage errors start with "ctrain" and the whole subcommand
+expect 2 "^ctrain data synth: unknown option '--bogus'" -- "$bin/ctrain" data synth --bogus
+expect 2 "^ctrain data prepare: prepare needs --out DIR" -- "$bin/ctrain" data prepare x.txt
+expect 2 "^ctrain ckpt export: export needs PATH" -- "$bin/ctrain" ckpt export
+expect 2 "^ctrain ckpt verify: verify needs PATH" -- "$bin/ctrain" ckpt verify
+expect 2 "^ctrain bench comm: unknown option '--bogus'" -- "$bin/ctrain" bench comm --bogus
+expect 2 "^ctrain bench ckpt: unknown option '--bogus'" -- "$bin/ctrain" bench ckpt --bogus
+expect 2 "^ctrain bench sgemm: bad value for --size" -- "$bin/ctrain" bench sgemm --size 1
+expect 2 "^ctrain config show: expected a job file" -- "$bin/ctrain" config show
+expect 2 "^ctrain sample: --init is required" -- "$bin/ctrain" sample
+expect 2 "^ctrain info: takes no arguments" -- "$bin/ctrain" info extra
+
+# config show: the run directory, metrics path and checkpoint directory a job leaves unset are
+# printed resolved (whatever ct_job_run_dir decides), marked as defaults; the output loads as a
+# job file and resolves to the same paths.
+mkdir -p "$work/cfg"
+printf '[data]\ntrain = "x_*.bin"\n' >"$work/cfg/plain.toml"
+"$bin/ctrain" config show "$work/cfg/plain.toml" >"$work/cfg/shown.toml"
+expect 0 '^dir = ".+"  # default' -- sed -n '/^\[log\]/,/^\[/p' "$work/cfg/shown.toml"
+expect 0 '^metrics = ".+/metrics.jsonl"  # default' -- cat "$work/cfg/shown.toml"
+expect 0 '^dir = ".+/ckpt"  # default' -- sed -n '/^\[checkpoint\]/,/^\[/p' "$work/cfg/shown.toml"
+checks=$((checks + 1))
+if grep -q '= ""  #\|^dir = ""$\|^metrics = ""$' "$work/cfg/shown.toml" ||
+  ! diff <(grep -E '^(dir|metrics) =' "$work/cfg/shown.toml" | sed 's/  #.*//') \
+    <("$bin/ctrain" config show "$work/cfg/shown.toml" | grep -E '^(dir|metrics) =') >/dev/null; then
+  failures=$((failures + 1))
+  echo "FAIL: config show's output does not reload to the same resolved paths"
+fi
+
 # job files
 expect nonzero "no-such.toml" -- "$bin/ctrain-launch" "$work/no-such.toml"
 printf '[train]\nlrr = 1e-3\n' >"$work/bad1.toml"

@@ -36,6 +36,23 @@ expect() {
   fi
 }
 
+# expect_stdout CODE PATTERN -- command...: like expect, but the pattern must match the
+# command's standard output alone (what --help prints goes there, not to stderr).
+expect_stdout() {
+  local want=$1 pattern=$2
+  shift 3
+  local out status
+  out=$("$@" 2>/dev/null)
+  status=$?
+  checks=$((checks + 1))
+  if [ "$status" -ne "$want" ] || ! grep -qE -- "$pattern" <<<"$out"; then
+    failures=$((failures + 1))
+    echo "FAIL: $* -> exit $status (want $want), stdout:"
+    sed 's/^/    /' <<<"$out" | head -12
+    echo "    (expected /$pattern/ on stdout)"
+  fi
+}
+
 # tiny_job FILE [EXTRA_TOML]: synthetic data in $work/data (vocabulary 64) and a job of one
 # small layer training 2 steps into $work/run, never resuming (the tests reuse $work/run with
 # other world sizes and steps); EXTRA_TOML is appended (more tables).
