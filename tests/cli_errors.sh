@@ -31,9 +31,9 @@ for cmd in "" data "data prepare" "data synth" sample worker train config "confi
   "config show" "config show $work/job.toml" bench "bench sgemm" "bench comm" "bench ckpt" \
   ckpt "ckpt info" "ckpt info $work/none" "ckpt verify" "ckpt export" info; do
   for flag in -h --help; do
-    # shellcheck disable=SC2086  # $cmd is words
     name=${cmd%% *}
     [ "$name" = train ] && name=worker # the same command
+    # shellcheck disable=SC2086  # $cmd is words
     expect_stdout 0 "^usage: ctrain $name" -- "$bin/ctrain" $cmd $flag
   done
 done
@@ -63,10 +63,11 @@ printf '[data]\ntrain = "x_*.bin"\n' >"$work/cfg/plain.toml"
 expect 0 '^dir = ".+"  # default' -- sed -n '/^\[log\]/,/^\[/p' "$work/cfg/shown.toml"
 expect 0 '^metrics = ".+/metrics.jsonl"  # default' -- cat "$work/cfg/shown.toml"
 expect 0 '^dir = ".+/ckpt"  # default' -- sed -n '/^\[checkpoint\]/,/^\[/p' "$work/cfg/shown.toml"
+paths() { grep -E '^(dir|metrics) =' | sed 's/  #.*//'; }
 checks=$((checks + 1))
-if grep -q '= ""  #\|^dir = ""$\|^metrics = ""$' "$work/cfg/shown.toml" ||
-  ! diff <(grep -E '^(dir|metrics) =' "$work/cfg/shown.toml" | sed 's/  #.*//') \
-    <("$bin/ctrain" config show "$work/cfg/shown.toml" | grep -E '^(dir|metrics) =') >/dev/null; then
+if grep -qE '^(dir|metrics) = ""' "$work/cfg/shown.toml" ||
+  ! diff <(paths <"$work/cfg/shown.toml") \
+    <("$bin/ctrain" config show "$work/cfg/shown.toml" | paths) >/dev/null; then
   failures=$((failures + 1))
   echo "FAIL: config show's output does not reload to the same resolved paths"
 fi
@@ -110,7 +111,7 @@ expect nonzero "trunc.bin: header promises" -- "$bin/ctrain" sample --init "$wor
 expect nonzero "needs a byte-level model" -- "$bin/ctrain" sample --init "$work/run/final.bin" --prompt hi
 
 # poke BYTES FILE OFFSET: overwrite bytes of FILE at OFFSET (printf escapes such as \x7f)
-poke() { printf "$1" | dd of="$2" bs=1 seek="$3" conv=notrunc 2>/dev/null; }
+poke() { printf '%b' "$1" | dd of="$2" bs=1 seek="$3" conv=notrunc 2>/dev/null; }
 # A NaN weight is named (wte element 20: llm.c's header is 1024 bytes), and weights so large
 # that the logits overflow (ln_f's weight, the file's last 2 x 16 floats, at FLT_MAX) stop the
 # sampler: exit 1 with a message, never NUL bytes as text.
