@@ -80,7 +80,7 @@ static void print_job_resolved(const ct_job *job) {
     char run_dir[CT_JOB_STR], ckpt_dir[CT_JOB_STR], metrics[CT_JOB_STR + 16];
     ct_job_run_dir(job, run_dir, sizeof(run_dir));
     ct_job_checkpoint_dir(job, ckpt_dir, sizeof(ckpt_dir));
-    snprintf(metrics, sizeof(metrics), "%s/metrics.jsonl", run_dir); /* as launcher/run.c */
+    ct_job_metrics_path(job, metrics, sizeof(metrics));
     const struct {
         const char *section, *key, *value;
         bool unset;

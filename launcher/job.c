@@ -585,6 +585,16 @@ void ct_job_run_dir(const ct_job *job, char *out, size_t out_bytes) {
              (int)len, base);
 }
 
+void ct_job_metrics_path(const ct_job *job, char *out, size_t out_bytes) {
+    char run_dir[CT_JOB_STR];
+    if (job->log_metrics[0]) {
+        snprintf(out, out_bytes, "%s", job->log_metrics);
+        return;
+    }
+    ct_job_run_dir(job, run_dir, sizeof(run_dir));
+    snprintf(out, out_bytes, "%s/metrics.jsonl", run_dir);
+}
+
 void ct_job_diff(const ct_job *a, const ct_job *b, ct_job_diff_fn visit, void *ctx) {
     char name[2 * CT_JOB_TOML_KEY], value_a[CT_JOB_KEY_VALUE], value_b[CT_JOB_KEY_VALUE];
     for (size_t i = 0; i < N_KEYS; i++) {

@@ -121,6 +121,8 @@ void ct_job_diff(const ct_job *a, const ct_job *b, ct_job_diff_fn visit, void *c
 
 /* The run directory (log.dir, or runs/<job name> beside the job file) into `out`. */
 void ct_job_run_dir(const ct_job *job, char *out, size_t out_bytes);
+/* The metrics file (log.metrics, or <run dir>/metrics.jsonl) into `out`. */
+void ct_job_metrics_path(const ct_job *job, char *out, size_t out_bytes);
 /* The checkpoint directory (checkpoint.dir, or <run dir>/ckpt) into `out`. */
 void ct_job_checkpoint_dir(const ct_job *job, char *out, size_t out_bytes);
 
@@ -153,6 +155,11 @@ ct_status ct_trainer_eval(ct_trainer *trainer, double *val_loss);
 /* Trains as this process's rank of the job (`world` NULL: a single process without MPI);
  * returns a process exit code. */
 int ct_train_run(const ct_job *job, ct_comm *world);
+/* From now on SIGTERM, SIGINT and SIGUSR1 ask the run to stop at the next step boundary
+ * (saving a checkpoint, CT_EXIT_STOPPED) rather than killing the process; a second SIGINT or
+ * SIGTERM still does. The worker calls it before joining the world, so that a signal during
+ * start-up is not lost; ct_train_run calls it when nobody has. */
+void ct_train_catch_stop_signals(void);
 /* ct_train_run without MPI. */
 int ct_train_main(const ct_job *job);
 

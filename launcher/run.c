@@ -47,17 +47,30 @@ static void on_stop_signal(int sig) {
     if (stop_signal == 0) stop_signal = sig;
 }
 
-static void install_stop_handlers(struct sigaction *old) {
-    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
-    sigemptyset(&sa.sa_mask);
-    stop_signal = 0;
-    for (int i = 0; i < N_STOP_SIGNALS; i++)
-        sigaction(stop_signals[i], &sa, &old[i]);
+static const char *stop_signal_name(int sig) {
+    return sig == SIGTERM   ? "SIGTERM"
+           : sig == SIGINT  ? "SIGINT"
+           : sig == SIGUSR1 ? "SIGUSR1"
+                            : "another rank";
 }
 
-static void restore_stop_handlers(const struct sigaction *old) {
+static bool handlers_installed;
+static struct sigaction old_handlers[N_STOP_SIGNALS];
+
+void ct_train_catch_stop_signals(void) {
+    if (handlers_installed) return;
+    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
     for (int i = 0; i < N_STOP_SIGNALS; i++)
-        sigaction(stop_signals[i], &old[i], NULL);
+        sigaction(stop_signals[i], &sa, &old_handlers[i]);
+    handlers_installed = true;
+}
+
+static void release_stop_signals(void) {
+    for (int i = 0; i < N_STOP_SIGNALS; i++)
+        sigaction(stop_signals[i], &old_handlers[i], NULL);
+    handlers_installed = false;
+    stop_signal = 0;
 }
 
 static void print_banner(const ct_trainer *tr, const char *run_dir) {
@@ -307,10 +320,10 @@ static int train_steps(ct_trainer *tr, ct_train_metrics *metrics, const char *ru
         if (tr->rank == 0) printf("stopped after step %d (CTRAIN_STOP_AFTER)\n", tr->step);
     } else if (stopped && code == CT_EXIT_OK) {
         if (tr->rank == 0)
-            printf("stopped after step %d of %d on request (%s): the checkpoint of step %d is "
-                   "saved; run the same command to continue\n",
-                   tr->step, job->train_steps,
-                   stop_signal ? strsignal(stop_signal) : "a signal to another rank", tr->step);
+            printf("stopped after step %d of %d on request (%s%s): the checkpoint of step %d "
+                   "is saved; run the same command to continue\n",
+                   tr->step, job->train_steps, stop_signal ? "signal " : "a stop signal to ",
+                   stop_signal_name(stop_signal), tr->step);
         code = CT_EXIT_STOPPED;
     }
     return code;
@@ -323,8 +336,9 @@ int ct_train_run(const ct_job *job, ct_comm *world) {
     char run_dir[CT_JOB_STR];
     ct_job_run_dir(job, run_dir, sizeof(run_dir));
     if (rank == 0 && (status = ct_mkdir_p(run_dir)) != CT_OK) return fail("log.dir", status);
-    struct sigaction old_handlers[N_STOP_SIGNALS];
-    install_stop_handlers(old_handlers);
+    /* The worker catches them before joining the world; a caller that did not, here. */
+    bool own_handlers = !handlers_installed;
+    ct_train_catch_stop_signals();
     ct_trainer *tr = NULL;
     int code = CT_EXIT_OK;
     if ((status = ct_trainer_new(&tr, job, world)) != CT_OK) {
@@ -334,8 +348,7 @@ int ct_train_run(const ct_job *job, ct_comm *world) {
     } else {
         ct_train_metrics metrics = {0};
         char path[CT_METRICS_PATH_BYTES];
-        snprintf(path, sizeof(path), "%s", job->log_metrics);
-        if (!job->log_metrics[0]) snprintf(path, sizeof(path), "%s/metrics.jsonl", run_dir);
+        ct_job_metrics_path(job, path, sizeof(path));
         if (rank == 0) status = ct_train_metrics_open(&metrics, path, tr->step);
         status = ct_trainer_agree(tr, status, "opening log.metrics");
         if (status != CT_OK) {
@@ -352,7 +365,7 @@ int ct_train_run(const ct_job *job, ct_comm *world) {
             code = fail("", CT_ERR_IO);
     }
     ct_trainer_free(tr);
-    restore_stop_handlers(old_handlers);
+    if (own_handlers) release_stop_signals();
     return code;
 }
 

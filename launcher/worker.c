@@ -62,6 +62,7 @@ int ct_worker_main(int argc, char **argv) {
     }
 
     ct_comm *world = NULL;
+    ct_train_catch_stop_signals(); /* mpirun may forward a stop while the world forms */
     if (ct_comm_init_world(&world, &argc, &argv) != CT_OK) worker_fail(world, "joining the job");
     int rank = ct_comm_rank(world), size = ct_comm_size(world);
     /* One rank prints like a plain program; several prefix their errors with the rank. */
