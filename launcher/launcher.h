@@ -18,7 +18,7 @@
  * supervisor (--max-restarts, a scheduler) restarts only CT_EXIT_FAILED and CT_EXIT_HANG. */
 enum {
     CT_EXIT_OK = 0,
-    CT_EXIT_FAILED = 1, /* a failure a restart may fix (a crash, a lost rank, diverged) */
+    CT_EXIT_FAILED = 1, /* a failure a restart may fix (a crash, a lost rank) */
     CT_EXIT_CONFIG = 2, /* usage, configuration, data or disk: the same on every attempt */
     CT_EXIT_HANG = 3,   /* the watchdog ended a job that stopped making progress */
     CT_EXIT_STOPPED = 4 /* stopped by SIGTERM, SIGINT or SIGUSR1 after saving a checkpoint */
