@@ -68,6 +68,11 @@ ct_status ct_launch_worker_argv(ct_argv *args, const char *job_path, int n_overr
  * -x OPENBLAS_NUM_THREADS=t [-x CTRAIN_*] [extra] /abs/ctrain worker JOB [k=v ...]. */
 ct_status ct_launch_mpirun_argv(ct_argv *args, const ct_launch_options *opts, const ct_job *job,
                                 int n_overrides, char *const *overrides);
+/* Open MPI's run-as-root variables (it refuses root unless told twice; containers run as
+ * root). */
+ct_status ct_launch_allow_root(void);
+/* The error of an execvp of `program` that failed with errno `err`. */
+ct_status ct_launch_exec_error(const char *program, int err);
 /* Sets Open MPI's run-as-root variables and replaces this process with mpirun; returns only on
  * failure (mpirun not found or not runnable), with the error recorded. ctrain-launch itself
  * stays mpirun's parent (ct_launch_run); `ctrain bench comm` execs. */
