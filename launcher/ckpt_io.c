@@ -13,6 +13,10 @@
  * batch), so the run must keep the saved global batch (world size x train.batch_size x
  * train.grad_accum, the saved values read from the manifest's job text); then the batch
  * sequence continues exactly.
+ *
+ * Before anything is read, the checkpoint must be this run's (check_identity): the job text in
+ * its manifest is loaded and compared key by key with this job, beside the training data's
+ * fingerprint; "replace" removes the saved run instead of resuming it.
  */
 #include "checkpoint/checkpoint.h"
 #include "launcher/launcher.h"

@@ -201,15 +201,17 @@ static ct_status save_checkpoint(ct_trainer *tr, bool wait) {
                     first_error, tr->step);
 }
 
-/* Final weights as an llm.c model file, written by rank 0; every rank takes part in
- * gathering the units (a collective under fsdp). Every rank returns the outcome. */
-static ct_status save_final_at(ct_trainer *tr, const char *path) {
+/* Final weights as an llm.c model file, written by rank 0 unless `ready` (rank 0's) says its
+ * directory failed; every rank takes part in gathering the units (a collective under fsdp)
+ * and returns the outcome. */
+static ct_status save_final_at(ct_trainer *tr, const char *path, ct_status ready) {
     ct_gpt full;
     ct_status status = ct_gpt_init(&full, &tr->gpt.config);
     if (status == CT_OK) status = ct_gpt_alloc_full(&full);
     for (int u = 0; status == CT_OK && u < full.n_units; u++)
         status = ct_shard_gather_unit(tr->shard, u, full.units[u].data);
-    if (status == CT_OK && tr->rank == 0) status = ct_ckpt_llmc_write(path, &full);
+    if (status == CT_OK && tr->rank == 0)
+        status = ready != CT_OK ? ready : ct_ckpt_llmc_write(path, &full);
     if (full.units) ct_gpt_free(&full);
     return ct_trainer_agree(tr, status, "writing the final weights");
 }
@@ -218,7 +220,7 @@ static ct_status save_final_at(ct_trainer *tr, const char *path) {
 static ct_status save_final(ct_trainer *tr, const char *run_dir) {
     char path[CT_JOB_STR + 32], first_error[1024];
     snprintf(path, sizeof(path), "%s/final.bin", run_dir);
-    ct_status status = save_final_at(tr, path);
+    ct_status status = save_final_at(tr, path, CT_OK);
     if (status == CT_OK) {
         if (tr->rank == 0)
             printf("final weights: %s | peak RSS %.1f MiB\n", path,
@@ -230,7 +232,8 @@ static ct_status save_final(ct_trainer *tr, const char *run_dir) {
         char dir[CT_JOB_STR];
         rescue_dir(tr, run_dir, place, dir, sizeof(dir));
         snprintf(path, sizeof(path), "%s/final.bin", dir);
-        if ((tr->rank != 0 || ct_mkdir_p(dir) == CT_OK) && save_final_at(tr, path) == CT_OK)
+        ct_status ready = tr->rank == 0 ? ct_mkdir_p(dir) : CT_OK;
+        if (save_final_at(tr, path, ready) == CT_OK)
             return ct_error(CT_ERR_IO, "%s; the final weights were written to %s instead",
                             first_error, path);
     }
