@@ -6,7 +6,6 @@
  * with bytes counted as comm.h does. With --nproc N it starts itself under mpirun.
  */
 #include "comm/comm.h"
-#include "launcher/launch_internal.h"
 #include "launcher/launcher_internal.h"
 
 #include <stdio.h>

@@ -5,10 +5,9 @@
  * for each rank; `train` is the same command).
  */
 #include "kernels/kernels.h"
-#include "launcher/launch_internal.h"
-#include "launcher/launcher.h"
 #include "launcher/launcher_internal.h"
-#include "launcher/toml.h"
+#include "launcher/launcher.h"
+#include "job/toml.h"
 
 #include <cblas.h>
 #include <stdio.h>

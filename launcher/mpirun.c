@@ -15,7 +15,6 @@
  * command as a supervised child is supervise.c.
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_* */
-#include "launcher/launch_internal.h"
 #include "launcher/launcher_internal.h"
 
 #include <errno.h>

@@ -6,7 +6,6 @@
  * launch_main.c decides from the result whether to restart.
  */
 #define _GNU_SOURCE /* strsignal and friends */
-#include "launcher/launch_internal.h"
 #include "launcher/launcher_internal.h"
 
 #include <errno.h>

@@ -15,7 +15,6 @@
  * restart. A stop on request (CT_EXIT_STOPPED: the ranks agreed on it and saved a checkpoint)
  * is no failure: every rank finalizes and exits 4.
  */
-#include "launcher/launch_internal.h"
 #include "launcher/launcher_internal.h"
 
 #include <stdlib.h>

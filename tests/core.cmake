@@ -1,5 +1,5 @@
 # The trainer on small GPTs (initial loss, overfitting, accumulation, determinism, no malloc).
-ct_unit_test(test_gpt LIBS ct_launcher TIMEOUT 600)
+ct_unit_test(test_gpt LIBS ct_train TIMEOUT 600)
 
 # ct-parity: the C side of the PyTorch parity check (scripts/torch_parity.py).
 add_executable(ct-parity parity_dump.c)

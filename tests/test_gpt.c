@@ -4,8 +4,8 @@
  * equals one larger batch, two identical runs agree bitwise, and a warm step allocates nothing.
  */
 #include "data/data.h"
-#include "launcher/launcher.h"
-#include "launcher/trainer_internal.h"
+#include "train/train.h"
+#include "train/train_internal.h"
 #include "model/model.h"
 #include "test_util.h"
 

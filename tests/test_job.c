@@ -4,8 +4,8 @@
  * fresh temporary directory; messages are checked with strstr for the parts a user relies on
  * (the "file:line:" prefix, the key, the suggestion), not their exact wording.
  */
-#include "launcher/launcher.h"
-#include "launcher/toml.h"
+#include "job/job.h"
+#include "job/toml.h"
 #include "tests/test_util.h"
 
 #include <stdlib.h>

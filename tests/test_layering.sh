@@ -12,7 +12,9 @@ declare -A allowed=(
   [data]="data common"
   [shard]="shard model comm kernels common"
   [checkpoint]="checkpoint shard model comm kernels data common"
-  [launcher]="launcher checkpoint shard model comm kernels data common"
+  [job]="job common"
+  [train]="train job checkpoint shard model comm kernels data common"
+  [launcher]="launcher train job checkpoint shard model comm kernels data common"
 )
 failures=0
 checked=0

@@ -9,7 +9,7 @@
  * Loading remembers where each key was last set (a file line or an override) so that a broken
  * relation between two keys, found only once everything is read, still names a line.
  */
-#include "launcher/toml.h"
+#include "job/toml.h"
 
 #include <limits.h>
 #include <math.h>

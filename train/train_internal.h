@@ -2,12 +2,12 @@
  * The trainer's state, shared by the files of launcher/ (trainer.c takes steps, run.c drives
  * them and reports) and by tests that look inside a run. Not part of the public API.
  */
-#ifndef CT_LAUNCHER_TRAINER_INTERNAL_H
-#define CT_LAUNCHER_TRAINER_INTERNAL_H
+#ifndef CT_TRAIN_INTERNAL_H
+#define CT_TRAIN_INTERNAL_H
 
 #include "comm/comm.h"
 #include "data/data.h"
-#include "launcher/launcher.h"
+#include "train/train.h"
 #include "model/model.h"
 #include "shard/shard.h"
 

@@ -21,8 +21,8 @@
 #include "checkpoint/checkpoint.h"
 #include "common/fault.h"
 #include "kernels/kernels.h"
-#include "launcher/launcher.h"
-#include "launcher/trainer_internal.h"
+#include "train/train.h"
+#include "train/train_internal.h"
 
 #include <errno.h>
 #include <math.h>

@@ -8,7 +8,7 @@
  * and the keys of the current table (tables cannot be reopened, so no other table's keys can
  * come back) to report duplicates with the line of the first occurrence.
  */
-#include "launcher/toml.h"
+#include "job/toml.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -8,7 +8,7 @@
  * Floats are written in the shortest form that parses back to the same double, so a printed
  * job reloads bit for bit.
  */
-#include "launcher/toml.h"
+#include "job/toml.h"
 
 #include <limits.h>
 #include <math.h>

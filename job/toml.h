@@ -1,5 +1,5 @@
 /*
- * Internal to launcher/: the TOML subset that job files are written in, parsed strictly
+ * Internal to job/ (and its tests): the TOML subset that job files are written in, parsed strictly
  * (toml.c), and the operations on one entry of the job key table (job_key.c) that job.c's
  * table, loader, printer and docs writer share.
  *
@@ -19,10 +19,10 @@
  * A key entry (ct_job_key) binds "section.name" to a field of ct_job with its type, default,
  * allowed values and meaning. The entries themselves are the one table in job.c.
  */
-#ifndef CT_LAUNCHER_TOML_H
-#define CT_LAUNCHER_TOML_H
+#ifndef CT_JOB_TOML_H
+#define CT_JOB_TOML_H
 
-#include "launcher/launcher.h"
+#include "job/job.h"
 
 #define CT_JOB_TOML_KEY 64    /* bytes for a bare key or table name, with its NUL */
 #define CT_JOB_TOML_TEXT 96   /* bytes for a value as written (longer ones end in "...") */

@@ -8,7 +8,7 @@
  * file whole. A failed write (a full disk) is reported once with the file and the error; the
  * run goes on without metrics, and its exit status says that they were lost.
  */
-#include "launcher/trainer_internal.h"
+#include "train/train_internal.h"
 
 #include <errno.h>
 #include <math.h>

@@ -19,8 +19,8 @@
  * fingerprint; "replace" removes the saved run instead of resuming it.
  */
 #include "checkpoint/checkpoint.h"
-#include "launcher/launcher.h"
-#include "launcher/trainer_internal.h"
+#include "train/train.h"
+#include "train/train_internal.h"
 
 #include <errno.h>
 #include <stdarg.h>

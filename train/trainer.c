@@ -7,8 +7,8 @@
  */
 #include "checkpoint/checkpoint.h"
 #include "data/data.h"
-#include "launcher/launcher.h"
-#include "launcher/trainer_internal.h"
+#include "train/train.h"
+#include "train/train_internal.h"
 #include "model/model.h"
 
 #include <math.h>
