@@ -32,8 +32,8 @@ ct_status ct_ckpt_llmc_read(const char *path, ct_gpt *gpt);
 
 /* ================================================================ sharded checkpoints
  * The storage layer of sharded checkpoints (docs/checkpoints.md has the format byte by byte).
- * The trainer's save and resume (also resharding) are launcher/ckpt_io.c; whole checkpoints
- * (ckpt info, verify, export) and safetensors are at the end of this header. */
+ * Saving and loading a shard layer's state over them is checkpoint/sharded.h; whole
+ * checkpoints (ckpt info, verify, export) and safetensors are at the end of this header. */
 
 typedef enum {
     CT_CKPT_PARAMS = 0,

@@ -9,7 +9,7 @@
  * A fault fires at most once per process, and only in the first attempt of a job: the launcher
  * sets CTRAIN_RESTART=k (k >= 1) when it relaunches a failed job, and faults are then disarmed,
  * so a restarted job runs to the end. Ranks are world ranks. Parsed in common/fault.c; the
- * points that ask are comm/ (stall), launcher/run.c (kill) and launcher/ckpt_save.c
+ * points that ask are comm/ (stall), train/run.c (kill) and checkpoint/save.c
  * (kill_in_save).
  */
 #ifndef CT_FAULT_H

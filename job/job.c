@@ -532,7 +532,7 @@ void ct_job_write_docs(FILE *out) {
           "values out of range and broken relations between keys are errors that name the file "
           "and line (or the override), the key and the value, and suggest the nearest valid "
           "key.\n\n"
-          "This page is generated from the key table in launcher/job.c by `ctrain config docs`; "
+          "This page is generated from the key table in job/job.c by `ctrain config docs`; "
           "change the table, not this page.\n",
           out);
     char value[CT_JOB_KEY_VALUE], allowed[256];

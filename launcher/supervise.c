@@ -3,7 +3,7 @@
  * its own process group and dying with the launcher (PR_SET_PDEATHSIG), whose stderr passes
  * through while mpirun's report of a failed rank is read from it, and which gets the
  * launcher's stop signals as described at on_stop_signal (docs/launching.md, "Signals").
- * launch_main.c decides from the result whether to restart.
+ * launch_cli.c decides from the result whether to restart.
  */
 #define _GNU_SOURCE /* strsignal and friends */
 #include "launcher/launcher_internal.h"

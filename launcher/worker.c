@@ -90,6 +90,7 @@ int ct_worker_main(int argc, char **argv) {
     ct_log(CT_LOG_DEBUG, "worker", "rank %d of %d (local %d of %d): %d threads, %s", rank, size,
            ct_comm_local_rank(world), local_size, threads, binding);
 
+    if (size > 1) ct_comm_set_timeout(world, job.comm_timeout_s); /* comm.timeout_s */
     int code = ct_train_run(&job, world);
     if (code != CT_EXIT_OK && code != CT_EXIT_STOPPED && size > 1) {
         /* ct_train_run has printed what went wrong; other ranks may wait in a collective. */

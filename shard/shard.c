@@ -88,12 +88,12 @@ static void lay_out(ct_shard *s) {
     int64_t max_padded = 0;
     for (int u = 0; u < s->gpt->n_units; u++) {
         ct_shard_unit *su = &s->units[u];
-        int64_t G = s->group_size;
         su->numel = s->gpt->units[u].numel;
-        su->shard_len = (su->numel + G - 1) / G;
-        su->padded = su->shard_len * G;
-        su->lo = CT_MIN(s->group_rank * su->shard_len, su->numel);
-        su->hi = CT_MIN(su->lo + su->shard_len, su->numel);
+        ct_shard_range r = ct_shard_layout(su->numel, s->group_size, s->group_rank);
+        su->shard_len = r.shard_len;
+        su->padded = r.padded;
+        su->lo = r.lo;
+        su->hi = r.hi;
         max_padded = CT_MAX(max_padded, su->padded);
     }
     s->pool_floats = max_padded;

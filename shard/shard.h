@@ -47,6 +47,15 @@ typedef struct {
 
 typedef struct ct_shard ct_shard;
 
+/* The one layout (layout.c), also the checkpoints': a unit of numel elements over `ranks`
+ * ranks has shards of shard_len = ceil(numel / ranks) elements (padded = shard_len * ranks);
+ * rank r holds [lo, hi) = [r * shard_len, (r+1) * shard_len) clipped to numel, an empty range
+ * at numel for r >= ranks. */
+typedef struct {
+    int64_t shard_len, padded, lo, hi;
+} ct_shard_range;
+ct_shard_range ct_shard_layout(int64_t numel, int ranks, int rank);
+
 /* Parses "ddp" | "zero1" | "zero2" | "fsdp" | "hsdp". */
 ct_status ct_shard_parse_strategy(const char *name, ct_shard_strategy *strategy);
 const char *ct_shard_strategy_name(ct_shard_strategy strategy);
@@ -98,9 +107,21 @@ ct_status ct_shard_optimizer_step(ct_shard *shard, const ct_adamw_hparams *hp, f
 /* Collective: unit u's full parameters into dest (numel floats) on every rank. */
 ct_status ct_shard_gather_unit(ct_shard *shard, int u, float *dest);
 
-/* Adds the traffic of the shard layer's own groups (hsdp's shard and replica groups) to
- * `total`; the world's traffic is the caller's to read. */
-void ct_shard_add_group_stats(const ct_shard *shard, ct_comm_stats *total);
+/* The run's own collectives (run_comm.c), over the world; no-ops in a world of one. The
+ * trainer communicates only through these and the step protocol above. */
+/* Before a step: tells the world the step (the watchdog names it) and notes the traffic. */
+void ct_shard_mark_step(ct_shard *shard, int64_t step);
+/* Bytes per collective kind since ct_shard_mark_step: the world's and hsdp's groups'. */
+void ct_shard_step_comm_bytes(const ct_shard *shard, uint64_t bytes[CT_COLL_KINDS]);
+/* Traffic so far (calls, bytes, seconds per kind) of the world and the shard layer's groups. */
+void ct_shard_get_comm_stats(const ct_shard *shard, ct_comm_stats *total);
+/* values[0..n) := their sums over the ranks (float64, in the group's fixed order). */
+ct_status ct_shard_sum_over_ranks(ct_shard *shard, double *values, int n);
+/* Every rank learns whether all succeeded: `status` when this rank failed, else an error
+ * naming `what` when another did, else CT_OK. */
+ct_status ct_shard_agree(ct_shard *shard, ct_status status, const char *what);
+/* values[0..n) := rank 0's. */
+ct_status ct_shard_broadcast_from_rank0(ct_shard *shard, int32_t *values, int n);
 
 /* Memory held by this rank (bytes, from the allocator's categories). */
 typedef struct {

@@ -45,6 +45,7 @@ struct ct_shard {
     ct_adamw opt;
     float **opt_params, **opt_grads; /* per unit: where AdamW reads and writes */
     ct_unit_hooks hooks;
+    ct_comm_stats step_start_traffic; /* at ct_shard_mark_step (run_comm.c) */
 };
 
 /* Waits for *request when there is one and clears it. */

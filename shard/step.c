@@ -106,23 +106,6 @@ ct_status ct_shard_gather_unit(ct_shard *s, int u, float *dest) {
     return CT_OK;
 }
 
-static void add_stats(ct_comm_stats *total, const ct_comm *comm) {
-    if (!comm) return;
-    ct_comm_stats more;
-    ct_comm_get_stats(comm, &more);
-    for (int k = 0; k < CT_COLL_KINDS; k++) {
-        total->calls[k] += more.calls[k];
-        total->bytes[k] += more.bytes[k];
-        total->seconds[k] += more.seconds[k];
-    }
-}
-
-void ct_shard_add_group_stats(const ct_shard *s, ct_comm_stats *total) {
-    if (!s->owns_groups) return;
-    add_stats(total, s->group);
-    add_stats(total, s->replica);
-}
-
 void ct_shard_get_memory(const ct_shard *s, ct_shard_memory *memory) {
     (void)s;
     ct_mem_stats stats;

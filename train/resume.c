@@ -1,24 +1,17 @@
 /*
- * Resuming the trainer from a sharded checkpoint (launcher/ckpt_save.c writes them;
- * docs/checkpoints.md has the format), at the saved world size and strategy or at others
- * (resharding).
- *
- * Every rank opens every rank file and reads, per unit, the range each state covers on this
- * rank in its own layout: the own shard of params (fsdp, hsdp) or the full params (ddp, zero1,
- * zero2: read from all files rather than loaded as a shard and all-gathered, which costs a
- * little more reading but no collective), and the own range of m and v. ct_ckpt_read_range
- * assembles a range from the saved layout's frames (and checks that they tile each unit), so
- * the saved world size and layout do not matter. The optimizer's step count and the trainer's
- * step become the manifest's step. The data sampler is a pure function of (step, global
- * batch), so the run must keep the saved global batch (world size x train.batch_size x
- * train.grad_accum, the saved values read from the manifest's job text); then the batch
- * sequence continues exactly.
+ * Resuming the trainer: which checkpoint (checkpoint.resume: the newest in checkpoint.dir, a
+ * given one, none, or replacing the saved run), whether it is this run's, then the reading
+ * itself (checkpoint/load.c, at any world size and strategy: resharding). The trainer's step
+ * becomes the manifest's step. The data sampler is a pure function of (step, global batch), so
+ * the run must keep the saved global batch (world size x train.batch_size x train.grad_accum,
+ * the saved values read from the manifest's job text); then the batch sequence continues
+ * exactly.
  *
  * Before anything is read, the checkpoint must be this run's (check_identity): the job text in
  * its manifest is loaded and compared key by key with this job, beside the training data's
  * fingerprint; "replace" removes the saved run instead of resuming it.
  */
-#include "checkpoint/checkpoint.h"
+#include "checkpoint/sharded.h"
 #include "train/train.h"
 #include "train/train_internal.h"
 
@@ -162,34 +155,13 @@ static ct_status check_identity(const ct_trainer *tr, const char *path, const ct
     return CT_OK;
 }
 
-static ct_status check_manifest(const ct_trainer *tr, const char *path, const ct_ckpt_manifest *m) {
+static ct_status check_manifest(const ct_trainer *tr, const char *path, const ct_ckpt_step *ck) {
+    const ct_ckpt_manifest *m = &ck->manifest;
     CT_CHECK(check_identity(tr, path, m, strcmp(tr->job.checkpoint_resume, "auto") != 0));
-    if (m->n_units != tr->gpt.n_units)
-        return ct_error(CT_ERR_INVALID, "%s: %d units, this model has %d", path, m->n_units,
-                        tr->gpt.n_units);
-    for (int u = 0; u < m->n_units; u++)
-        if (m->units[u].numel != tr->gpt.units[u].numel ||
-            strcmp(m->units[u].name, tr->gpt.units[u].name) != 0)
-            return ct_error(CT_ERR_INVALID,
-                            "%s: unit %d is %s of %lld elements, this model's is %s of %lld", path,
-                            u, m->units[u].name, (long long)m->units[u].numel,
-                            tr->gpt.units[u].name, (long long)tr->gpt.units[u].numel);
+    CT_CHECK(ct_ckpt_check_units(ck, path, &tr->gpt));
     if (m->step < 0 || m->step > tr->job.train_steps)
         return ct_error(CT_ERR_INVALID, "%s: step %lld is beyond train.steps = %d", path,
                         (long long)m->step, tr->job.train_steps);
-    return CT_OK;
-}
-
-/* Reads what this rank holds of every unit from the checkpoint's rank files. */
-static ct_status read_state(ct_trainer *tr, ct_ckpt_reader *const *readers, int n_readers) {
-    for (int u = 0; u < tr->gpt.n_units; u++)
-        for (int k = 0; k < CT_CKPT_KIND_COUNT; k++) {
-            int64_t lo, hi;
-            float *data = ct_shard_unit_state(tr->shard, u, ct_trainer_ckpt_state(k), &lo, &hi);
-            if (lo < hi)
-                CT_CHECK(ct_ckpt_read_range(readers, n_readers, u, tr->gpt.units[u].name,
-                                            (ct_ckpt_kind)k, lo, hi, data));
-        }
     return CT_OK;
 }
 
@@ -254,10 +226,9 @@ ct_status ct_trainer_resume(ct_trainer *tr) {
     ct_ckpt_step ck; /* the manifest and every rank file, checked against it */
     ct_status status = ct_ckpt_step_open(&ck, path);
     const ct_ckpt_manifest *m = &ck.manifest;
-    if (status == CT_OK) status = check_manifest(tr, path, m);
-    if (status == CT_OK) status = read_state(tr, ck.readers, m->world_size);
+    if (status == CT_OK) status = check_manifest(tr, path, &ck);
+    if (status == CT_OK) status = ct_ckpt_load_shard(&ck, tr->shard, &tr->gpt);
     if (status == CT_OK) {
-        ct_shard_set_step_count(tr->shard, m->step);
         tr->step = (int)m->step;
         tr->resumed = true;
         snprintf(tr->resumed_from, sizeof(tr->resumed_from), "%s", path);

@@ -18,7 +18,6 @@
  * Exit codes are CT_EXIT_* (launcher.h): errors of configuration, data and disk, which a
  * restart would meet again, are CT_EXIT_CONFIG; other failures CT_EXIT_FAILED.
  */
-#include "checkpoint/checkpoint.h"
 #include "common/fault.h"
 #include "kernels/kernels.h"
 #include "train/train.h"
@@ -170,26 +169,52 @@ static void rescue_dir(const ct_trainer *tr, const char *dir, int place, char *o
     if (n < 0 || (size_t)n >= bytes) snprintf(out, bytes, "/tmp/ctrain-rescue");
 }
 
+/* The job as job.toml text, in a malloc'd string (the manifest keeps it). */
+static ct_status job_text(const ct_job *job, char **text) {
+    size_t bytes;
+    FILE *f = open_memstream(text, &bytes);
+    if (!f) return ct_error(CT_ERR_NOMEM, "open_memstream: %s", strerror(errno));
+    ct_job_print(job, f);
+    fclose(f);
+    return CT_OK;
+}
+
+/* A checkpoint of tr->step in `dir` (async as checkpoint.async says, unless `sync`). */
+static ct_status save_checkpoint_in(ct_trainer *tr, const char *dir, bool sync) {
+    if (!tr->saver) CT_CHECK(ct_ckpt_saver_new(&tr->saver, tr->shard, &tr->gpt, tr->world));
+    char *config_text = NULL;
+    CT_CHECK(job_text(&tr->job, &config_text));
+    ct_ckpt_save_info info = {.dir = dir,
+                              .zstd_level = tr->job.checkpoint_zstd_level,
+                              .async = tr->job.checkpoint_async && !sync,
+                              .keep = tr->job.checkpoint_keep,
+                              .strategy = tr->job.parallel_strategy,
+                              .config_text = config_text,
+                              .rng_seed = (uint64_t)tr->job.train_seed,
+                              .data_fingerprint = tr->train_fingerprint,
+                              .data_tokens = tr->train_tokens};
+    ct_status status = ct_ckpt_save(tr->saver, tr->step, &info);
+    free(config_text);
+    return status;
+}
+
 /* A checkpoint at tr->step; with `wait`, committed on every rank when this returns. When
  * checkpoint.dir cannot take it (or an earlier background save failed), the state is saved
  * again synchronously into the rescue places, and an error says where it went (or that no
  * place took it): the caller stops the run. */
 static ct_status save_checkpoint(ct_trainer *tr, bool wait) {
-    ct_status status = ct_trainer_save_checkpoint(tr);
-    if (status == CT_OK && wait) status = ct_trainer_wait_checkpoint(tr);
-    if (status == CT_OK) return CT_OK;
     char dir[CT_JOB_STR], first_error[1024];
     ct_job_checkpoint_dir(&tr->job, dir, sizeof(dir));
+    ct_status status = save_checkpoint_in(tr, dir, false);
+    if (status == CT_OK && wait) status = ct_ckpt_saver_wait(tr->saver);
+    if (status == CT_OK) return CT_OK;
     snprintf(first_error, sizeof(first_error), "%s", ct_error_message());
     ct_log(CT_LOG_ERROR, "checkpoint", "%s; saving step %d elsewhere", first_error, tr->step);
-    ct_job saved_job = tr->job;
     for (int place = 0; place < RESCUE_PLACES; place++) {
-        rescue_dir(tr, dir, place, tr->job.checkpoint_dir, sizeof(tr->job.checkpoint_dir));
-        tr->job.checkpoint_async = false;
-        ct_status again = ct_trainer_save_checkpoint(tr);
-        char rescued[CT_JOB_STR + 32];
-        ct_ckpt_step_path(tr->job.checkpoint_dir, tr->step, false, rescued, sizeof(rescued));
-        tr->job = saved_job;
+        char rescue[CT_JOB_STR], rescued[CT_JOB_STR + 32];
+        rescue_dir(tr, dir, place, rescue, sizeof(rescue));
+        ct_status again = save_checkpoint_in(tr, rescue, true);
+        ct_ckpt_step_path(rescue, tr->step, false, rescued, sizeof(rescued));
         if (again == CT_OK)
             return ct_error(CT_ERR_IO,
                             "%s; the checkpoint of step %d was saved to %s instead: fix "
@@ -205,14 +230,7 @@ static ct_status save_checkpoint(ct_trainer *tr, bool wait) {
  * directory failed; every rank takes part in gathering the units (a collective under fsdp)
  * and returns the outcome. */
 static ct_status save_final_at(ct_trainer *tr, const char *path, ct_status ready) {
-    ct_gpt full;
-    ct_status status = ct_gpt_init(&full, &tr->gpt.config);
-    if (status == CT_OK) status = ct_gpt_alloc_full(&full);
-    for (int u = 0; status == CT_OK && u < full.n_units; u++)
-        status = ct_shard_gather_unit(tr->shard, u, full.units[u].data);
-    if (status == CT_OK && tr->rank == 0)
-        status = ready != CT_OK ? ready : ct_ckpt_llmc_write(path, &full);
-    if (full.units) ct_gpt_free(&full);
+    ct_status status = ct_ckpt_model_from_shard(path, &tr->gpt.config, tr->shard, tr->rank, ready);
     return ct_trainer_agree(tr, status, "writing the final weights");
 }
 
@@ -258,10 +276,10 @@ static int finish_complete_run(ct_trainer *tr, const char *run_dir) {
     char path[CT_JOB_STR + 32];
     snprintf(path, sizeof(path), "%s/final.bin", run_dir);
     struct stat sb;
-    int missing = stat(path, &sb) != 0;
-    if (tr->world && tr->world_size > 1) /* rank 0's file system decides for everyone */
-        if (ct_comm_broadcast(tr->world, &missing, 1, CT_COMM_I32, 0, NULL) != CT_OK)
-            return fail("", CT_ERR_EXTERNAL);
+    int32_t missing = stat(path, &sb) != 0;
+    /* rank 0's file system decides for everyone */
+    if (ct_shard_broadcast_from_rank0(tr->shard, &missing, 1) != CT_OK)
+        return fail("", CT_ERR_EXTERNAL);
     if (missing) {
         ct_status status = save_final(tr, run_dir);
         if (status != CT_OK) return fail("saving final weights", status);
@@ -361,7 +379,7 @@ int ct_train_run(const ct_job *job, ct_comm *world) {
             if (rank == 0) print_banner(tr, run_dir);
             code = train_steps(tr, &metrics, run_dir);
             /* A background save must be committed before the run reports success. */
-            status = ct_trainer_wait_checkpoint(tr);
+            status = ct_ckpt_saver_wait(tr->saver);
             if (status != CT_OK && code == CT_EXIT_OK) code = fail("saving a checkpoint", status);
         }
         if (rank == 0 && ct_train_metrics_close(&metrics) != CT_OK && code == CT_EXIT_OK)

@@ -1,10 +1,11 @@
 /*
- * The trainer's state, shared by the files of launcher/ (trainer.c takes steps, run.c drives
+ * The trainer's state, shared by the files of train/ (trainer.c takes steps, run.c drives
  * them and reports) and by tests that look inside a run. Not part of the public API.
  */
 #ifndef CT_TRAIN_INTERNAL_H
 #define CT_TRAIN_INTERNAL_H
 
+#include "checkpoint/sharded.h"
 #include "comm/comm.h"
 #include "data/data.h"
 #include "train/train.h"
@@ -12,8 +13,6 @@
 #include "shard/shard.h"
 
 #include <stdio.h>
-
-typedef struct ct_ckpt_saver ct_ckpt_saver;
 
 struct ct_trainer {
     ct_job job;
@@ -30,7 +29,7 @@ struct ct_trainer {
     bool resumed;              /* the step came from a checkpoint: resumed_from */
     char resumed_from[2 * CT_JOB_STR + 64];
     uint64_t train_fingerprint, train_tokens; /* data.train's identity (ct_data_fingerprint) */
-    ct_ckpt_saver *saver;                     /* ckpt_save.c's state; NULL until the first save */
+    ct_ckpt_saver *saver;                     /* NULL until the first save (run.c) */
     bool stop_requested; /* this rank was asked to stop (a signal, seen by run.c) */
     double flops_per_token;
     double ceiling_gflops; /* measured sgemm rate for MFU; 0 = not measured */
@@ -61,17 +60,7 @@ size_t ct_train_peak_rss_bytes(void);
  * (naming `what`), else CT_OK: every rank learns whether all of them succeeded. */
 ct_status ct_trainer_agree(ct_trainer *tr, ct_status status, const char *what);
 
-/* ckpt_save.c. Collective: saves the model and optimizer state at tr->step as a sharded
- * checkpoint in checkpoint.dir, then keeps the newest checkpoint.keep. With checkpoint.async
- * it returns once the state is copied, and a thread writes and commits it. */
-ct_status ct_trainer_save_checkpoint(ct_trainer *tr);
-/* Waits for a background save; its error, if it failed. */
-ct_status ct_trainer_wait_checkpoint(ct_trainer *tr);
-/* Waits for a background save (ignoring its outcome) and frees the saver. */
-void ct_trainer_free_saver(ct_trainer *tr);
-/* The shard layer's state that checkpoint kind `kind` (ct_ckpt_kind) stores. */
-ct_shard_state ct_trainer_ckpt_state(int kind);
-/* ckpt_io.c. After the model is built: per checkpoint.resume, loads the newest (or the given)
+/* resume.c. After the model is built: per checkpoint.resume, loads the newest (or the given)
  * checkpoint into the shard layer and sets the step; nothing when there is none to resume
  * from. Refuses to start when checkpoint.dir holds later checkpoints of another timeline,
  * unless checkpoint.overwrite. */

@@ -5,7 +5,7 @@
  * grad_accum forward/backward passes into the accumulated gradients, clips by the global norm
  * and applies AdamW, allocating nothing once warm.
  */
-#include "checkpoint/checkpoint.h"
+#include "checkpoint/sharded.h"
 #include "data/data.h"
 #include "train/train.h"
 #include "train/train_internal.h"
@@ -87,19 +87,6 @@ static ct_status check_data(const ct_trainer *tr) {
     return check_tokens(tr->val, 0, ct_data_num_tokens(tr->val)); /* all of it: it is small */
 }
 
-/* Starting weights from an llm.c model file or safetensors (HF GPT-2 names, told apart by the
- * first bytes): read whole, then each rank keeps its part. */
-static ct_status load_init_from(ct_trainer *tr, const char *path) {
-    ct_gpt full;
-    ct_status status = ct_gpt_init(&full, &tr->gpt.config);
-    if (status == CT_OK) status = ct_gpt_alloc_full(&full);
-    if (status == CT_OK) status = ct_ckpt_model_read(path, &full);
-    for (int u = 0; status == CT_OK && u < full.n_units; u++)
-        ct_shard_load_unit(tr->shard, u, full.units[u].data);
-    if (full.units) ct_gpt_free(&full);
-    return status;
-}
-
 /* The arena's reservation: the activation bound with a quarter of margin, plus 64 MiB. */
 static size_t activation_reserve_bytes(size_t activation_bytes) {
     return activation_bytes + activation_bytes / 4 + ((size_t)64 << 20);
@@ -178,7 +165,8 @@ static ct_status build_model(ct_trainer *tr) {
                           activation_reserve_bytes(ct_gpt_activation_bytes(
                               &config, job->train_batch_size, job->model_seq_len)));
     CT_CHECK(ct_shard_new(&tr->shard, &tr->gpt, tr->world, &cfg, (uint64_t)job->train_seed));
-    if (job->model_init_from[0]) CT_CHECK(load_init_from(tr, job->model_init_from));
+    if (job->model_init_from[0])
+        CT_CHECK(ct_ckpt_model_into_shard(job->model_init_from, &tr->gpt.config, tr->shard));
     tr->tape.hooks = ct_shard_hooks(tr->shard);
     return CT_OK;
 }
@@ -197,7 +185,6 @@ ct_status ct_trainer_new(ct_trainer **out, const ct_job *job, ct_comm *world) {
     tr->world = world;
     tr->rank = world ? ct_comm_rank(world) : 0;
     tr->world_size = world ? ct_comm_size(world) : 1;
-    if (world && tr->world_size > 1) ct_comm_set_timeout(world, job->comm_timeout_s);
     ct_kern_cpu_set_threads(job->device_threads_per_rank);
     tr->kernels = ct_kern_cpu();
     CT_CHECK(open_datasets(tr));
@@ -217,7 +204,8 @@ ct_status ct_trainer_new(ct_trainer **out, const ct_job *job, ct_comm *world) {
 
 void ct_trainer_free(ct_trainer *tr) {
     if (!tr) return;
-    ct_trainer_free_saver(tr);
+    ct_ckpt_saver_free(tr->saver);
+    tr->saver = NULL;
     size_t tokens = (size_t)tr->job.train_batch_size * tr->job.model_seq_len;
     ct_free(CT_MEM_DATA, tr->inputs, sizeof(int32_t) * tokens);
     ct_free(CT_MEM_DATA, tr->targets, sizeof(int32_t) * tokens);
@@ -252,12 +240,7 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
     const ct_job *job = &tr->job;
     int step = tr->step;
     double t0 = ct_time_s();
-    ct_comm_stats comm_before = {0}, comm_after = {0};
-    if (tr->world) {
-        ct_comm_set_step(tr->world, step);
-        ct_comm_get_stats(tr->world, &comm_before);
-        ct_shard_add_group_stats(tr->shard, &comm_before);
-    }
+    ct_shard_mark_step(tr->shard, step);
     CT_CHECK(ct_shard_begin_step(tr->shard));
     double t_passes = ct_time_s();
     double loss_sum = 0.0;
@@ -268,8 +251,7 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
     /* The step's loss: the mean over ranks of their micro-batch means. The same all-reduce
      * tells every rank whether any was asked to stop (a signal), so they stop together. */
     double reduced[2] = {loss_sum, tr->stop_requested ? 1.0 : 0.0};
-    if (tr->world && tr->world_size > 1)
-        CT_CHECK(ct_comm_allreduce(tr->world, reduced, 2, CT_COMM_F64, NULL));
+    CT_CHECK(ct_shard_sum_over_ranks(tr->shard, reduced, 2));
     loss_sum = reduced[0] / tr->world_size;
 
     double norm;
@@ -306,26 +288,13 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
                      (tr->ceiling_gflops * 1e9 * tr->world_size); /* each rank: its own cores */
     stats->batch_hash = ct_data_batch_hash(tr->train, &tr->sampler, step);
     stats->stop = reduced[1] > 0;
-    if (tr->world) {
-        ct_comm_get_stats(tr->world, &comm_after);
-        ct_shard_add_group_stats(tr->shard, &comm_after);
-        for (int k = 0; k < CT_COLL_KINDS; k++)
-            stats->comm_bytes[k] = comm_after.bytes[k] - comm_before.bytes[k];
-    }
+    ct_shard_step_comm_bytes(tr->shard, stats->comm_bytes);
     tr->step++;
     return CT_OK;
 }
 
 ct_status ct_trainer_agree(ct_trainer *tr, ct_status status, const char *what) {
-    if (!tr->world || tr->world_size == 1) return status;
-    char own[1024];
-    snprintf(own, sizeof(own), "%s", status != CT_OK ? ct_error_message() : "");
-    double failed = status != CT_OK ? 1.0 : 0.0;
-    CT_CHECK(ct_comm_allreduce(tr->world, &failed, 1, CT_COMM_F64, NULL));
-    if (status != CT_OK) return ct_error(status, "%s", own);
-    if (failed > 0)
-        return ct_error(CT_ERR_IO, "%s failed on another rank (its log has the reason)", what);
-    return CT_OK;
+    return tr->shard ? ct_shard_agree(tr->shard, status, what) : status;
 }
 
 ct_status ct_trainer_eval(ct_trainer *tr, double *val_loss) {
@@ -347,8 +316,7 @@ ct_status ct_trainer_eval(ct_trainer *tr, double *val_loss) {
             sum += *(float *)loss->data;
         }
     /* Every micro-batch has B sequences: the mean of their means is the mean over all. */
-    if (tr->world && tr->world_size > 1)
-        CT_CHECK(ct_comm_allreduce(tr->world, &sum, 1, CT_COMM_F64, NULL));
+    CT_CHECK(ct_shard_sum_over_ranks(tr->shard, &sum, 1));
     *val_loss = sum / ((double)job->train_eval_steps * job->train_grad_accum * tr->world_size);
     return CT_OK;
 }

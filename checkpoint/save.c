@@ -1,8 +1,8 @@
 /*
- * Saving the trainer's sharded checkpoints: what of the shard layer's state goes into which
- * rank file, and (checkpoint.async) doing the slow part in a background thread. The storage
- * itself (rank files, manifest, step directories) is checkpoint/'s; docs/checkpoints.md has the
- * format, launcher/ckpt_io.c the resume.
+ * Saving sharded checkpoints of the shard layer's state: what goes into which rank file, and
+ * (async) doing the slow part in a background thread. The storage itself (rank files,
+ * manifest, step directories) is ckpt_file.c, manifest.c and ckpt_dir.c; docs/checkpoints.md
+ * has the format, load.c the reading back.
  *
  * Files use the layout of docs/parallel.md over L "layout ranks": for a unit of numel elements,
  * rank r < L writes elements [r*S, (r+1)*S) (S = ceil(numel / L), clipped) of params, Adam m
@@ -19,10 +19,8 @@
  * training's; the next save and the end of the run wait for it. A failure anywhere leaves the
  * .tmp directory, which resume ignores and the next save of that step replaces.
  */
-#include "checkpoint/checkpoint.h"
+#include "checkpoint/sharded.h"
 #include "common/fault.h"
-#include "train/train.h"
-#include "train/train_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -30,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PATH_BYTES (2 * CT_JOB_STR + 64)
+#define PATH_BYTES 1088 /* a checkpoint.dir (job.toml strings are < 512) and its step */
 
 /* One frame of this rank's file: elements [lo, hi) of a unit's state of `kind`. */
 typedef struct {
@@ -47,8 +45,10 @@ typedef struct {
 } file_report;
 
 struct ct_ckpt_saver {
-    ct_trainer *tr; /* read only what does not change while training: job, units, rank */
-    int layout_ranks;
+    ct_shard *shard;
+    const ct_gpt *gpt; /* the units' names and sizes */
+    ct_comm *world;    /* NULL: one process */
+    int rank, world_size, layout_ranks;
     save_piece *pieces;
     int n_pieces;
     float *copy; /* async: the pieces' host copy, in piece order */
@@ -59,47 +59,48 @@ struct ct_ckpt_saver {
     /* the save in flight */
     bool background; /* from the host copy, in the thread */
     int64_t step;
-    char dir[PATH_BYTES], tmp_path[PATH_BYTES];
+    ct_ckpt_save_info info; /* its strings point into the copies below */
+    char dir[PATH_BYTES], tmp_path[PATH_BYTES], strategy[64];
+    char *config_text; /* malloc'd */
     double t0, blocking_s;
     ct_status status;
     char error[1024]; /* the thread's error message (messages are per thread) */
 };
 
-ct_shard_state ct_trainer_ckpt_state(int kind) {
+ct_shard_state ct_ckpt_kind_state(ct_ckpt_kind kind) {
     static const ct_shard_state states[CT_CKPT_KIND_COUNT] = {
         [CT_CKPT_PARAMS] = CT_SHARD_STATE_PARAMS,
         [CT_CKPT_ADAM_M] = CT_SHARD_STATE_ADAM_M,
         [CT_CKPT_ADAM_V] = CT_SHARD_STATE_ADAM_V,
     };
-    CT_ASSERT(kind >= 0 && kind < CT_CKPT_KIND_COUNT, "checkpoint kind %d", kind);
+    CT_ASSERT(kind >= 0 && kind < CT_CKPT_KIND_COUNT, "checkpoint kind %d", (int)kind);
     return states[kind];
 }
 
-/* Rank r's elements of a unit split among L ranks (empty for r >= L). */
-static void layout_range(int64_t numel, int L, int rank, int64_t *lo, int64_t *hi) {
-    int64_t S = (numel + L - 1) / L;
-    *lo = rank < L ? CT_MIN(rank * S, numel) : numel;
-    *hi = rank < L ? CT_MIN(*lo + S, numel) : numel;
-}
-
 /* The pieces this rank writes, once: where the shard layer keeps them does not move. */
-static ct_status make_saver(ct_trainer *tr) {
+ct_status ct_ckpt_saver_new(ct_ckpt_saver **saver, ct_shard *shard, const ct_gpt *gpt,
+                            ct_comm *world) {
     ct_ckpt_saver *s = ct_alloc(CT_MEM_OTHER, sizeof(*s));
+    *saver = s;
     if (!s) return ct_error(CT_ERR_NOMEM, "checkpoint saver");
     memset(s, 0, sizeof(*s));
-    s->tr = tr;
-    bool hsdp = ct_shard_get_strategy(tr->shard) == CT_SHARD_HSDP;
-    s->layout_ranks = hsdp ? ct_shard_group_size(tr->shard) : tr->world_size;
-    s->n_pieces = tr->gpt.n_units * CT_CKPT_KIND_COUNT;
+    s->shard = shard;
+    s->gpt = gpt;
+    s->world = world;
+    s->rank = world ? ct_comm_rank(world) : 0;
+    s->world_size = world ? ct_comm_size(world) : 1;
+    bool hsdp = ct_shard_get_strategy(shard) == CT_SHARD_HSDP;
+    s->layout_ranks = hsdp ? ct_shard_group_size(shard) : s->world_size;
+    s->n_pieces = gpt->n_units * CT_CKPT_KIND_COUNT;
     s->pieces = ct_alloc(CT_MEM_OTHER, sizeof(save_piece) * (size_t)s->n_pieces);
-    tr->saver = s;
     if (!s->pieces) return ct_error(CT_ERR_NOMEM, "checkpoint pieces");
-    for (int u = 0; u < tr->gpt.n_units; u++) {
-        int64_t a, b;
-        layout_range(tr->gpt.units[u].numel, s->layout_ranks, tr->rank, &a, &b);
+    for (int u = 0; u < gpt->n_units; u++) {
+        ct_shard_range mine = ct_shard_layout(gpt->units[u].numel, s->layout_ranks, s->rank);
+        int64_t a = mine.lo, b = mine.hi;
         for (int k = 0; k < CT_CKPT_KIND_COUNT; k++) {
             int64_t lo, hi;
-            float *data = ct_shard_unit_state(tr->shard, u, ct_trainer_ckpt_state(k), &lo, &hi);
+            float *data = ct_shard_unit_state(shard, u, ct_ckpt_kind_state((ct_ckpt_kind)k), &lo,
+                                              &hi);
             CT_ASSERT(a == b || (lo <= a && b <= hi), "unit %d: [%lld, %lld) outside [%lld, %lld)",
                       u, (long long)a, (long long)b, (long long)lo, (long long)hi);
             s->pieces[u * CT_CKPT_KIND_COUNT + k] = (save_piece){
@@ -113,25 +114,23 @@ static ct_status make_saver(ct_trainer *tr) {
 /* Async only, at the first save: the host copy and the thread's communicator (a collective:
  * every rank makes its first save at the same step). */
 static ct_status prepare_async(ct_ckpt_saver *s) {
-    ct_trainer *tr = s->tr;
     if (!s->copy && s->copy_floats > 0) {
         s->copy = ct_alloc(CT_MEM_CHECKPOINT, sizeof(float) * s->copy_floats);
         if (!s->copy)
             return ct_error(CT_ERR_NOMEM, "checkpoint.async: a host copy of %zu floats",
                             s->copy_floats);
     }
-    if (!s->comm && tr->world && tr->world_size > 1)
-        CT_CHECK(ct_comm_split(tr->world, 0, tr->rank, &s->comm));
+    if (!s->comm && s->world && s->world_size > 1)
+        CT_CHECK(ct_comm_split(s->world, 0, s->rank, &s->comm));
     return CT_OK;
 }
 
 /* This rank's file, from the host copy (async) or the shard layer's storage. */
 static ct_status write_rank_file(ct_ckpt_saver *s, uint64_t *file_bytes, uint64_t *checksum) {
-    ct_trainer *tr = s->tr;
     char path[PATH_BYTES + 32];
-    ct_ckpt_rank_path(s->tmp_path, tr->rank, path, sizeof(path));
+    ct_ckpt_rank_path(s->tmp_path, s->rank, path, sizeof(path));
     ct_ckpt_writer *w;
-    CT_CHECK(ct_ckpt_writer_open(&w, path, tr->rank, tr->world_size, tr->job.checkpoint_zstd_level,
+    CT_CHECK(ct_ckpt_writer_open(&w, path, s->rank, s->world_size, s->info.zstd_level,
                                  CT_CKPT_SHUFFLE_AUTO));
     size_t at = 0; /* of the piece in the host copy */
     for (int i = 0; i < s->n_pieces; i++) {
@@ -147,20 +146,9 @@ static ct_status write_rank_file(ct_ckpt_saver *s, uint64_t *file_bytes, uint64_
     return ct_ckpt_writer_close(w, file_bytes, checksum);
 }
 
-/* The job as job.toml text, in a malloc'd string. */
-static ct_status job_text(const ct_job *job, char **text) {
-    size_t bytes;
-    FILE *f = open_memstream(text, &bytes);
-    if (!f) return ct_error(CT_ERR_NOMEM, "open_memstream: %s", strerror(errno));
-    ct_job_print(job, f);
-    fclose(f);
-    return CT_OK;
-}
-
 /* Rank 0: manifest.json from every rank's report, the rename, then keep the newest. */
 static ct_status commit(ct_ckpt_saver *s, const file_report *reports) {
-    ct_trainer *tr = s->tr;
-    int n = tr->gpt.n_units, W = tr->world_size, L = s->layout_ranks;
+    int n = s->gpt->n_units, W = s->world_size, L = s->layout_ranks;
     ct_ckpt_manifest m = {.format_version = CT_CKPT_FORMAT_VERSION,
                           .step = s->step,
                           .world_size = W,
@@ -168,17 +156,18 @@ static ct_status commit(ct_ckpt_saver *s, const file_report *reports) {
                           .n_units = n,
                           .data_step = s->step,
                           .has_data_identity = true,
-                          .data_fingerprint = tr->train_fingerprint,
-                          .data_tokens = tr->train_tokens,
-                          .rng_seed = (uint64_t)tr->job.train_seed};
-    snprintf(m.strategy, sizeof(m.strategy), "%.*s", (int)sizeof(m.strategy) - 1,
-             tr->job.parallel_strategy);
+                          .data_fingerprint = s->info.data_fingerprint,
+                          .data_tokens = s->info.data_tokens,
+                          .rng_seed = s->info.rng_seed,
+                          .config_text = s->config_text};
+    snprintf(m.strategy, sizeof(m.strategy), "%.*s", (int)sizeof(m.strategy) - 1, s->strategy);
     ct_ckpt_unit_layout units[n];
     ct_ckpt_rank_file ranks[W];
     for (int u = 0; u < n; u++) {
-        int64_t numel = tr->gpt.units[u].numel, S = (numel + L - 1) / L;
-        units[u] = (ct_ckpt_unit_layout){.numel = numel, .shard_len = S, .padded = S * L};
-        snprintf(units[u].name, sizeof(units[u].name), "%s", tr->gpt.units[u].name);
+        ct_shard_range r = ct_shard_layout(s->gpt->units[u].numel, L, 0);
+        units[u] = (ct_ckpt_unit_layout){
+            .numel = s->gpt->units[u].numel, .shard_len = r.shard_len, .padded = r.padded};
+        snprintf(units[u].name, sizeof(units[u].name), "%s", s->gpt->units[u].name);
     }
     for (int r = 0; r < W; r++) {
         ranks[r] = (ct_ckpt_rank_file){.file_bytes = reports[r].file_bytes,
@@ -187,46 +176,42 @@ static ct_status commit(ct_ckpt_saver *s, const file_report *reports) {
     }
     m.units = units;
     m.ranks = ranks;
-    CT_CHECK(job_text(&tr->job, &m.config_text));
     char path[PATH_BYTES + 32];
     snprintf(path, sizeof(path), "%s/manifest.json", s->tmp_path);
-    ct_status status = ct_ckpt_manifest_write(path, &m);
-    free(m.config_text);
-    CT_CHECK(status);
+    CT_CHECK(ct_ckpt_manifest_write(path, &m));
     /* Checkpoints at or after this step are another timeline's, which this run was allowed
-     * to replace (checkpoint.overwrite; ct_trainer_resume refused to start otherwise). */
+     * to replace (checkpoint.overwrite; the trainer's resume refused to start otherwise). */
     CT_CHECK(ct_ckpt_remove_from(s->dir, s->step));
     CT_CHECK(ct_ckpt_commit(s->dir, s->step));
-    return ct_ckpt_prune(s->dir, tr->job.checkpoint_keep);
+    return ct_ckpt_prune(s->dir, s->info.keep);
 }
 
 /* Everything after the pieces are safe from training: write, report, commit. */
 static ct_status write_and_commit(ct_ckpt_saver *s, ct_comm *comm) {
-    ct_trainer *tr = s->tr;
-    file_report mine = {0}, reports[tr->world_size];
+    file_report mine = {0}, reports[s->world_size];
     ct_status status = write_rank_file(s, &mine.file_bytes, &mine.checksum);
     mine.failed = status != CT_OK;
     char own_error[1024];
     snprintf(own_error, sizeof(own_error), "%s", status != CT_OK ? ct_error_message() : "");
-    ct_fault_kill_point("kill_in_save", tr->rank, s->step);
+    ct_fault_kill_point("kill_in_save", s->rank, s->step);
     /* Every rank reports, failed or not, so that nobody waits for a rank that gave up. */
     if (comm)
         CT_CHECK(ct_comm_allgather(comm, &mine, reports, sizeof(mine), CT_COMM_U8, NULL));
     else
         reports[0] = mine;
     if (status != CT_OK) return ct_error(status, "%s", own_error);
-    for (int r = 0; r < tr->world_size; r++)
+    for (int r = 0; r < s->world_size; r++)
         if (reports[r].failed)
             return ct_error(CT_ERR_IO,
                             "checkpoint of step %lld not saved: rank %d failed to "
                             "write its file (its log has the reason)",
                             (long long)s->step, r);
-    return tr->rank == 0 ? commit(s, reports) : CT_OK;
+    return s->rank == 0 ? commit(s, reports) : CT_OK;
 }
 
 /* Rank 0's line for a committed checkpoint. */
 static void report_saved(const ct_ckpt_saver *s) {
-    if (s->tr->rank != 0) return;
+    if (s->rank != 0) return;
     char final[PATH_BYTES];
     ct_ckpt_step_path(s->dir, s->step, false, final, sizeof(final));
     printf("checkpoint: %s (step %lld) | blocking %.3f s | saved in %.3f s%s\n", final,
@@ -245,39 +230,50 @@ static void *save_thread(void *arg) {
     return NULL;
 }
 
-ct_status ct_trainer_wait_checkpoint(ct_trainer *tr) {
-    ct_ckpt_saver *s = tr->saver;
+ct_status ct_ckpt_saver_wait(ct_ckpt_saver *s) {
     if (!s || !s->running) return CT_OK;
     pthread_join(s->thread, NULL);
     s->running = false;
     ct_status status = s->status != CT_OK ? ct_error(s->status, "%s", s->error) : CT_OK;
     /* Rank 0 alone knows whether its commit worked: every rank learns it here. */
-    return ct_trainer_agree(tr, status, "saving the checkpoint");
+    return ct_shard_agree(s->shard, status, "saving the checkpoint");
 }
 
-ct_status ct_trainer_save_checkpoint(ct_trainer *tr) {
-    CT_CHECK(ct_trainer_wait_checkpoint(tr));
-    if (!tr->saver) CT_CHECK(make_saver(tr));
-    ct_ckpt_saver *s = tr->saver;
-    bool async = tr->job.checkpoint_async;
+/* Copies `info` into the saver: a background save outlives the caller's strings. */
+static ct_status keep_info(ct_ckpt_saver *s, const ct_ckpt_save_info *info) {
+    s->info = *info;
+    snprintf(s->dir, sizeof(s->dir), "%s", info->dir);
+    snprintf(s->strategy, sizeof(s->strategy), "%s", info->strategy ? info->strategy : "");
+    free(s->config_text);
+    s->config_text = info->config_text ? strdup(info->config_text) : NULL;
+    if (info->config_text && !s->config_text) return ct_error(CT_ERR_NOMEM, "checkpoint job text");
+    s->info.dir = s->dir;
+    s->info.strategy = s->strategy;
+    s->info.config_text = s->config_text;
+    return CT_OK;
+}
+
+ct_status ct_ckpt_save(ct_ckpt_saver *s, int64_t step, const ct_ckpt_save_info *info) {
+    CT_CHECK(ct_ckpt_saver_wait(s));
+    CT_CHECK(keep_info(s, info));
+    bool async = info->async;
     if (async) CT_CHECK(prepare_async(s));
     s->background = async;
     s->t0 = ct_time_s();
-    s->step = tr->step;
-    ct_job_checkpoint_dir(&tr->job, s->dir, sizeof(s->dir));
-    ct_comm *world = tr->world && tr->world_size > 1 ? tr->world : NULL;
+    s->step = step;
+    ct_comm *world = s->world && s->world_size > 1 ? s->world : NULL;
     /* Every rank learns whether rank 0 could make the directory (this is also the barrier
      * before anyone writes into it), so that all of them fail alike and can save elsewhere. */
     ct_status begun = CT_OK;
-    if (tr->rank == 0)
+    if (s->rank == 0)
         begun = ct_ckpt_begin(s->dir, s->step, s->tmp_path, sizeof(s->tmp_path));
     else
         ct_ckpt_step_path(s->dir, s->step, true, s->tmp_path, sizeof(s->tmp_path));
-    CT_CHECK(ct_trainer_agree(tr, begun, "creating the checkpoint directory"));
+    CT_CHECK(ct_shard_agree(s->shard, begun, "creating the checkpoint directory"));
     if (!async) {
         /* Returning CT_OK means committed, on every rank (rank 0's commit included). */
         ct_status status =
-            ct_trainer_agree(tr, write_and_commit(s, world), "saving the checkpoint");
+            ct_shard_agree(s->shard, write_and_commit(s, world), "saving the checkpoint");
         s->blocking_s = ct_time_s() - s->t0;
         if (status == CT_OK) report_saved(s);
         return status;
@@ -299,8 +295,7 @@ ct_status ct_trainer_save_checkpoint(ct_trainer *tr) {
     return CT_OK;
 }
 
-void ct_trainer_free_saver(ct_trainer *tr) {
-    ct_ckpt_saver *s = tr->saver;
+void ct_ckpt_saver_free(ct_ckpt_saver *s) {
     if (!s) return;
     if (s->running) {
         pthread_join(s->thread, NULL);
@@ -309,6 +304,6 @@ void ct_trainer_free_saver(ct_trainer *tr) {
     if (s->comm) ct_comm_free(s->comm);
     if (s->copy) ct_free(CT_MEM_CHECKPOINT, s->copy, sizeof(float) * s->copy_floats);
     if (s->pieces) ct_free(CT_MEM_OTHER, s->pieces, sizeof(save_piece) * (size_t)s->n_pieces);
+    free(s->config_text);
     ct_free(CT_MEM_OTHER, s, sizeof(*s));
-    tr->saver = NULL;
 }
