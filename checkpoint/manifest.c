@@ -9,6 +9,7 @@
  * checksum: ct_hash64 of the file's bytes with the 16 hex digits of "checksum" set to '0'.
  */
 #include "checkpoint/checkpoint.h"
+#include "shard/shard.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -344,10 +345,12 @@ static ct_status read_units(json_parser *p, const json_node *arr, ct_ckpt_manife
         CT_CHECK(get_int(p, u, "numel", INT64_MAX, &numel));
         CT_CHECK(get_int(p, u, "shard_len", INT64_MAX, &shard_len));
         CT_CHECK(get_int(p, u, "padded", INT64_MAX, &padded));
-        /* The layout of docs/parallel.md over the layout's ranks: padded = S * L,
-         * S = ceil(numel / L). */
-        uint64_t L = (uint64_t)m->layout_ranks;
-        if (shard_len != (numel + L - 1) / L || padded != shard_len * L)
+        /* The layout of docs/parallel.md over the layout's ranks (numel bounded first, so that
+         * its arithmetic cannot overflow). */
+        ct_shard_range r =
+            ct_shard_layout((int64_t)CT_MIN(numel, (uint64_t)1 << 56), m->layout_ranks, 0);
+        if (numel > (uint64_t)1 << 56 || shard_len != (uint64_t)r.shard_len ||
+            padded != (uint64_t)r.padded)
             return ct_error(CT_ERR_FORMAT,
                             "%s: byte %zu: unit %d (%s): numel %llu, shard_len "
                             "%llu, padded %llu do not match %d layout ranks",

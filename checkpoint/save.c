@@ -99,8 +99,8 @@ ct_status ct_ckpt_saver_new(ct_ckpt_saver **saver, ct_shard *shard, const ct_gpt
         int64_t a = mine.lo, b = mine.hi;
         for (int k = 0; k < CT_CKPT_KIND_COUNT; k++) {
             int64_t lo, hi;
-            float *data = ct_shard_unit_state(shard, u, ct_ckpt_kind_state((ct_ckpt_kind)k), &lo,
-                                              &hi);
+            float *data =
+                ct_shard_unit_state(shard, u, ct_ckpt_kind_state((ct_ckpt_kind)k), &lo, &hi);
             CT_ASSERT(a == b || (lo <= a && b <= hi), "unit %d: [%lld, %lld) outside [%lld, %lld)",
                       u, (long long)a, (long long)b, (long long)lo, (long long)hi);
             s->pieces[u * CT_CKPT_KIND_COUNT + k] = (save_piece){

@@ -56,12 +56,11 @@ ct_status ct_ckpt_load_shard(const ct_ckpt_step *ck, ct_shard *shard, const ct_g
 
 /* A whole-model file (an llm.c model file or safetensors, told apart by the first bytes) read
  * whole on every rank; each rank keeps its part of every unit. */
-ct_status ct_ckpt_model_into_shard(const char *path, const ct_gpt_config *config,
-                                   ct_shard *shard);
+ct_status ct_ckpt_model_into_shard(const char *path, const ct_gpt_config *config, ct_shard *shard);
 /* Collective: gathers every unit's full parameters and, on rank 0, writes them as an llm.c
  * model file at `path`, unless rank 0's `ready` is an error (its directory failed), which it
  * then returns. The other ranks return CT_OK; the caller agrees on the outcome. */
-ct_status ct_ckpt_model_from_shard(const char *path, const ct_gpt_config *config,
-                                   ct_shard *shard, int rank, ct_status ready);
+ct_status ct_ckpt_model_from_shard(const char *path, const ct_gpt_config *config, ct_shard *shard,
+                                   int rank, ct_status ready);
 
 #endif

@@ -16,8 +16,7 @@ static void full_model_free(ct_gpt *full) {
     if (full->units) ct_gpt_free(full);
 }
 
-ct_status ct_ckpt_model_into_shard(const char *path, const ct_gpt_config *config,
-                                   ct_shard *shard) {
+ct_status ct_ckpt_model_into_shard(const char *path, const ct_gpt_config *config, ct_shard *shard) {
     ct_gpt full;
     ct_status status = full_model_new(&full, config);
     if (status == CT_OK) status = ct_ckpt_model_read(path, &full);
@@ -27,8 +26,8 @@ ct_status ct_ckpt_model_into_shard(const char *path, const ct_gpt_config *config
     return status;
 }
 
-ct_status ct_ckpt_model_from_shard(const char *path, const ct_gpt_config *config,
-                                   ct_shard *shard, int rank, ct_status ready) {
+ct_status ct_ckpt_model_from_shard(const char *path, const ct_gpt_config *config, ct_shard *shard,
+                                   int rank, ct_status ready) {
     ct_gpt full;
     ct_status status = full_model_new(&full, config);
     for (int u = 0; status == CT_OK && u < full.n_units; u++)

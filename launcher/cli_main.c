@@ -4,10 +4,10 @@
  * collective bandwidth), worker (train as one rank of an MPI job, or alone: what ctrain-launch runs
  * for each rank; `train` is the same command).
  */
-#include "kernels/kernels.h"
-#include "launcher/launcher_internal.h"
-#include "launcher/launcher.h"
 #include "job/toml.h"
+#include "kernels/kernels.h"
+#include "launcher/launcher.h"
+#include "launcher/launcher_internal.h"
 
 #include <cblas.h>
 #include <stdio.h>

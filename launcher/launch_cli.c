@@ -21,8 +21,8 @@
 #include "checkpoint/checkpoint.h"
 #include "common/fault.h"
 #include "data/data.h"
-#include "launcher/launcher_internal.h"
 #include "launcher/launcher.h"
+#include "launcher/launcher_internal.h"
 
 #include <limits.h>
 #include <signal.h>

@@ -2,7 +2,7 @@
 # Throughput benchmark of BENCH.md's reference configurations, side by side with PyTorch.
 #
 #   scripts/bench.sh [--runs N] [--threads N] [--steps N] [--out FILE] [--no-torch]
-#                    [--no-build] [CONFIG...]
+#                    [--no-build] [--before DIR] [CONFIG...]
 #
 # CONFIG names a bench/CONFIG.toml (default: gpt-mini byte-lm). For each one it makes the
 # synthetic data when missing (ctrain data synth --tokens 2000000 --seed 1), then, N times
@@ -14,6 +14,8 @@
 #
 # Prints a Markdown table on stdout (and to --out FILE); progress goes to stderr.
 # CTRAIN_BIN=DIR measures the binaries in DIR instead of build/bin (use with --no-build).
+# --before DIR also measures the binaries in DIR (an older build), each run right after the
+# new one on the same data, and adds a table of new / old medians: a before/after in one run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BENCH_NAME=bench
@@ -21,6 +23,7 @@ BENCH_NAME=bench
 source scripts/bench_lib.sh
 
 THREADS=2
+BEFORE=
 usage() { sed -n '2,17s/^# \{0,1\}//p' "$0"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -30,12 +33,17 @@ while [[ $# -gt 0 ]]; do
         --out) OUT=$2; shift 2 ;;
         --no-torch) TORCH=0; shift ;;
         --no-build) BUILD=0; shift ;;
+        --before) BEFORE=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "bench: unknown option '$1'" >&2; usage >&2; exit 2 ;;
         *) CONFIGS+=("$1"); shift ;;
     esac
 done
 [[ ${#CONFIGS[@]} -gt 0 ]] || CONFIGS=(gpt-mini byte-lm)
+if [[ -n "$BEFORE" && ! -x "$BEFORE/ctrain-launch" ]]; then
+    echo "bench: --before $BEFORE: no ctrain-launch there" >&2
+    exit 2
+fi
 bench_check_positive "$RUNS" "$THREADS" "$STEPS"
 bench_check_steps "$STEPS" "$WARMUP"
 bench_check_configs "${CONFIGS[@]}"
@@ -54,13 +62,20 @@ for c in "${CONFIGS[@]}"; do
     bench_synth_data "$c" "$V"
     overrides=("train.steps=$STEPS" "log.every=1" "device.threads_per_rank=$THREADS")
     [[ $STEPS -lt 10 ]] && overrides+=("train.warmup_steps=$STEPS")
-    metrics=() torchs=()
+    metrics=() torchs=() befores=()
     for r in $(seq 1 "$RUNS"); do
         m="$tmp/$c.$r.jsonl"
         log "$c run $r/$RUNS: $BIN/ctrain-launch --nproc 1 bench/$c.toml ${overrides[*]}"
         "$BIN/ctrain-launch" --nproc 1 "bench/$c.toml" "${overrides[@]}" \
             "log.dir=\"$tmp/$c.$r\"" "log.metrics=\"$m\"" >&2
         metrics+=("$m")
+        if [[ -n "$BEFORE" ]]; then
+            mb="$tmp/$c.$r.before.jsonl"
+            log "$c run $r/$RUNS: $BEFORE/ctrain-launch --nproc 1 bench/$c.toml ${overrides[*]}"
+            "$BEFORE/ctrain-launch" --nproc 1 "bench/$c.toml" "${overrides[@]}" \
+                "log.dir=\"$tmp/$c.$r.before\"" "log.metrics=\"$mb\"" >&2
+            befores+=("$mb")
+        fi
         if [[ -n "$TORCH_PY" ]]; then
             j="$tmp/$c.$r.torch.json"
             log "$c run $r/$RUNS: OPENBLAS_NUM_THREADS=$THREADS torch_bench.py (L$L H$H C$C V$V T$T B$B)"
@@ -74,7 +89,7 @@ for c in "${CONFIGS[@]}"; do
             fi
         fi
     done
-    rows+=("$c|$L|$H|$C|$V|$T|$B|$(IFS=,; echo "${metrics[*]}")|$(IFS=,; echo "${torchs[*]:-}")")
+    rows+=("$c|$L|$H|$C|$V|$T|$B|$(IFS=,; echo "${metrics[*]}")|$(IFS=,; echo "${torchs[*]:-}")|$(IFS=,; echo "${befores[*]:-}")")
 done
 
 table=$(bench_py "$GFLOPS" "$THREADS" "$RUNS" "$STEPS" "$WARMUP" "${rows[@]}" <<'EOF'
@@ -86,7 +101,7 @@ print("| config | params | ctrain tokens/s | ms/step | MFU (ctrain) | MFU vs sge
       "| peak RSS MiB | PyTorch tokens/s | ctrain / PyTorch |")
 print("|---|---|---|---|---|---|---|---|---|")
 for row in sys.argv[6:]:
-    name, L, H, C, V, T, B, mfiles, tfiles = row.split("|")
+    name, L, H, C, V, T, B, mfiles, tfiles, bfiles = row.split("|")
     L, H, C, V, T, B = (int(x) for x in (L, H, C, V, T, B))
     params = V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C
     fpt = 6 * (V * C + 12 * L * C * C) + 12 * L * T * C
@@ -115,6 +130,21 @@ print("Medians of %d run%s of %s steps each, the first %d left out as warm-up; (
       "(6 x matmul weights incl. the tied head + 12 x L x T x C) / the sgemm ceiling; "
       "peak RSS = max mem_peak_bytes." % (runs, "" if runs == 1 else "s", steps, warmup,
                                          threads, threads, threads))
+before_rows = []
+for row in sys.argv[6:]:
+    name, L, H, C, V, T, B, mfiles, tfiles, bfiles = row.split("|")
+    if not bfiles:
+        continue
+    new = summary([[r["tokens_per_s"] for r in timed_records(p, warmup)]
+                   for p in mfiles.split(",") if p])
+    old = summary([[r["tokens_per_s"] for r in timed_records(p, warmup)]
+                   for p in bfiles.split(",") if p])
+    before_rows.append("| %s | %s | %s | %.3f |" % (name, fmt(old), fmt(new), new[0] / old[0]))
+if before_rows:
+    print()
+    print("| config | before tokens/s | after tokens/s | after / before (medians) |")
+    print("|---|---|---|---|")
+    print("\n".join(before_rows))
 EOF
 )
 
@@ -123,7 +153,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 report=$(cat <<EOF
 ## ctrain benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'))
 
-Command: \`scripts/bench.sh --runs $RUNS --threads $THREADS --steps $STEPS ${CONFIGS[*]}\`
+Command: \`scripts/bench.sh --runs $RUNS --threads $THREADS --steps $STEPS${BEFORE:+ --before $BEFORE} ${CONFIGS[*]}\`
 Machine: $(nproc) cores, ${cpu:-unknown CPU}; commit $commit (plus uncommitted changes, if any).
 sgemm ceiling (1024^3, $THREADS threads, best of 3 \`ctrain bench sgemm\`): ${GFLOPS:-unknown} GFLOP/s.
 

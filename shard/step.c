@@ -142,7 +142,7 @@ size_t ct_shard_plan_bytes(const ct_gpt *gpt, ct_shard_strategy strategy, int gr
     const char *formula;
     int64_t largest = 0;
     for (int u = 0; u < gpt->n_units; u++)
-        largest = CT_MAX(largest, (gpt->units[u].numel + group_size - 1) / group_size);
+        largest = CT_MAX(largest, ct_shard_layout(gpt->units[u].numel, group_size, 0).shard_len);
     /* Pooled unit buffers in flight, as measured: fsdp/hsdp 4 (the unit computing, the one
      * prefetched, embed held for the head, a gradient), zero2 2; one more of margin. */
     int pooled = strategy == CT_SHARD_FSDP || strategy == CT_SHARD_HSDP ? 5

@@ -4,10 +4,10 @@
  * equals one larger batch, two identical runs agree bitwise, and a warm step allocates nothing.
  */
 #include "data/data.h"
-#include "train/train.h"
-#include "train/train_internal.h"
 #include "model/model.h"
 #include "test_util.h"
+#include "train/train.h"
+#include "train/train_internal.h"
 
 #include <malloc.h>
 #include <stdlib.h>

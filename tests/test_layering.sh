@@ -31,4 +31,22 @@ for module in "${!allowed[@]}"; do
   done < <(grep -rn --include='*.c' --include='*.h' --include='*.cu' -E '#include "[a-z_]+/' "$module")
 done
 echo "checked $checked includes: $failures violations"
+
+# The trainer communicates only through shard/ (shard/run_comm.c and the step protocol): no
+# collective, split or statistics call of comm/ in train/. Queries of rank and size are fine.
+comm_calls=$(grep -rn --include='*.c' --include='*.h' -E \
+  'ct_comm_(allreduce|reduce_scatter|allgather|broadcast|barrier|split|set_step|get_stats|set_timeout|wait)\b' train/ || true)
+if [ -n "$comm_calls" ]; then
+  echo "train/ calls comm/ directly (go through shard/):"
+  echo "$comm_calls"
+  failures=$((failures + 1))
+fi
+# One shard layout: the formula S = ceil(numel / L) is written only in shard/layout.c.
+layout_copies=$(grep -rn --include='*.c' -E '\+ *[A-Za-z_>.-]+ *- *1\) */ *[A-Za-z_>.-]+' shard/ checkpoint/ train/ |
+  grep -v '^shard/layout.c:' || true)
+if [ -n "$layout_copies" ]; then
+  echo "a ceil-division outside shard/layout.c (use ct_shard_layout):"
+  echo "$layout_copies"
+  failures=$((failures + 1))
+fi
 [ "$checked" -gt 0 ] && [ "$failures" -eq 0 ]

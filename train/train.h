@@ -51,7 +51,8 @@ ct_status ct_trainer_step(ct_trainer *trainer, ct_step_stats *stats);
  * from its start, each rank its share. */
 ct_status ct_trainer_eval(ct_trainer *trainer, double *val_loss);
 /* Trains as this process's rank of the job (`world` NULL: a single process without MPI);
- * returns a process exit code. */
+ * returns a process exit code. The caller owns the world and its watchdog (comm.timeout_s:
+ * the worker sets it). */
 int ct_train_run(const ct_job *job, ct_comm *world);
 /* From now on SIGTERM, SIGINT and SIGUSR1 ask the run to stop at the next step boundary
  * (saving a checkpoint, CT_EXIT_STOPPED) rather than killing the process; a second SIGINT or

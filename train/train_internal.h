@@ -8,9 +8,9 @@
 #include "checkpoint/sharded.h"
 #include "comm/comm.h"
 #include "data/data.h"
-#include "train/train.h"
 #include "model/model.h"
 #include "shard/shard.h"
+#include "train/train.h"
 
 #include <stdio.h>
 

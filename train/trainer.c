@@ -7,9 +7,9 @@
  */
 #include "checkpoint/sharded.h"
 #include "data/data.h"
+#include "model/model.h"
 #include "train/train.h"
 #include "train/train_internal.h"
-#include "model/model.h"
 
 #include <math.h>
 #include <stdio.h>
