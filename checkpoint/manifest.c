@@ -395,8 +395,8 @@ static ct_status read_document(json_parser *p, ct_ckpt_manifest *m) {
     if (root->type != J_OBJECT) return parse_fail(p, root->offset, "expected an object");
     CT_CHECK(only_keys(p, root, keys));
     CT_CHECK(get_int(p, root, "format_version", INT32_MAX, &v));
-    if (v != CT_CKPT_FORMAT_VERSION)
-        return ct_error(CT_ERR_FORMAT, "%s: format version %llu, this build reads version %d",
+    if (v < 1 || v > CT_CKPT_FORMAT_VERSION)
+        return ct_error(CT_ERR_FORMAT, "%s: format version %llu, this build reads versions 1 to %d",
                         p->path, (unsigned long long)v, CT_CKPT_FORMAT_VERSION);
     m->format_version = (int)v;
     CT_CHECK(get_int(p, root, "step", INT64_MAX, &v));

@@ -13,6 +13,9 @@
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
+/* The reference XXH3-64 for the expected frame checksums, compiled in (nothing to link). */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #define N_UNITS 5
 /* Odd sizes so that padding matters; unit 0 is smaller than the world (some ranks own none). */
@@ -167,12 +170,12 @@ static void test_shuffle_chosen_when_smaller(void) {
     }
 }
 
-/* One encoding codec and one decoding codec, each reused over frames of every size (small,
- * large, small again), kind and shuffle mode, with 1 and with 2 threads: every frame decodes
- * bitwise, its checksum is ct_hash64 of the floats (so the fused and the parallel checksums are
- * the spec's), the bytes do not depend on the thread count, and once the codecs have seen the
- * largest frame a second pass allocates nothing. */
-static void test_codec_reused_across_sizes_kinds_and_threads(void) {
+/* The checksum docs/checkpoints.md gives a frame of format version `version`. */
+static uint64_t spec_checksum(int version, const void *data, size_t bytes) {
+    return version == 1 ? ct_hash64(data, bytes, 0) : XXH3_64bits(data, bytes);
+}
+
+static void codec_reused_at_version(int version) {
     enum { FRAMES = 7 };
     const size_t sizes[FRAMES] = {BIG_N, 1001, BIG_N - 3, 7, 65536, BIG_N, 12345};
     const ct_ckpt_kind kinds[FRAMES] = {CT_CKPT_PARAMS, CT_CKPT_ADAM_M, CT_CKPT_PARAMS,
@@ -182,6 +185,7 @@ static void test_codec_reused_across_sizes_kinds_and_threads(void) {
         CT_CKPT_SHUFFLE_AUTO, CT_CKPT_SHUFFLE_ON,  CT_CKPT_SHUFFLE_OFF, CT_CKPT_SHUFFLE_AUTO,
         CT_CKPT_SHUFFLE_AUTO, CT_CKPT_SHUFFLE_OFF, CT_CKPT_SHUFFLE_ON};
     const bool repeated[FRAMES] = {false, false, true, false, false, false, true};
+    CU_ASSERT_EQUAL(spec_checksum(2, "", 0), 0x2d06800538d394c2ull); /* XXH3's own test vector */
     float *src[FRAMES];
     uint8_t *frames[2][FRAMES];
     size_t frame_bytes[2][FRAMES];
@@ -194,6 +198,7 @@ static void test_codec_reused_across_sizes_kinds_and_threads(void) {
         CU_ASSERT_EQUAL_FATAL(ct_ckpt_codec_new(&dec), CT_OK);
         ct_ckpt_codec_set_threads(enc, t + 1);
         ct_ckpt_codec_set_threads(dec, t + 1);
+        ct_ckpt_codec_set_version(enc, version);
         ct_mem_stats warm, after;
         for (int pass = 0; pass < 2; pass++) {
             ct_mem_get_stats(&warm);
@@ -205,8 +210,9 @@ static void test_codec_reused_across_sizes_kinds_and_threads(void) {
                                 CT_OK);
                 CU_ASSERT(pass == 0 || bytes == frame_bytes[t][f]);
                 frames[t][f] = frame, frame_bytes[t][f] = bytes;
+                CU_ASSERT_EQUAL(ct_ckpt_get_u32(frame + 4), (uint32_t)version);
                 CU_ASSERT_EQUAL(ct_ckpt_get_u64(frame + 32),
-                                ct_hash64(src[f], sizes[f] * sizeof(float), 0));
+                                spec_checksum(version, src[f], sizes[f] * sizeof(float)));
                 memset(back, 0xff, sizes[f] * sizeof(float));
                 CU_ASSERT_EQUAL(ct_ckpt_frame_decode(dec, frame, bytes, "reuse", back, sizes[f]),
                                 CT_OK);
@@ -225,6 +231,17 @@ static void test_codec_reused_across_sizes_kinds_and_threads(void) {
         free(frames[0][f]), free(frames[1][f]), free(src[f]);
     }
     free(back);
+}
+
+/* One encoding codec and one decoding codec, each reused over frames of every size (small,
+ * large, small again), kind and shuffle mode, with 1 and with 2 threads, writing frames of
+ * version 2 (XXH3-64) and of version 1 (FNV-1a): every frame decodes bitwise, its checksum is
+ * the spec's of the floats (so the blocked, fused and parallel checksums are right), the bytes
+ * do not depend on the thread count, and once the codecs have seen the largest frame a second
+ * pass allocates nothing. */
+static void test_codec_reused_across_sizes_kinds_and_threads(void) {
+    for (int version = CT_CKPT_FORMAT_VERSION; version >= 1; version--)
+        codec_reused_at_version(version);
 }
 
 /* A large frame, plain or shuffled (the stepped decode with 2 threads), that is damaged fails
@@ -480,7 +497,9 @@ static void test_truncated_versioned_index_damage_fail_open(void) {
     ct_ckpt_put_u32(bad + 4, CT_CKPT_FORMAT_VERSION + 1);
     write_bytes(path, bad, bytes);
     CU_ASSERT_NOT_EQUAL(ct_ckpt_reader_open(&r, path), CT_OK);
-    CU_ASSERT(message_has(path) && message_has("format version 2"));
+    char newer[64];
+    snprintf(newer, sizeof(newer), "format version %d", CT_CKPT_FORMAT_VERSION + 1);
+    CU_ASSERT(message_has(path) && message_has(newer));
     memcpy(bad, good, bytes);
     bad[bytes - CT_CKPT_TRAILER_BYTES - 3] ^= 1; /* inside the last index entry */
     write_bytes(path, bad, bytes);
@@ -532,7 +551,8 @@ static void test_rank_files_match_manifest(void) {
         CU_ASSERT_EQUAL_FATAL(ct_ckpt_writer_close(w, &files[g].file_bytes, &files[g].checksum),
                               CT_OK);
     }
-    ct_ckpt_manifest m = {.format_version = 1, .world_size = 2, .ranks = files};
+    ct_ckpt_manifest m = {
+        .format_version = CT_CKPT_FORMAT_VERSION, .world_size = 2, .ranks = files};
     ct_ckpt_reader *r[2];
     open_world(2, r);
     CU_ASSERT_EQUAL(ct_ckpt_check_rank_file(&m, 0, r[0]), CT_OK);
@@ -547,6 +567,65 @@ static void test_rank_files_match_manifest(void) {
     CU_ASSERT_NOT_EQUAL(ct_ckpt_check_rank_file(&m, 1, r[1]), CT_OK);
     CU_ASSERT(message_has("rank_00001.ctk") && message_has("checksum"));
     close_world(2, r);
+    remove_temp_dir();
+}
+
+/* Format version 1 (FNV-1a frame checksums), what checkpoints saved before version 2 hold:
+ * files written with the version 1 switch say version 1 in the file and frame headers, open
+ * and verify, carry the spec's FNV-1a checksums, read back bitwise (also a range across both
+ * files, as a reshard reads), and check against a version 1 manifest but not a version 2 one. */
+static void test_version1_files_load_and_verify(void) {
+    enum { N = 2 };
+    make_temp_dir();
+    ct_ckpt_rank_file files[N];
+    for (int g = 0; g < N; g++) {
+        char path[512];
+        ct_ckpt_rank_path(temp_dir, g, path, sizeof(path));
+        ct_ckpt_writer *w = NULL;
+        CU_ASSERT_EQUAL_FATAL(ct_ckpt_writer_open(&w, path, g, N, 1, CT_CKPT_SHUFFLE_AUTO), CT_OK);
+        ct_ckpt_writer_set_version(w, 1);
+        for (int u = 0; u < N_UNITS; u++)
+            for (int k = 0; k < CT_CKPT_KIND_COUNT; k++) {
+                int64_t lo, hi;
+                owned_range(unit_numel[u], N, g, &lo, &hi);
+                CU_ASSERT_EQUAL(ct_ckpt_writer_add(w, u, k, lo, hi, state[u][k] + lo), CT_OK);
+            }
+        snprintf(files[g].file, sizeof(files[g].file), "rank_%05d.ctk", g);
+        CU_ASSERT_EQUAL_FATAL(ct_ckpt_writer_close(w, &files[g].file_bytes, &files[g].checksum),
+                              CT_OK);
+        size_t bytes;
+        uint8_t *raw = slurp(path, &bytes);
+        CU_ASSERT_EQUAL(ct_ckpt_get_u32(raw + 4), 1);                             /* file */
+        CU_ASSERT_EQUAL(ct_ckpt_get_u32(raw + CT_CKPT_FILE_HEADER_BYTES + 4), 1); /* frame 0 */
+        free(raw);
+    }
+    ct_ckpt_reader *r[N];
+    open_world(N, r);
+    for (int g = 0; g < N; g++) {
+        CU_ASSERT_EQUAL(ct_ckpt_reader_version(r[g]), 1);
+        CU_ASSERT_EQUAL(ct_ckpt_reader_verify(r[g]), CT_OK);
+        for (int i = 0; i < ct_ckpt_reader_entry_count(r[g]); i++) {
+            const ct_ckpt_entry *e = ct_ckpt_reader_entry(r[g], i);
+            CU_ASSERT_EQUAL(e->checksum,
+                            ct_hash64(state[e->unit][e->kind] + e->lo, e->raw_bytes, 0));
+        }
+    }
+    float *back = malloc((size_t)unit_numel[N_UNITS - 1] * sizeof(float));
+    for (int u = 0; u < N_UNITS; u++)
+        for (int k = 0; k < CT_CKPT_KIND_COUNT; k++) {
+            int64_t lo = unit_numel[u] / 3, hi = unit_numel[u]; /* starts inside rank 0's */
+            CU_ASSERT_EQUAL(ct_ckpt_read_range(r, N, u, unit_names[u], k, lo, hi, back), CT_OK);
+            CU_ASSERT_EQUAL(memcmp(back, state[u][k] + lo, (size_t)(hi - lo) * sizeof(float)), 0);
+        }
+    free(back);
+    ct_ckpt_manifest m = {.format_version = 1, .world_size = N, .ranks = files};
+    for (int g = 0; g < N; g++)
+        CU_ASSERT_EQUAL(ct_ckpt_check_rank_file(&m, g, r[g]), CT_OK);
+    m.format_version = 2;
+    CU_ASSERT_NOT_EQUAL(ct_ckpt_check_rank_file(&m, 0, r[0]), CT_OK);
+    CU_ASSERT(message_has("rank_00000.ctk") &&
+              message_has("format version 1, the manifest says 2"));
+    close_world(N, r);
     remove_temp_dir();
 }
 
@@ -576,6 +655,7 @@ int main(void) {
         {"test_truncated_versioned_index_damage_fail_open",
          test_truncated_versioned_index_damage_fail_open},
         {"test_rank_files_match_manifest", test_rank_files_match_manifest},
+        {"test_version1_files_load_and_verify", test_version1_files_load_and_verify},
         {"test_no_memory_left_behind", test_no_memory_left_behind},
     };
     int rc = ct_test_run("checkpoint_storage", cases, (int)CT_ARRAY_LEN(cases));

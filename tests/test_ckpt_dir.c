@@ -132,7 +132,9 @@ static void test_manifest_wrong_version_or_layout_fails(void) {
     m.format_version = CT_CKPT_FORMAT_VERSION + 1;
     CU_ASSERT_EQUAL_FATAL(ct_ckpt_manifest_write(path, &m), CT_OK);
     CU_ASSERT_NOT_EQUAL(ct_ckpt_manifest_read(path, &back), CT_OK);
-    CU_ASSERT(message_has(path) && message_has("format version 2"));
+    char newer[64];
+    snprintf(newer, sizeof(newer), "format version %d", CT_CKPT_FORMAT_VERSION + 1);
+    CU_ASSERT(message_has(path) && message_has(newer));
     m = sample();
     ct_ckpt_unit_layout wrong[3] = {units[0], units[1], {"h.1", 2, 1, 5}};
     m.units = wrong;
