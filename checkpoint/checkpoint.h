@@ -67,11 +67,13 @@ typedef struct {
 } ct_ckpt_frame_header;
 
 /* A frame codec: zstd contexts and scratch kept from frame to frame (one per writer or reader;
- * one thread at a time). With 2 threads (the default when the CPU kernels have 2 or more) the
- * checksum runs beside zstd on a second thread. */
+ * one caller at a time). Its threads (default 2 when the CPU kernels have 2 or more, else 1)
+ * compress and decompress a frame's 2 MiB pieces side by side; the bytes written do not depend
+ * on the thread count. */
+#define CT_CKPT_CODEC_MAX_THREADS 8
 typedef struct ct_ckpt_codec ct_ckpt_codec;
 ct_status ct_ckpt_codec_new(ct_ckpt_codec **codec);
-/* 1 or 2. */
+/* 1 to CT_CKPT_CODEC_MAX_THREADS. */
 void ct_ckpt_codec_set_threads(ct_ckpt_codec *codec, int threads);
 /* The frame version (and so checksum) it writes: CT_CKPT_FORMAT_VERSION by default; 1 (FNV-1a)
  * only for tests of the version 1 reader. Decoding follows each frame's own version. */
@@ -117,8 +119,8 @@ typedef struct ct_ckpt_writer ct_ckpt_writer;
 /* Creates (truncates) `path` for rank `rank` of `world_size`. */
 ct_status ct_ckpt_writer_open(ct_ckpt_writer **writer, const char *path, int rank, int world_size,
                               int zstd_level, ct_ckpt_shuffle shuffle);
-/* Threads of the writer's codec, 1 or 2 (default: 2 when the CPU kernels have 2 or more); a
- * background save beside training may want 1. */
+/* Threads of the writer's codec, 1 to CT_CKPT_CODEC_MAX_THREADS (default: 2 when the CPU
+ * kernels have 2 or more); a background save beside training may want 1. */
 void ct_ckpt_writer_set_threads(ct_ckpt_writer *writer, int threads);
 /* Writes format version `version` (1 or 2) instead of CT_CKPT_FORMAT_VERSION: for tests that
  * make version 1 files. Call before the first add. */
