@@ -193,6 +193,19 @@ static ct_status get_hex(const char *path, const json_t *obj, const char *where,
     return CT_OK;
 }
 
+/* Element i of the array `name` (arr): an object with only `keys`; its place into where. */
+static ct_status element(const char *path, const json_t *arr, const char *name, size_t i,
+                         const char *const *keys, char *where, size_t where_bytes,
+                         const json_t **out) {
+    const json_t *e = json_array_get(arr, i);
+    snprintf(where, where_bytes, "%s[%zu]", name, i);
+    if (!json_is_object(e))
+        return ct_error(CT_ERR_FORMAT, "%s: %s must be an object, not %s", path, where,
+                        type_name(json_typeof(e)));
+    *out = e;
+    return only_keys(path, e, where, keys);
+}
+
 static ct_status read_units(const char *path, const json_t *arr, ct_ckpt_manifest *m) {
     static const char *const keys[] = {"name", "numel", "shard_len", "padded", NULL};
     size_t count = json_array_size(arr);
@@ -200,15 +213,11 @@ static ct_status read_units(const char *path, const json_t *arr, ct_ckpt_manifes
     if (!m->units) return ct_error(CT_ERR_NOMEM, "%s: %zu units", path, count);
     m->n_units = (int)count;
     for (size_t i = 0; i < count; i++) {
-        const json_t *u = json_array_get(arr, i);
+        const json_t *u = NULL;
         ct_ckpt_unit_layout *l = &m->units[i];
         uint64_t numel, shard_len, padded;
         char where[32];
-        snprintf(where, sizeof(where), "units[%zu]", i);
-        if (!json_is_object(u))
-            return ct_error(CT_ERR_FORMAT, "%s: %s must be an object, not %s", path, where,
-                            type_name(json_typeof(u)));
-        CT_CHECK(only_keys(path, u, where, keys));
+        CT_CHECK(element(path, arr, "units", i, keys, where, sizeof(where), &u));
         CT_CHECK(get_str(path, u, where, "name", l->name, sizeof(l->name)));
         CT_CHECK(get_int(path, u, where, "numel", INT64_MAX, &numel));
         CT_CHECK(get_int(path, u, where, "shard_len", INT64_MAX, &shard_len));
@@ -237,14 +246,10 @@ static ct_status read_ranks(const char *path, const json_t *arr, ct_ckpt_manifes
     m->ranks = ct_alloc(CT_MEM_OTHER, count * sizeof(ct_ckpt_rank_file));
     if (!m->ranks) return ct_error(CT_ERR_NOMEM, "%s: %zu ranks", path, count);
     for (size_t i = 0; i < count; i++) {
-        const json_t *r = json_array_get(arr, i);
+        const json_t *r = NULL;
         ct_ckpt_rank_file *f = &m->ranks[i];
         char where[32];
-        snprintf(where, sizeof(where), "ranks[%zu]", i);
-        if (!json_is_object(r))
-            return ct_error(CT_ERR_FORMAT, "%s: %s must be an object, not %s", path, where,
-                            type_name(json_typeof(r)));
-        CT_CHECK(only_keys(path, r, where, keys));
+        CT_CHECK(element(path, arr, "ranks", i, keys, where, sizeof(where), &r));
         CT_CHECK(get_str(path, r, where, "file", f->file, sizeof(f->file)));
         if (strchr(f->file, '/') || !strcmp(f->file, "..") || !f->file[0])
             return ct_error(CT_ERR_FORMAT, "%s: %s: rank file \"%s\" is not a plain name", path,
