@@ -59,19 +59,25 @@ uint64_t ct_ckpt_get_u64(const uint8_t *p);
 #define CT_CKPT_FRAME_FLAG_SHUFFLE 1u
 
 typedef struct {
+    uint32_t version; /* 1 or 2, as the rank file's format version */
     uint32_t kind, flags;
     uint64_t raw_bytes;        /* 4 x floats */
     uint64_t compressed_bytes; /* the zstd frame after the header */
-    uint64_t checksum;         /* ct_hash64(raw float bytes, seed 0) */
+    uint64_t checksum; /* of the raw float bytes: XXH3-64 (version 2) or ct_hash64 (1), seed 0 */
 } ct_ckpt_frame_header;
 
 /* A frame codec: zstd contexts and scratch kept from frame to frame (one per writer or reader;
- * one thread at a time). With 2 threads (the default when the CPU kernels have 2 or more) the
- * checksum runs beside zstd on a second thread. */
+ * one caller at a time). Its threads (default 2 when the CPU kernels have 2 or more, else 1)
+ * compress and decompress a frame's 2 MiB pieces side by side; the bytes written do not depend
+ * on the thread count. */
+#define CT_CKPT_CODEC_MAX_THREADS 8
 typedef struct ct_ckpt_codec ct_ckpt_codec;
 ct_status ct_ckpt_codec_new(ct_ckpt_codec **codec);
-/* 1 or 2. */
+/* 1 to CT_CKPT_CODEC_MAX_THREADS. */
 void ct_ckpt_codec_set_threads(ct_ckpt_codec *codec, int threads);
+/* The frame version (and so checksum) it writes: CT_CKPT_FORMAT_VERSION by default; 1 (FNV-1a)
+ * only for tests of the version 1 reader. Decoding follows each frame's own version. */
+void ct_ckpt_codec_set_version(ct_ckpt_codec *codec, int version);
 void ct_ckpt_codec_free(ct_ckpt_codec *codec);
 
 /* The most bytes a frame of n floats takes (header included). */
@@ -81,8 +87,8 @@ size_t ct_ckpt_frame_bound_bytes(size_t n);
 ct_status ct_ckpt_frame_encode(ct_ckpt_codec *codec, const float *src, size_t n, ct_ckpt_kind kind,
                                int level, ct_ckpt_shuffle shuffle, uint8_t *dst, size_t dst_bytes,
                                size_t *frame_bytes);
-/* Checks magic, version, kind, flags and that the compressed bytes fit in avail_bytes. `where`
- * (file, offset, unit) starts every error message. */
+/* Checks magic, version (1 or 2), kind, flags and that the compressed bytes fit in avail_bytes.
+ * `where` (file, offset, unit) starts every error message. */
 ct_status ct_ckpt_frame_parse_header(const uint8_t *frame, size_t avail_bytes, const char *where,
                                      ct_ckpt_frame_header *header);
 /* Decodes a frame of exactly n floats into dst, checking every size and the checksum. */
@@ -91,7 +97,9 @@ ct_status ct_ckpt_frame_decode(ct_ckpt_codec *codec, const uint8_t *frame, size_
 
 /* ---------------------------------------------------------------- rank files (ckpt_file.c) */
 
-#define CT_CKPT_FORMAT_VERSION 1
+/* 2: frame checksums are XXH3-64. Version 1 (FNV-1a frame checksums, otherwise the same
+ * layout) is still read and verified. */
+#define CT_CKPT_FORMAT_VERSION 2
 #define CT_CKPT_FILE_HEADER_BYTES 32
 #define CT_CKPT_INDEX_ENTRY_BYTES 64
 #define CT_CKPT_TRAILER_BYTES 32
@@ -111,9 +119,12 @@ typedef struct ct_ckpt_writer ct_ckpt_writer;
 /* Creates (truncates) `path` for rank `rank` of `world_size`. */
 ct_status ct_ckpt_writer_open(ct_ckpt_writer **writer, const char *path, int rank, int world_size,
                               int zstd_level, ct_ckpt_shuffle shuffle);
-/* Threads of the writer's codec, 1 or 2 (default: 2 when the CPU kernels have 2 or more); a
- * background save beside training may want 1. */
+/* Threads of the writer's codec, 1 to CT_CKPT_CODEC_MAX_THREADS (default: 2 when the CPU
+ * kernels have 2 or more); a background save beside training may want 1. */
 void ct_ckpt_writer_set_threads(ct_ckpt_writer *writer, int threads);
+/* Writes format version `version` (1 or 2) instead of CT_CKPT_FORMAT_VERSION: for tests that
+ * make version 1 files. Call before the first add. */
+void ct_ckpt_writer_set_version(ct_ckpt_writer *writer, int version);
 /* Appends one frame: data holds hi - lo floats, elements [lo, hi) of the unit's buffer. An
  * empty range (lo == hi, a rank that owns nothing of a small unit) writes nothing. */
 ct_status ct_ckpt_writer_add(ct_ckpt_writer *writer, int unit, ct_ckpt_kind kind, int64_t lo,
@@ -132,6 +143,7 @@ ct_status ct_ckpt_reader_open(ct_ckpt_reader **reader, const char *path);
 void ct_ckpt_reader_close(ct_ckpt_reader *reader);
 int ct_ckpt_reader_rank(const ct_ckpt_reader *reader);
 int ct_ckpt_reader_world_size(const ct_ckpt_reader *reader);
+int ct_ckpt_reader_version(const ct_ckpt_reader *reader);
 uint64_t ct_ckpt_reader_file_bytes(const ct_ckpt_reader *reader);
 uint64_t ct_ckpt_reader_checksum(const ct_ckpt_reader *reader);
 int ct_ckpt_reader_entry_count(const ct_ckpt_reader *reader);
@@ -194,8 +206,8 @@ ct_status ct_ckpt_manifest_write(const char *path, const ct_ckpt_manifest *manif
 ct_status ct_ckpt_manifest_read(const char *path, ct_ckpt_manifest *manifest);
 void ct_ckpt_manifest_free(ct_ckpt_manifest *manifest);
 
-/* Checks an open rank file against the manifest's entry for `rank`: its header's rank and
- * world size, its size and its checksum; errors name the file. */
+/* Checks an open rank file against the manifest's entry for `rank`: its header's format
+ * version, rank and world size, its size and its checksum; errors name the file. */
 ct_status ct_ckpt_check_rank_file(const ct_ckpt_manifest *manifest, int rank,
                                   const ct_ckpt_reader *reader);
 

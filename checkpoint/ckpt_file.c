@@ -24,7 +24,7 @@
 struct ct_ckpt_writer {
     FILE *file;
     char path[CT_CKPT_PATH_BYTES];
-    int rank, world_size, level;
+    int rank, world_size, level, version;
     ct_ckpt_shuffle shuffle;
     uint64_t offset; /* where the next frame goes */
     ct_ckpt_entry *entries;
@@ -37,7 +37,7 @@ struct ct_ckpt_writer {
 struct ct_ckpt_reader {
     int fd;
     char path[CT_CKPT_PATH_BYTES];
-    int rank, world_size;
+    int rank, world_size, version;
     uint64_t file_bytes, index_checksum;
     ct_ckpt_entry *entries;
     int n_entries;
@@ -104,10 +104,10 @@ static void decode_entry(const uint8_t *p, ct_ckpt_entry *e) {
     e->flags = ct_ckpt_get_u32(p + 56);
 }
 
-static void encode_header(uint8_t *p, int rank, int world_size, uint32_t n_entries) {
+static void encode_header(uint8_t *p, int version, int rank, int world_size, uint32_t n_entries) {
     memset(p, 0, CT_CKPT_FILE_HEADER_BYTES);
     memcpy(p, CT_CKPT_MAGIC, 4);
-    ct_ckpt_put_u32(p + 4, CT_CKPT_FORMAT_VERSION);
+    ct_ckpt_put_u32(p + 4, (uint32_t)version);
     ct_ckpt_put_u32(p + 8, (uint32_t)rank);
     ct_ckpt_put_u32(p + 12, (uint32_t)world_size);
     ct_ckpt_put_u32(p + 16, n_entries);
@@ -162,6 +162,9 @@ static ct_status load_entry(ct_ckpt_reader *r, int i, const char *unit_name, flo
              (unsigned long long)e->lo, (unsigned long long)e->hi, (unsigned long long)e->offset);
     ct_ckpt_frame_header h;
     CT_CHECK(ct_ckpt_frame_parse_header(r->frame, e->frame_bytes, where, &h));
+    if (h.version != (uint32_t)r->version)
+        return ct_error(CT_ERR_FORMAT, "%s: frame version %u in a format version %d file", where,
+                        h.version, r->version);
     if (h.kind != e->kind || h.checksum != e->checksum || h.flags != e->flags ||
         CT_CKPT_FRAME_HEADER_BYTES + h.compressed_bytes != e->frame_bytes)
         return ct_error(CT_ERR_FORMAT, "%s: frame header disagrees with the index", where);
@@ -180,6 +183,7 @@ ct_status ct_ckpt_writer_open(ct_ckpt_writer **writer, const char *path, int ran
     if (!w) return ct_error(CT_ERR_NOMEM, "checkpoint writer");
     snprintf(w->path, sizeof(w->path), "%s", path);
     w->rank = rank, w->world_size = world_size, w->level = zstd_level, w->shuffle = shuffle;
+    w->version = CT_CKPT_FORMAT_VERSION;
     ct_status codec_st = ct_ckpt_codec_new(&w->codec);
     if (codec_st != CT_OK) {
         free_writer(w);
@@ -192,7 +196,7 @@ ct_status ct_ckpt_writer_open(ct_ckpt_writer **writer, const char *path, int ran
         return st;
     }
     uint8_t header[CT_CKPT_FILE_HEADER_BYTES];
-    encode_header(header, rank, world_size, 0); /* entry count patched at close */
+    encode_header(header, w->version, rank, world_size, 0); /* version, count patched at close */
     ct_status st = write_all(w, header, sizeof(header));
     if (st != CT_OK) {
         ct_ckpt_writer_abort(w);
@@ -205,6 +209,12 @@ ct_status ct_ckpt_writer_open(ct_ckpt_writer **writer, const char *path, int ran
 
 void ct_ckpt_writer_set_threads(ct_ckpt_writer *w, int threads) {
     ct_ckpt_codec_set_threads(w->codec, threads);
+}
+
+void ct_ckpt_writer_set_version(ct_ckpt_writer *w, int version) {
+    CT_ASSERT(w->n_entries == 0, "version set after %d frames", w->n_entries);
+    ct_ckpt_codec_set_version(w->codec, version); /* checks the range */
+    w->version = version;
 }
 
 ct_status ct_ckpt_writer_add(ct_ckpt_writer *w, int unit, ct_ckpt_kind kind, int64_t lo, int64_t hi,
@@ -260,7 +270,7 @@ ct_status ct_ckpt_writer_close(ct_ckpt_writer *w, uint64_t *file_bytes, uint64_t
         st = write_all(w, w->frame, index_bytes + CT_CKPT_TRAILER_BYTES);
     }
     uint8_t header[CT_CKPT_FILE_HEADER_BYTES];
-    encode_header(header, w->rank, w->world_size, (uint32_t)w->n_entries);
+    encode_header(header, w->version, w->rank, w->world_size, (uint32_t)w->n_entries);
     if (st == CT_OK && (fseek(w->file, 0, SEEK_SET) != 0 ||
                         fwrite(header, 1, sizeof(header), w->file) != sizeof(header)))
         st = ct_error(CT_ERR_IO, "%s: rewriting the header: %s", w->path, strerror(errno));
@@ -323,11 +333,12 @@ ct_status ct_ckpt_reader_open(ct_ckpt_reader **reader, const char *path) {
         goto fail;
     }
     uint32_t version = ct_ckpt_get_u32(header + 4);
-    if (version != CT_CKPT_FORMAT_VERSION) {
-        st = ct_error(CT_ERR_FORMAT, "%s: format version %u, this build reads version %d", path,
-                      version, CT_CKPT_FORMAT_VERSION);
+    if (version < 1 || version > CT_CKPT_FORMAT_VERSION) {
+        st = ct_error(CT_ERR_FORMAT, "%s: format version %u, this build reads versions 1 to %d",
+                      path, version, CT_CKPT_FORMAT_VERSION);
         goto fail;
     }
+    r->version = (int)version;
     /* Reserved bytes are zero in this version; others mean a newer writer or damage (the
      * header is not covered by the index checksum), not something to read past. */
     int reserved = first_nonzero(header + 20, CT_CKPT_FILE_HEADER_BYTES - 20);
@@ -408,6 +419,9 @@ int ct_ckpt_reader_rank(const ct_ckpt_reader *r) {
 }
 int ct_ckpt_reader_world_size(const ct_ckpt_reader *r) {
     return r->world_size;
+}
+int ct_ckpt_reader_version(const ct_ckpt_reader *r) {
+    return r->version;
 }
 uint64_t ct_ckpt_reader_file_bytes(const ct_ckpt_reader *r) {
     return r->file_bytes;
@@ -502,6 +516,9 @@ ct_status ct_ckpt_reader_verify(ct_ckpt_reader *r) {
 ct_status ct_ckpt_check_rank_file(const ct_ckpt_manifest *m, int rank, const ct_ckpt_reader *r) {
     CT_ASSERT(rank >= 0 && rank < m->world_size, "rank %d of %d", rank, m->world_size);
     const ct_ckpt_rank_file *want = &m->ranks[rank];
+    if (r->version != m->format_version)
+        return ct_error(CT_ERR_FORMAT, "%s: format version %d, the manifest says %d", r->path,
+                        r->version, m->format_version);
     if (r->rank != rank || r->world_size != m->world_size)
         return ct_error(CT_ERR_FORMAT,
                         "%s: written by rank %d of %d, the manifest expects rank "

@@ -14,14 +14,16 @@
  * none), ignores the attention mask buffers (attn.bias, attn.masked_bias), requires an
  * lm_head.weight, when present, to equal wte, and checks every size read from the file against
  * the file's size before using it. As the format requires, the tensors' byte ranges must tile
- * the data exactly: no overlap (one tensor reading another's bytes), no hole, no tail. The JSON
- * reader below takes just the shape of a safetensors header (an object of objects of strings,
- * integer arrays and string maps).
+ * the data exactly: no overlap (one tensor reading another's bytes), no hole, no tail. The
+ * header is parsed with jansson (duplicate keys refused) and then held to the shape of a
+ * safetensors header: an object of tensor entries {dtype, shape, data_offsets} and a
+ * "__metadata__" object of strings.
  */
 #include "checkpoint/checkpoint.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,13 +77,7 @@ typedef struct {
     int ndim;
     uint64_t shape[ST_MAX_DIMS];
     uint64_t begin, end;
-    size_t offset; /* of the entry in the header, for messages */
 } st_entry;
-
-typedef struct {
-    const char *path, *text;
-    size_t len, pos;
-} st_parser;
 
 /* ---------------------------------------------------------------- the name mapping */
 
@@ -187,165 +183,101 @@ static size_t write_header(ct_gpt *gpt, const char *const *metadata, char *buf, 
 
 /* ---------------------------------------------------------------- header reading */
 
-static ct_status st_fail(st_parser *p, const char *what) {
-    return ct_error(CT_ERR_FORMAT, "%s: safetensors header, byte %zu: %s", p->path, p->pos, what);
-}
-
-static void st_space(st_parser *p) {
-    while (p->pos < p->len && strchr(" \t\r\n", p->text[p->pos]))
-        p->pos++;
-}
-
-/* Skips blanks, then consumes `c` if it is next. */
-static bool st_take(st_parser *p, char c) {
-    st_space(p);
-    if (p->pos < p->len && p->text[p->pos] == c) {
-        p->pos++;
-        return true;
+/* `count` (at most `max`) non-negative integers of a JSON array into out. */
+static bool st_u64_array(const json_t *arr, uint64_t *out, size_t max, int *count) {
+    if (!json_is_array(arr) || json_array_size(arr) > max) return false;
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        const json_t *v = json_array_get(arr, i);
+        if (!json_is_integer(v) || json_integer_value(v) < 0) return false;
+        out[i] = (uint64_t)json_integer_value(v);
     }
-    return false;
+    *count = (int)json_array_size(arr);
+    return true;
 }
 
-static ct_status st_expect(st_parser *p, char c) {
-    if (st_take(p, c)) return CT_OK;
-    char what[32];
-    snprintf(what, sizeof(what), "expected '%c'", c);
-    return st_fail(p, what);
-}
-
-/* A string into out (escapes resolved; \u escapes beyond ASCII become '?'). */
-static ct_status st_string(st_parser *p, char *out, size_t bytes) {
-    CT_CHECK(st_expect(p, '"'));
-    size_t n = 0;
-    while (p->pos < p->len && p->text[p->pos] != '"') {
-        char c = p->text[p->pos++];
-        if ((unsigned char)c < 0x20) return st_fail(p, "control byte inside a string");
-        if (c == '\\') {
-            if (p->pos >= p->len) break;
-            char e = p->text[p->pos++];
-            const char *from = "\"\\/bfnrt", *to = "\"\\/\b\f\n\r\t";
-            if (e == 'u') {
-                unsigned v = 0;
-                for (int k = 0; k < 4; k++, p->pos++) {
-                    char h = p->pos < p->len ? p->text[p->pos] : 0;
-                    int d = h >= '0' && h <= '9'   ? h - '0'
-                            : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                            : h >= 'A' && h <= 'F' ? h - 'A' + 10
-                                                   : -1;
-                    if (d < 0) return st_fail(p, "bad \\u escape");
-                    v = v * 16 + (unsigned)d;
-                }
-                c = v < 0x80 ? (char)v : '?';
-            } else if (e && strchr(from, e)) {
-                c = to[strchr(from, e) - from];
-            } else {
-                return st_fail(p, "bad escape");
-            }
-        }
-        if (n + 1 >= bytes) return st_fail(p, "string too long");
-        out[n++] = c;
+/* One tensor entry {"dtype": ..., "shape": [...], "data_offsets": [begin, end]}, all three. */
+static ct_status st_tensor_entry(const char *path, const char *name, const json_t *obj,
+                                 st_entry *e) {
+    if (!json_is_object(obj))
+        return ct_error(CT_ERR_FORMAT, "%s: safetensors header: tensor %s is not an object", path,
+                        name);
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)obj, key, value) {
+        if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets"))
+            return ct_error(CT_ERR_FORMAT,
+                            "%s: safetensors header: tensor %s: unknown key \"%s\" (a tensor "
+                            "entry has dtype, shape and data_offsets)",
+                            path, name, key);
     }
-    if (p->pos >= p->len) return st_fail(p, "unterminated string");
-    p->pos++;
-    out[n] = '\0';
+    const json_t *dtype = json_object_get(obj, "dtype"), *shape = json_object_get(obj, "shape"),
+                 *offsets = json_object_get(obj, "data_offsets");
+    if (!dtype || !shape || !offsets)
+        return ct_error(CT_ERR_FORMAT,
+                        "%s: safetensors header: tensor %s: a tensor entry needs dtype, shape and "
+                        "data_offsets",
+                        path, name);
+    uint64_t range[2];
+    int n_range = 0;
+    if (!json_is_string(dtype) || json_string_length(dtype) >= sizeof(e->dtype))
+        return ct_error(CT_ERR_FORMAT, "%s: safetensors header: tensor %s: bad dtype", path, name);
+    if (!st_u64_array(shape, e->shape, ST_MAX_DIMS, &e->ndim))
+        return ct_error(CT_ERR_FORMAT,
+                        "%s: safetensors header: tensor %s: shape must be at most %d "
+                        "non-negative integers",
+                        path, name, ST_MAX_DIMS);
+    if (!st_u64_array(offsets, range, 2, &n_range) || n_range != 2)
+        return ct_error(CT_ERR_FORMAT,
+                        "%s: safetensors header: tensor %s: data_offsets must be [begin, end]",
+                        path, name);
+    snprintf(e->dtype, sizeof(e->dtype), "%s", json_string_value(dtype));
+    e->begin = range[0], e->end = range[1];
     return CT_OK;
 }
 
-static ct_status st_u64(st_parser *p, uint64_t *out) {
-    st_space(p);
-    size_t start = p->pos;
-    uint64_t v = 0;
-    while (p->pos < p->len && p->text[p->pos] >= '0' && p->text[p->pos] <= '9') {
-        unsigned d = (unsigned)(p->text[p->pos++] - '0');
-        if (v > (UINT64_MAX - d) / 10) return st_fail(p, "integer too large");
-        v = v * 10 + d;
-    }
-    if (p->pos == start) return st_fail(p, "expected a non-negative integer");
-    *out = v;
-    return CT_OK;
-}
-
-/* [a, b, ...] of at most `max` integers. */
-static ct_status st_u64_array(st_parser *p, uint64_t *out, int max, int *n) {
-    CT_CHECK(st_expect(p, '['));
+/* Parses the whole header (len bytes of text) into entries (cap of them). */
+static ct_status st_parse(const char *path, const char *text, size_t len, st_entry *entries,
+                          int cap, int *n) {
     *n = 0;
-    if (st_take(p, ']')) return CT_OK;
-    do {
-        if (*n == max) return st_fail(p, "array too long");
-        CT_CHECK(st_u64(p, &out[(*n)++]));
-    } while (st_take(p, ','));
-    return st_expect(p, ']');
-}
-
-/* "__metadata__": an object of strings, checked and not kept. */
-static ct_status st_metadata(st_parser *p) {
-    char text[4096];
-    CT_CHECK(st_expect(p, '{'));
-    if (st_take(p, '}')) return CT_OK;
-    do {
-        CT_CHECK(st_string(p, text, sizeof(text)));
-        CT_CHECK(st_expect(p, ':'));
-        CT_CHECK(st_string(p, text, sizeof(text)));
-    } while (st_take(p, ','));
-    return st_expect(p, '}');
-}
-
-/* {"dtype": ..., "shape": [...], "data_offsets": [begin, end]} in any order, all three. */
-static ct_status st_tensor_entry(st_parser *p, st_entry *e) {
-    char key[32];
-    int seen = 0, n_offsets = 0;
-    uint64_t offsets[2];
-    CT_CHECK(st_expect(p, '{'));
-    do {
-        CT_CHECK(st_string(p, key, sizeof(key)));
-        CT_CHECK(st_expect(p, ':'));
-        if (strcmp(key, "dtype") == 0 && !(seen & 1)) {
-            CT_CHECK(st_string(p, e->dtype, sizeof(e->dtype)));
-            seen |= 1;
-        } else if (strcmp(key, "shape") == 0 && !(seen & 2)) {
-            CT_CHECK(st_u64_array(p, e->shape, ST_MAX_DIMS, &e->ndim));
-            seen |= 2;
-        } else if (strcmp(key, "data_offsets") == 0 && !(seen & 4)) {
-            CT_CHECK(st_u64_array(p, offsets, 2, &n_offsets));
-            if (n_offsets != 2) return st_fail(p, "data_offsets must be [begin, end]");
-            e->begin = offsets[0], e->end = offsets[1];
-            seen |= 4;
+    json_error_t err;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
+    if (!root)
+        return ct_error(CT_ERR_FORMAT, "%s: safetensors header, byte %d: %s", path, err.position,
+                        err.text);
+    ct_status st = CT_OK;
+    if (!json_is_object(root))
+        st = ct_error(CT_ERR_FORMAT, "%s: safetensors header: not a JSON object", path);
+    const char *name;
+    json_t *value;
+    json_object_foreach(root, name, value) {
+        if (st != CT_OK) break;
+        if (strcmp(name, "__metadata__") == 0) { /* an object of strings, checked, not kept */
+            const char *key;
+            json_t *v;
+            bool strings = json_is_object(value);
+            json_object_foreach(value, key, v) strings = strings && json_is_string(v);
+            if (!strings)
+                st = ct_error(CT_ERR_FORMAT,
+                              "%s: safetensors header: __metadata__ must map names to strings",
+                              path);
+            continue;
+        }
+        if (*n == cap) {
+            st = ct_error(CT_ERR_FORMAT, "%s: safetensors header: too many tensors", path);
+        } else if (strlen(name) >= ST_NAME_BYTES) {
+            st = ct_error(CT_ERR_FORMAT,
+                          "%s: safetensors header: tensor name longer than %d "
+                          "bytes",
+                          path, ST_NAME_BYTES - 1);
         } else {
-            return st_fail(p, "unknown or repeated key in a tensor entry");
-        }
-    } while (st_take(p, ','));
-    CT_CHECK(st_expect(p, '}'));
-    if (seen != 7) return st_fail(p, "a tensor entry needs dtype, shape and data_offsets");
-    return CT_OK;
-}
-
-/* Parses the whole header into entries (cap of them). */
-static ct_status st_parse(st_parser *p, st_entry *entries, int cap, int *n) {
-    *n = 0;
-    CT_CHECK(st_expect(p, '{'));
-    if (!st_take(p, '}')) {
-        do {
-            char name[ST_NAME_BYTES];
-            st_space(p);
-            size_t offset = p->pos;
-            CT_CHECK(st_string(p, name, sizeof(name)));
-            CT_CHECK(st_expect(p, ':'));
-            if (strcmp(name, "__metadata__") == 0) {
-                CT_CHECK(st_metadata(p));
-                continue;
-            }
-            if (*n == cap) return st_fail(p, "too many tensors");
             st_entry *e = &entries[(*n)++];
             memset(e, 0, sizeof(*e));
             snprintf(e->name, sizeof(e->name), "%s", name);
-            e->offset = offset;
-            CT_CHECK(st_tensor_entry(p, e));
-        } while (st_take(p, ','));
-        CT_CHECK(st_expect(p, '}'));
+            st = st_tensor_entry(path, name, value, e);
+        }
     }
-    st_space(p);
-    if (p->pos != p->len) return st_fail(p, "trailing bytes after the header object");
-    return CT_OK;
+    json_decref(root);
+    return st;
 }
 
 /* ---------------------------------------------------------------- reading the data */
@@ -494,9 +426,9 @@ static ct_status st_load(const st_file *f, const st_entry *entries, int n, ct_gp
         }
         if (!known)
             return ct_error(CT_ERR_FORMAT,
-                            "%s: unexpected tensor %s (header byte %zu): not one of GPT-2's with "
-                            "the job's model.n_layer = %d",
-                            f->path, entries[j].name, entries[j].offset, gpt->config.n_layer);
+                            "%s: unexpected tensor %s: not one of GPT-2's with the job's "
+                            "model.n_layer = %d",
+                            f->path, entries[j].name, gpt->config.n_layer);
     }
     return CT_OK;
 }
@@ -587,8 +519,7 @@ ct_status ct_ckpt_safetensors_read(const char *path, ct_gpt *gpt) {
     if (status == CT_OK && pread(f.fd, text, header_bytes, 8) != (ssize_t)header_bytes)
         status = ct_error(CT_ERR_IO, "%s: reading the header: %s", path, strerror(errno));
     int n = 0;
-    st_parser p = {.path = path, .text = text, .len = (size_t)header_bytes};
-    if (status == CT_OK) status = st_parse(&p, entries, cap, &n);
+    if (status == CT_OK) status = st_parse(path, text, (size_t)header_bytes, entries, cap, &n);
     if (status == CT_OK) status = st_check_layout(&f, entries, n);
     if (status == CT_OK) status = st_load(&f, entries, n, gpt, scratch);
     close(f.fd);

@@ -2,34 +2,40 @@
  * zframe: one range of floats as one zstd frame behind a small header of our own, the unit of
  * storage in a rank's checkpoint file (checkpoint/ckpt_file.c). The header says what the frame
  * holds (kind, raw and compressed sizes), how it was packed (byte-plane shuffle or not) and the
- * ct_hash64 of the raw float bytes, so a reader can tell a damaged frame from a good one before
+ * checksum of the raw float bytes, so a reader can tell a damaged frame from a good one before
  * it trusts a single value. Byte-plane shuffle splits each float's 4 bytes into 4 planes (all
  * low bytes, then the next, ...): the sign/exponent planes of trained weights are nearly
  * constant and compress far better apart from the noisy mantissa bytes. With AUTO the writer
  * picks one per frame: both ways in full for small frames, from a sample for large ones. All
  * header fields are little-endian; docs/checkpoints.md has the layout byte by byte.
  *
- * Speed. A codec (one per writer or reader) keeps its zstd contexts and scratch from frame to
- * frame: no allocation once it has seen the largest frame. The checksum (FNV-1a, a serial
- * chain of about 4 cycles a byte, as slow as zstd itself) is computed in the same pass as the
- * byte-plane (un)shuffle, which then costs nothing, and with two threads it runs beside zstd:
- * beside compression, and behind a streaming decompression (for a shuffled frame, behind its
- * last plane).
+ * The checksum depends on the frame version: XXH3-64 (libxxhash, seed 0) from version 2,
+ * ct_hash64 (byte-serial FNV-1a, seed 0) in version 1, which is still read and, for tests,
+ * written (ct_ckpt_codec_set_version).
+ *
+ * Speed. zstd is the cost (level 1 on fp32 state: ~0.35 GB/s compressing, ~1.4 GB/s
+ * decompressing on one core), so a frame's payload is a run of independent zstd frames, one
+ * per CHUNK_BYTES of input, which the codec's threads compress and decompress side by side;
+ * the byte-plane shuffle is gathered chunk by chunk inside the same loop, and the checksum
+ * (XXH3, at memory speed; version 1's FNV-1a is a serial chain of ~4 cycles a byte) runs on
+ * one thread beside the compression. The chunks are cut at fixed offsets, so the bytes do not
+ * depend on the thread count. A codec (one per writer or reader) keeps its zstd contexts and
+ * scratch from frame to frame: no allocation once it has seen the largest frame.
  */
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_d_stableOutBuffer: decode into the caller's floats */
 #include "checkpoint/checkpoint.h"
 #include "kernels/kernels.h"
 
 #include <omp.h>
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 #include <zstd.h>
 
 #define CT_FRAME_MAGIC 0x52464354u /* on disk, little-endian: the bytes "TCFR" */
-#define CT_FRAME_VERSION 1u
+/* The frame version equals the rank file's format version (1: FNV-1a, 2: XXH3-64). */
+#define CT_FRAME_VERSION ((uint32_t)CT_CKPT_FORMAT_VERSION)
 #define CT_FRAME_FLAG_SHUFFLE 1u
 
 /* Turns a zstd return code into a status with zstd's own text and file:line (STYLE rule 4). */
@@ -85,63 +91,81 @@ const char *ct_ckpt_kind_name(ct_ckpt_kind kind) {
 #define SAMPLE_CHUNK_FLOATS (64 * 1024)
 #define SAMPLE_FLOATS (SAMPLE_CHUNKS * SAMPLE_CHUNK_FLOATS)
 #define SAMPLE_MIN_FLOATS (4 * SAMPLE_FLOATS)
-/* With 2 threads, frames decode in steps of this many compressed bytes so the checksum can
- * follow. */
-#define DECODE_STEP_BYTES (512 * 1024)
+/* The input of one zstd frame of a payload (the last is shorter): 2 MiB, 4x level 1's window,
+ * costs < 0.1% of the ratio and splits a gpt2-124m block's 28 MB into 14 even pieces. */
+#define CHUNK_BYTES ((size_t)2 << 20)
+/* Floats a thread unshuffles at a time. */
+#define UNSHUFFLE_BLOCK_FLOATS ((size_t)64 * 1024)
+
+/* One zstd frame of a payload being decoded: where its bytes are, where its content goes. */
+typedef struct {
+    size_t in, in_bytes, out, out_bytes;
+    size_t ret; /* zstd's code */
+} chunk;
 
 struct ct_ckpt_codec {
-    ZSTD_CCtx *cctx;
-    ZSTD_DCtx *dctx;
-    int threads;     /* 1, or 2: the checksum beside zstd */
-    uint8_t *planes; /* shuffled bytes: the input of compression, the output of decompression */
-    uint8_t *aux;    /* AUTO: the other way's output, or the sample, its planes and output */
-    size_t planes_bytes, aux_bytes;
+    ZSTD_CCtx *cctx[CT_CKPT_CODEC_MAX_THREADS];
+    ZSTD_DCtx *dctx[CT_CKPT_CODEC_MAX_THREADS];
+    XXH3_state_t *xxh; /* the running XXH3 of the frame in hand */
+    uint32_t version;  /* of the frames it writes: CT_FRAME_VERSION, or 1 (tests) */
+    int threads;       /* 1..CT_CKPT_CODEC_MAX_THREADS */
+    uint8_t *planes;   /* shuffled bytes: the input of compression, the output of decompression */
+    uint8_t *aux;      /* AUTO: the other way's output, or the sample, its planes and output */
+    chunk *chunks;     /* one per zstd frame of the payload in hand */
+    size_t planes_bytes, aux_bytes, chunks_bytes;
 };
 
 /* ---------------------------------------------------------------- checksum
- * ct_hash64 with seed 0 (common/rng.c, docs/checkpoints.md), computed here in pieces and fused
- * with the (un)shuffle: start, bytes..., finish. */
+ * A frame's running checksum, by frame version: start, bytes in order, finish. Version 1 is
+ * ct_hash64 with seed 0 (common/rng.c, docs/checkpoints.md); version 2 is XXH3-64 with seed 0,
+ * both over the raw float bytes. */
 
-/* The hash state after 4 more bytes. */
-static inline uint64_t hash4(uint64_t h, uint8_t b0, uint8_t b1, uint8_t b2, uint8_t b3) {
-    h = (h ^ b0) * CT_HASH64_PRIME;
-    h = (h ^ b1) * CT_HASH64_PRIME;
-    h = (h ^ b2) * CT_HASH64_PRIME;
-    return (h ^ b3) * CT_HASH64_PRIME;
+typedef struct {
+    uint32_t version;
+    uint64_t fnv;      /* version 1 */
+    XXH3_state_t *xxh; /* version 2: the codec's */
+} frame_sum;
+
+static void sum_start(ct_ckpt_codec *c, uint32_t version, frame_sum *s) {
+    s->version = version, s->fnv = ct_hash64_start(0), s->xxh = c->xxh;
+    if (version != 1) XXH3_64bits_reset(c->xxh); /* fails only for a NULL state */
 }
 
-/* n floats (4n bytes) from src into 4 planes of n bytes each in dst; returns the hash state
- * after src's bytes. The stores hide in the hash chain's latency. */
-static uint64_t shuffle_hash(const uint8_t *restrict src, size_t n, uint8_t *restrict dst,
-                             uint64_t h) {
-    uint8_t *p0 = dst, *p1 = dst + n, *p2 = dst + 2 * n, *p3 = dst + 3 * n;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t b0 = src[4 * i], b1 = src[4 * i + 1], b2 = src[4 * i + 2], b3 = src[4 * i + 3];
-        p0[i] = b0, p1[i] = b1, p2[i] = b2, p3[i] = b3;
-        h = hash4(h, b0, b1, b2, b3);
+static void sum_add(frame_sum *s, const void *data, size_t bytes) {
+    if (s->version == 1)
+        s->fnv = ct_hash64_add(s->fnv, data, bytes);
+    else
+        XXH3_64bits_update(s->xxh, data, bytes);
+}
+
+static uint64_t sum_finish(const frame_sum *s) {
+    return s->version == 1 ? ct_hash64_finish(s->fnv) : XXH3_64bits_digest(s->xxh);
+}
+
+/* ---------------------------------------------------------------- byte planes
+ * n floats (4n bytes) as 4 planes of n bytes: plane b holds byte b of every float. */
+
+/* Bytes [a, b) of the planes of n floats, gathered from src (4n bytes) into dst. */
+static void shuffle_span(const uint8_t *restrict src, size_t n, size_t a, size_t b,
+                         uint8_t *restrict dst) {
+    while (a < b) {
+        size_t plane = a / n, i0 = a - plane * n, i1 = CT_MIN(n, i0 + (b - a));
+        const uint8_t *restrict from = src + plane;
+        uint8_t *restrict to = dst + plane * n;
+        for (size_t i = i0; i < i1; i++)
+            to[i] = from[4 * i];
+        a += i1 - i0;
     }
-    return h;
 }
 
-/* The same without the checksum, for when another thread computes it (vectorised). */
-static void shuffle_planes(const uint8_t *restrict src, size_t n, uint8_t *restrict dst) {
-    uint8_t *restrict p0 = dst, *restrict p1 = dst + n, *restrict p2 = dst + 2 * n,
-                      *restrict p3 = dst + 3 * n;
-    for (size_t i = 0; i < n; i++) {
-        p0[i] = src[4 * i], p1[i] = src[4 * i + 1], p2[i] = src[4 * i + 2], p3[i] = src[4 * i + 3];
-    }
-}
-
-/* Floats [i0, i1) of n from the planes back into dst (4n bytes), hashing their bytes in order. */
-static uint64_t unshuffle_hash(const uint8_t *restrict src, size_t n, size_t i0, size_t i1,
-                               uint8_t *restrict dst, uint64_t h) {
-    const uint8_t *p0 = src, *p1 = src + n, *p2 = src + 2 * n, *p3 = src + 3 * n;
+/* Floats [i0, i1) of n from the 4 planes in src back into dst (4n bytes). */
+static void unshuffle_range(const uint8_t *restrict src, size_t n, size_t i0, size_t i1,
+                            uint8_t *restrict dst) {
+    const uint8_t *restrict p0 = src, *restrict p1 = src + n, *restrict p2 = src + 2 * n,
+                            *restrict p3 = src + 3 * n;
     for (size_t i = i0; i < i1; i++) {
-        uint8_t b0 = p0[i], b1 = p1[i], b2 = p2[i], b3 = p3[i];
-        dst[4 * i] = b0, dst[4 * i + 1] = b1, dst[4 * i + 2] = b2, dst[4 * i + 3] = b3;
-        h = hash4(h, b0, b1, b2, b3);
+        dst[4 * i] = p0[i], dst[4 * i + 1] = p1[i], dst[4 * i + 2] = p2[i], dst[4 * i + 3] = p3[i];
     }
-    return h;
 }
 
 /* ---------------------------------------------------------------- codec */
@@ -157,9 +181,26 @@ static ct_status grow(uint8_t **buf, size_t *bytes, size_t need) {
     return CT_OK;
 }
 
+/* The zstd contexts of the first `threads` threads and room for `chunks` chunk records. */
+static ct_status codec_ready(ct_ckpt_codec *c, int threads, bool compress, size_t chunks) {
+    for (int t = 0; t < threads; t++) {
+        if (compress && !c->cctx[t] && !(c->cctx[t] = ZSTD_createCCtx()))
+            return ct_error(CT_ERR_NOMEM, "zstd compression context");
+        if (!compress && !c->dctx[t] && !(c->dctx[t] = ZSTD_createDCtx()))
+            return ct_error(CT_ERR_NOMEM, "zstd decompression context");
+    }
+    return grow((uint8_t **)&c->chunks, &c->chunks_bytes, chunks * sizeof(chunk));
+}
+
 ct_status ct_ckpt_codec_new(ct_ckpt_codec **codec) {
     ct_ckpt_codec *c = ct_alloc(CT_MEM_OTHER, sizeof(*c));
     if (!c) return ct_error(CT_ERR_NOMEM, "checkpoint codec");
+    c->xxh = XXH3_createState();
+    if (!c->xxh) {
+        ct_free(CT_MEM_OTHER, c, sizeof(*c));
+        return ct_error(CT_ERR_NOMEM, "XXH3 state");
+    }
+    c->version = CT_FRAME_VERSION;
     int threads = ct_kern_cpu_threads();
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     c->threads = threads >= 2 ? 2 : 1;
@@ -167,31 +208,98 @@ ct_status ct_ckpt_codec_new(ct_ckpt_codec **codec) {
     return CT_OK;
 }
 
+void ct_ckpt_codec_set_version(ct_ckpt_codec *codec, int version) {
+    CT_ASSERT(version >= 1 && version <= CT_CKPT_FORMAT_VERSION, "frame version %d", version);
+    codec->version = (uint32_t)version;
+}
+
 void ct_ckpt_codec_set_threads(ct_ckpt_codec *codec, int threads) {
-    CT_ASSERT(threads == 1 || threads == 2, "threads %d", threads);
+    CT_ASSERT(threads >= 1 && threads <= CT_CKPT_CODEC_MAX_THREADS, "threads %d", threads);
     codec->threads = threads;
 }
 
 void ct_ckpt_codec_free(ct_ckpt_codec *codec) {
     if (!codec) return;
-    ZSTD_freeCCtx(codec->cctx);
-    ZSTD_freeDCtx(codec->dctx);
+    for (int t = 0; t < CT_CKPT_CODEC_MAX_THREADS; t++) {
+        ZSTD_freeCCtx(codec->cctx[t]);
+        ZSTD_freeDCtx(codec->dctx[t]);
+    }
+    XXH3_freeState(codec->xxh);
     ct_free(CT_MEM_OTHER, codec->planes, codec->planes_bytes);
     ct_free(CT_MEM_OTHER, codec->aux, codec->aux_bytes);
+    ct_free(CT_MEM_OTHER, codec->chunks, codec->chunks_bytes);
     ct_free(CT_MEM_OTHER, codec, sizeof(*codec));
 }
 
 /* ---------------------------------------------------------------- encoding */
 
-size_t ct_ckpt_frame_bound_bytes(size_t n) {
-    return CT_CKPT_FRAME_HEADER_BYTES + ZSTD_compressBound(n * sizeof(float));
+static size_t chunk_count(size_t bytes) {
+    return bytes ? (bytes + CHUNK_BYTES - 1) / CHUNK_BYTES : 1;
 }
 
+/* The most bytes the zstd frames of `bytes` input bytes take, chunk by chunk. */
+static size_t payload_bound(size_t bytes) {
+    size_t k = chunk_count(bytes);
+    return (k - 1) * ZSTD_compressBound(CHUNK_BYTES) +
+           ZSTD_compressBound(bytes - (k - 1) * CHUNK_BYTES);
+}
+
+size_t ct_ckpt_frame_bound_bytes(size_t n) {
+    return CT_CKPT_FRAME_HEADER_BYTES + payload_bound(n * sizeof(float));
+}
+
+/* Byte planes at level 1 (the fastest, the trainer's default) compress with a hash table of
+ * 2^6 entries instead of the level's 2^16: the sign/exponent plane (a few dozen byte values)
+ * then goes mostly to Huffman-coded literals rather than a flood of short matches, ~1.5x
+ * faster to compress and ~2x to decompress (zstd -b on N(0, 0.02) planes), for a file 0.3%
+ * larger on the gpt2-124m state (docs/performance.md, Checkpoints). The noise planes are
+ * stored raw either way. */
+#define PLANES_HASH_LOG 6
+#define PLANES_HASH_LOG_MAX_LEVEL 1
+
 /* One zstd frame (content size set) of src_bytes at `level` into dst; returns zstd's code. */
-static size_t compress(ct_ckpt_codec *c, void *dst, size_t dst_bytes, const void *src,
-                       size_t src_bytes, int level) {
-    size_t ret = ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_compressionLevel, level);
-    return ZSTD_isError(ret) ? ret : ZSTD_compress2(c->cctx, dst, dst_bytes, src, src_bytes);
+static size_t compress(ZSTD_CCtx *cctx, void *dst, size_t dst_bytes, const void *src,
+                       size_t src_bytes, int level, bool planes) {
+    int hash_log = planes && level <= PLANES_HASH_LOG_MAX_LEVEL ? PLANES_HASH_LOG : 0;
+    size_t ret = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+    if (!ZSTD_isError(ret)) ret = ZSTD_CCtx_setParameter(cctx, ZSTD_c_hashLog, hash_log);
+    return ZSTD_isError(ret) ? ret : ZSTD_compress2(cctx, dst, dst_bytes, src, src_bytes);
+}
+
+/* Compresses `bytes` bytes of src into dst (payload_bound bytes) as zstd frames of CHUNK_BYTES
+ * input each (the last shorter), on up to c->threads threads; *packed is their total. With
+ * `shuffle`, src holds bytes / 4 floats and each chunk of their planes is gathered into
+ * c->planes first. With `sum`, one thread adds src's bytes to the checksum meanwhile. */
+static ct_status compress_chunks(ct_ckpt_codec *c, const uint8_t *src, size_t bytes, bool shuffle,
+                                 int level, frame_sum *sum, uint8_t *dst, size_t *packed) {
+    size_t k = chunk_count(bytes), slot = ZSTD_compressBound(CHUNK_BYTES);
+    int threads = (int)CT_MIN((size_t)c->threads, k + (sum != NULL));
+    CT_CHECK(codec_ready(c, threads, true, k));
+    chunk *chunks = c->chunks;
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp single nowait
+        if (sum) sum_add(sum, src, bytes);
+#pragma omp for schedule(dynamic, 1) nowait
+        for (size_t i = 0; i < k; i++) {
+            size_t at = i * CHUNK_BYTES, len = CT_MIN(CHUNK_BYTES, bytes - at);
+            const uint8_t *in = src + at;
+            if (shuffle) {
+                shuffle_span(src, bytes / sizeof(float), at, at + len, c->planes);
+                in = c->planes + at;
+            }
+            chunks[i].ret = compress(c->cctx[omp_get_thread_num()], dst + i * slot,
+                                     ZSTD_compressBound(len), in, len, level, shuffle);
+        }
+    }
+    size_t done = 0; /* the frames move down to close the gaps their slots left */
+    for (size_t i = 0; i < k; i++) {
+        CT_ZSTD(chunks[i].ret, shuffle ? "compress (shuffled)" : "compress");
+        memmove(dst + done, dst + i * slot, chunks[i].ret);
+        done += chunks[i].ret;
+    }
+    *packed = done;
+    return CT_OK;
 }
 
 /* AUTO on a large frame: true when the sample compresses smaller shuffled (ties: plain). */
@@ -199,16 +307,17 @@ static ct_status sample_says_shuffle(ct_ckpt_codec *c, const float *src, size_t 
                                      bool *shuffle) {
     size_t sample_bytes = SAMPLE_FLOATS * sizeof(float), bound = ZSTD_compressBound(sample_bytes);
     CT_CHECK(grow(&c->aux, &c->aux_bytes, 2 * sample_bytes + bound));
+    CT_CHECK(codec_ready(c, 1, true, 1));
     float *sample = (float *)c->aux;
     uint8_t *planes = c->aux + sample_bytes, *out = planes + sample_bytes;
     for (size_t k = 0; k < SAMPLE_CHUNKS; k++) {
         size_t at = k * (n - SAMPLE_CHUNK_FLOATS) / (SAMPLE_CHUNKS - 1);
         memcpy(sample + k * SAMPLE_CHUNK_FLOATS, src + at, SAMPLE_CHUNK_FLOATS * sizeof(float));
     }
-    shuffle_planes((const uint8_t *)sample, SAMPLE_FLOATS, planes);
-    size_t plain = compress(c, out, bound, sample, sample_bytes, level);
+    shuffle_span((const uint8_t *)sample, SAMPLE_FLOATS, 0, sample_bytes, planes);
+    size_t plain = compress(c->cctx[0], out, bound, sample, sample_bytes, level, false);
     CT_ZSTD(plain, "compress (sample)");
-    size_t shuffled = compress(c, out, bound, planes, sample_bytes, level);
+    size_t shuffled = compress(c->cctx[0], out, bound, planes, sample_bytes, level, true);
     CT_ZSTD(shuffled, "compress (sample, shuffled)");
     *shuffle = shuffled < plain;
     return CT_OK;
@@ -217,63 +326,36 @@ static ct_status sample_says_shuffle(ct_ckpt_codec *c, const float *src, size_t 
 ct_status ct_ckpt_frame_encode(ct_ckpt_codec *c, const float *src, size_t n, ct_ckpt_kind kind,
                                int level, ct_ckpt_shuffle shuffle, uint8_t *dst, size_t dst_bytes,
                                size_t *frame_bytes) {
-    size_t raw_bytes = n * sizeof(float);
-    size_t bound = ZSTD_compressBound(raw_bytes);
+    size_t raw_bytes = n * sizeof(float), bound = payload_bound(raw_bytes);
     CT_ASSERT(dst_bytes >= CT_CKPT_FRAME_HEADER_BYTES + bound, "dst %zu bytes for %zu floats",
               dst_bytes, n);
-    if (!c->cctx && !(c->cctx = ZSTD_createCCtx()))
-        return ct_error(CT_ERR_NOMEM, "zstd compression context");
     uint8_t *payload = dst + CT_CKPT_FRAME_HEADER_BYTES;
     const uint8_t *bytes = (const uint8_t *)src;
     bool exact = shuffle == CT_CKPT_SHUFFLE_AUTO && n < SAMPLE_MIN_FLOATS;
     bool shuffled = shuffle == CT_CKPT_SHUFFLE_ON;
     if (shuffle == CT_CKPT_SHUFFLE_AUTO && !exact)
         CT_CHECK(sample_says_shuffle(c, src, n, level, &shuffled));
-    uint64_t h = ct_hash64_start(0);
+    if (shuffled || exact) CT_CHECK(grow(&c->planes, &c->planes_bytes, raw_bytes + 1));
+    frame_sum sum;
+    sum_start(c, c->version, &sum);
     size_t packed = 0;
+    CT_CHECK(compress_chunks(c, bytes, raw_bytes, shuffled, level, &sum, payload, &packed));
     if (exact) {
-        /* Small frame: both ways in full, keep the smaller (ties keep plain: it decodes
-         * without the extra pass). */
-        CT_CHECK(grow(&c->planes, &c->planes_bytes, raw_bytes + 1));
+        /* Small frame: the other way in full too, keep the smaller (ties keep plain: it
+         * decodes without the extra pass). */
+        size_t packed_shuffled = 0;
         CT_CHECK(grow(&c->aux, &c->aux_bytes, bound));
-        h = shuffle_hash(bytes, n, c->planes, h);
-        packed = compress(c, payload, bound, src, raw_bytes, level);
-        CT_ZSTD(packed, "compress");
-        size_t packed_shuffled = compress(c, c->aux, bound, c->planes, raw_bytes, level);
-        CT_ZSTD(packed_shuffled, "compress (shuffled)");
+        CT_CHECK(compress_chunks(c, bytes, raw_bytes, true, level, NULL, c->aux, &packed_shuffled));
         shuffled = packed_shuffled < packed;
         if (shuffled) memcpy(payload, c->aux, packed = packed_shuffled);
-    } else {
-        if (shuffled) CT_CHECK(grow(&c->planes, &c->planes_bytes, raw_bytes + 1));
-        const void *input = shuffled ? (const void *)c->planes : (const void *)src;
-        if (c->threads == 1) {
-            if (shuffled) h = shuffle_hash(bytes, n, c->planes, h);
-            packed = compress(c, payload, bound, input, raw_bytes, level);
-            if (!shuffled) h = ct_hash64_add(h, bytes, raw_bytes);
-        } else {
-            /* Two threads: shuffle and zstd on one, the checksum of src (the longer job at
-             * levels 1-3) on the other. Either section may run on either thread; a team of
-             * one runs both in turn. */
-#pragma omp parallel sections num_threads(2)
-            {
-#pragma omp section
-                {
-                    if (shuffled) shuffle_planes(bytes, n, c->planes);
-                    packed = compress(c, payload, bound, input, raw_bytes, level);
-                }
-#pragma omp section
-                h = ct_hash64_add(h, bytes, raw_bytes);
-            }
-        }
-        CT_ZSTD(packed, shuffled ? "compress (shuffled)" : "compress");
     }
     ct_ckpt_put_u32(dst + 0, CT_FRAME_MAGIC);
-    ct_ckpt_put_u32(dst + 4, CT_FRAME_VERSION);
+    ct_ckpt_put_u32(dst + 4, c->version);
     ct_ckpt_put_u32(dst + 8, (uint32_t)kind);
     ct_ckpt_put_u32(dst + 12, shuffled ? CT_FRAME_FLAG_SHUFFLE : 0);
     ct_ckpt_put_u64(dst + 16, raw_bytes);
     ct_ckpt_put_u64(dst + 24, packed);
-    ct_ckpt_put_u64(dst + 32, ct_hash64_finish(h));
+    ct_ckpt_put_u64(dst + 32, sum_finish(&sum));
     *frame_bytes = CT_CKPT_FRAME_HEADER_BYTES + packed;
     return CT_OK;
 }
@@ -289,9 +371,10 @@ ct_status ct_ckpt_frame_parse_header(const uint8_t *frame, size_t avail_bytes, c
     if (magic != CT_FRAME_MAGIC)
         return ct_error(CT_ERR_FORMAT, "%s: bad frame magic 0x%08x (expected 0x%08x)", where, magic,
                         CT_FRAME_MAGIC);
-    if (version != CT_FRAME_VERSION)
-        return ct_error(CT_ERR_FORMAT, "%s: frame format version %u, this build reads %u", where,
-                        version, CT_FRAME_VERSION);
+    if (version < 1 || version > CT_FRAME_VERSION)
+        return ct_error(CT_ERR_FORMAT, "%s: frame format version %u, this build reads 1 to %u",
+                        where, version, CT_FRAME_VERSION);
+    header->version = version;
     header->kind = ct_ckpt_get_u32(frame + 8);
     header->flags = ct_ckpt_get_u32(frame + 12);
     header->raw_bytes = ct_ckpt_get_u64(frame + 16);
@@ -307,107 +390,83 @@ ct_status ct_ckpt_frame_parse_header(const uint8_t *frame, size_t avail_bytes, c
     return CT_OK;
 }
 
-/* Decompresses a frame of n floats while the other thread checksums what has arrived: zstd
- * writes straight into `out` (stable output buffer: dst for a plain frame, the planes for a
- * shuffled one) as compressed bytes are handed to it in steps of DECODE_STEP_BYTES, and
- * publishes its progress. Plain: the checksum follows the bytes. Shuffled: float i is complete
- * once plane 3 has byte i, so the unshuffle into dst and the checksum follow plane 3 (the last
- * quarter of the decompression). Returns zstd's last code; *sum is the hash state after the
- * floats done, *got their bytes, *consumed the compressed bytes used (short of `packed` when
- * the frame ends early or makes no progress). */
-static size_t decompress_hashing(ct_ckpt_codec *c, const uint8_t *payload, size_t packed,
-                                 bool shuffled, uint8_t *out_bytes, uint8_t *dst, size_t n,
-                                 uint64_t *sum, size_t *got, size_t *consumed) {
-    size_t raw_bytes = n * sizeof(float);
-    size_t ret = ZSTD_DCtx_reset(c->dctx, ZSTD_reset_session_and_parameters);
-    if (!ZSTD_isError(ret)) ret = ZSTD_DCtx_setParameter(c->dctx, ZSTD_d_stableOutBuffer, 1);
-    if (ZSTD_isError(ret)) return ret;
-    _Atomic size_t done = 0;
-    _Atomic bool finished = false;
-    uint64_t h = ct_hash64_start(0);
-    size_t hashed = 0; /* bytes (plain) or floats (shuffled) */
-#pragma omp parallel num_threads(2)
-    {
-        if (omp_get_thread_num() == 0) {
-            ZSTD_inBuffer in = {payload, 0, 0};
-            ZSTD_outBuffer out = {out_bytes, raw_bytes, 0};
-            for (;;) {
-                size_t in_before = in.pos, out_before = out.pos;
-                in.size = CT_MIN(in.size + DECODE_STEP_BYTES, packed);
-                ret = ZSTD_decompressStream(c->dctx, &out, &in);
-                atomic_store_explicit(&done, out.pos, memory_order_release);
-                bool stuck = in.size == packed && in.pos == in_before && out.pos == out_before;
-                if (ZSTD_isError(ret) || ret == 0 || stuck) break;
-            }
-            *consumed = in.pos;
-            atomic_store_explicit(&finished, true, memory_order_release);
+/* Splits a payload of `packed` bytes into its zstd frames (chunks, *count of them), checking
+ * each frame's extent and content size (zstd's two sentinels, neither caught by ZSTD_isError)
+ * and that the contents add up to raw_bytes. */
+static ct_status find_chunks(ct_ckpt_codec *c, const uint8_t *payload, size_t packed,
+                             size_t raw_bytes, const char *where, size_t *count) {
+    size_t k = 0, in = 0, out = 0;
+    do {
+        size_t in_bytes = ZSTD_findFrameCompressedSize(payload + in, packed - in);
+        unsigned long long content = ZSTD_getFrameContentSize(payload + in, packed - in);
+        if (content == ZSTD_CONTENTSIZE_ERROR)
+            return ct_error(CT_ERR_FORMAT, "%s: not a zstd frame (payload byte %zu)", where, in);
+        if (content == ZSTD_CONTENTSIZE_UNKNOWN)
+            return ct_error(CT_ERR_FORMAT, "%s: zstd frame without a content size", where);
+        if (ZSTD_isError(in_bytes))
+            return ct_error(CT_ERR_FORMAT, "%s: zstd frame at payload byte %zu of %zu: %s", where,
+                            in, packed, ZSTD_getErrorName(in_bytes));
+        if (content > raw_bytes - out)
+            return ct_error(CT_ERR_FORMAT, "%s: zstd content sizes add up to more than %zu", where,
+                            raw_bytes);
+        if ((k + 1) * sizeof(chunk) > c->chunks_bytes) {
+            chunk *grown = ct_alloc(CT_MEM_OTHER, 2 * (k + 1) * sizeof(chunk));
+            if (!grown) return ct_error(CT_ERR_NOMEM, "%s: %zu zstd frames", where, k + 1);
+            if (k) memcpy(grown, c->chunks, k * sizeof(chunk));
+            ct_free(CT_MEM_OTHER, c->chunks, c->chunks_bytes);
+            c->chunks = grown, c->chunks_bytes = 2 * (k + 1) * sizeof(chunk);
         }
-        if (omp_get_thread_num() == omp_get_num_threads() - 1) {
-            for (;;) {
-                bool last = atomic_load_explicit(&finished, memory_order_acquire);
-                size_t upto = atomic_load_explicit(&done, memory_order_acquire);
-                if (shuffled) upto = upto > 3 * n ? upto - 3 * n : 0;
-                if (upto > hashed) {
-                    h = shuffled ? unshuffle_hash(out_bytes, n, hashed, upto, dst, h)
-                                 : ct_hash64_add(h, dst + hashed, upto - hashed);
-                    hashed = upto;
-                } else if (last) {
-                    break;
-                } else {
-                    sched_yield();
-                }
-            }
-        }
-    }
-    *sum = h;
-    *got = shuffled ? hashed * sizeof(float) : hashed;
-    return ret;
+        c->chunks[k++] = (chunk){.in = in, .in_bytes = in_bytes, .out = out, .out_bytes = content};
+        in += in_bytes, out += (size_t)content;
+    } while (in < packed);
+    if (out != raw_bytes)
+        return ct_error(CT_ERR_FORMAT, "%s: zstd content size %zu, header says %zu", where, out,
+                        raw_bytes);
+    *count = k;
+    return CT_OK;
 }
 
 ct_status ct_ckpt_frame_decode(ct_ckpt_codec *c, const uint8_t *frame, size_t avail_bytes,
                                const char *where, float *dst, size_t n) {
     ct_ckpt_frame_header h;
     CT_CHECK(ct_ckpt_frame_parse_header(frame, avail_bytes, where, &h));
-    size_t raw_bytes = n * sizeof(float);
+    size_t raw_bytes = n * sizeof(float), k = 0;
     if (h.raw_bytes != raw_bytes)
         return ct_error(CT_ERR_FORMAT, "%s: frame holds %llu raw bytes, expected %zu", where,
                         (unsigned long long)h.raw_bytes, raw_bytes);
     const uint8_t *payload = frame + CT_CKPT_FRAME_HEADER_BYTES;
-    /* Two sentinels, neither caught by ZSTD_isError: check both, then the size itself. */
-    unsigned long long content = ZSTD_getFrameContentSize(payload, h.compressed_bytes);
-    if (content == ZSTD_CONTENTSIZE_ERROR)
-        return ct_error(CT_ERR_FORMAT, "%s: not a zstd frame", where);
-    if (content == ZSTD_CONTENTSIZE_UNKNOWN)
-        return ct_error(CT_ERR_FORMAT, "%s: zstd frame without a content size", where);
-    if (content != raw_bytes)
-        return ct_error(CT_ERR_FORMAT, "%s: zstd content size %llu, header says %zu", where,
-                        content, raw_bytes);
-    if (!c->dctx && !(c->dctx = ZSTD_createDCtx()))
-        return ct_error(CT_ERR_NOMEM, "zstd decompression context");
+    CT_CHECK(find_chunks(c, payload, h.compressed_bytes, raw_bytes, where, &k));
     bool shuffled = (h.flags & CT_FRAME_FLAG_SHUFFLE) != 0;
-    uint64_t sum = ct_hash64_start(0);
-    size_t got = 0, consumed = h.compressed_bytes, ret;
     if (shuffled) CT_CHECK(grow(&c->planes, &c->planes_bytes, raw_bytes + 1));
     uint8_t *out = shuffled ? c->planes : (uint8_t *)dst;
-    if (c->threads == 2 && h.compressed_bytes > DECODE_STEP_BYTES) {
-        ret = decompress_hashing(c, payload, h.compressed_bytes, shuffled, out, (uint8_t *)dst, n,
-                                 &sum, &got, &consumed);
-    } else {
-        ret = ZSTD_DCtx_reset(c->dctx, ZSTD_reset_session_and_parameters);
-        if (!ZSTD_isError(ret))
-            ret = ZSTD_decompressDCtx(c->dctx, out, raw_bytes, payload, h.compressed_bytes);
-        got = ZSTD_isError(ret) ? 0 : ret;
-        if (got == raw_bytes)
-            sum = shuffled ? unshuffle_hash(c->planes, n, 0, n, (uint8_t *)dst, sum)
-                           : ct_hash64_add(sum, out, raw_bytes);
+    int threads = (int)CT_MIN((size_t)c->threads, k);
+    CT_CHECK(codec_ready(c, threads, false, k));
+    chunk *chunks = c->chunks;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (size_t i = 0; i < k; i++)
+        chunks[i].ret =
+            ZSTD_decompressDCtx(c->dctx[omp_get_thread_num()], out + chunks[i].out,
+                                chunks[i].out_bytes, payload + chunks[i].in, chunks[i].in_bytes);
+    for (size_t i = 0; i < k; i++) {
+        if (ZSTD_isError(chunks[i].ret))
+            return ct_error(CT_ERR_FORMAT, "%s: zstd decompress (payload byte %zu): %s", where,
+                            chunks[i].in, ZSTD_getErrorName(chunks[i].ret));
+        if (chunks[i].ret != chunks[i].out_bytes)
+            return ct_error(CT_ERR_FORMAT,
+                            "%s: decompressed %zu bytes from the zstd frame at payload byte %zu, "
+                            "expected %zu",
+                            where, chunks[i].ret, chunks[i].in, chunks[i].out_bytes);
     }
-    if (ZSTD_isError(ret))
-        return ct_error(CT_ERR_FORMAT, "%s: zstd decompress: %s", where, ZSTD_getErrorName(ret));
-    if (got != raw_bytes || consumed != h.compressed_bytes)
-        return ct_error(CT_ERR_FORMAT,
-                        "%s: decompressed %zu bytes from %zu of %llu compressed, expected %zu",
-                        where, got, consumed, (unsigned long long)h.compressed_bytes, raw_bytes);
-    uint64_t computed = ct_hash64_finish(sum);
+    if (shuffled) {
+        int unshuffle_threads = (int)CT_MIN((size_t)c->threads, n / UNSHUFFLE_BLOCK_FLOATS + 1);
+#pragma omp parallel for num_threads(unshuffle_threads) schedule(static)
+        for (size_t i = 0; i < n; i += UNSHUFFLE_BLOCK_FLOATS)
+            unshuffle_range(c->planes, n, i, CT_MIN(n, i + UNSHUFFLE_BLOCK_FLOATS), (uint8_t *)dst);
+    }
+    frame_sum sum;
+    sum_start(c, h.version, &sum);
+    sum_add(&sum, dst, raw_bytes);
+    uint64_t computed = sum_finish(&sum);
     if (computed != h.checksum)
         return ct_error(CT_ERR_FORMAT, "%s: checksum mismatch (stored %016llx, computed %016llx)",
                         where, (unsigned long long)h.checksum, (unsigned long long)computed);

@@ -15,9 +15,11 @@ Trains a 2-layer GPT for 4 steps with a checkpoint every 2 (ddp, one process) an
   - corruptions fail both `ckpt verify` and a resume (`ctrain train ... checkpoint.resume=DIR`)
     with a non-zero exit and a message naming the file, and the unit where one is involved: a
     flipped byte inside the frame of unit 2 (block.1)'s params, a flipped byte of
-    manifest.json, a truncated rank file, the rank file header's format version set to 2, and
-    a manifest rewritten with format_version 2 and a valid checksum;
-  - bad command lines exit 2 with a message.
+    manifest.json, a truncated rank file, the rank file header's format version set to 3 (one past
+    this build's), and a manifest rewritten with format_version 3 and a valid checksum;
+  - bad command lines exit 2 with a message;
+  - a format version 1 checkpoint (tests/data/ckpt_v1, written by commit 63fd431) still loads
+    and verifies: info, verify, its export equals that run's final.bin, and a resume.
 With mpirun (as root: mpi_equivalence's mpi_setup) it also saves at world size 3 with fsdp and
 checks info (world size 3, fsdp), verify, and that the llmc export equals final.bin.
 
@@ -146,15 +148,15 @@ def truncate_rank(step_dir):
 def rank_version(step_dir):
     with open(os.path.join(step_dir, "rank_00000.ctk"), "r+b") as f:
         f.seek(4)
-        f.write(struct.pack("<I", 2))
+        f.write(struct.pack("<I", 3))
 
 
 def manifest_version(step_dir):
-    """format_version 2 with a valid own checksum: only the version check can refuse it."""
+    """format_version 3 with a valid own checksum: only the version check can refuse it."""
     path = os.path.join(step_dir, "manifest.json")
     with open(path, "rb") as f:
         text = f.read()
-    text = text.replace(b'"format_version": 1', b'"format_version": 2', 1)
+    text = text.replace(b'"format_version": 2', b'"format_version": 3', 1)
     m = list(re.finditer(rb'"checksum": "([0-9a-f]{16})"', text))[-1]  # the last: the file's
     zeroed = text[:m.start(1)] + b"0" * 16 + text[m.end(1):]
     text = zeroed[:m.start(1)] + b"%016x" % hash64(zeroed) + zeroed[m.end(1):]
@@ -167,8 +169,8 @@ CORRUPTIONS = [
     ("frame byte", flip_frame, ["rank_00000.ctk", "unit 2 (block.1)"]),
     ("manifest byte", flip_manifest, ["manifest.json"]),
     ("truncated rank file", truncate_rank, ["rank_00000.ctk"]),
-    ("rank file version", rank_version, ["rank_00000.ctk", "format version 2"]),
-    ("manifest version", manifest_version, ["manifest.json", "format version 2"]),
+    ("rank file version", rank_version, ["rank_00000.ctk", "format version 3"]),
+    ("manifest version", manifest_version, ["manifest.json", "format version 3"]),
 ]
 
 
@@ -240,6 +242,33 @@ def test_world3_fsdp(bin_dir, work, data):
     print("world size 3, fsdp: info, verify, export == final.bin checked")
 
 
+def test_version1_fixture(ctrain, work):
+    """A format version 1 checkpoint (FNV-1a frame checksums) written by commit 63fd431
+    (tests/data/ckpt_v1, fsdp at world size 2) still loads and verifies: info says version 1,
+    verify decodes its 12 frames, its llmc export equals that run's final.bin byte for byte,
+    and a run resumes from it (at world size 1 with ddp: a reshard) and trains a step."""
+    fixture = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "ckpt_v1")
+    step_dir = os.path.join(fixture, "step_00000002")
+    out = must([ctrain, "ckpt", "info", step_dir])
+    check(re.search(r"^format version:\s+1$", out, re.M), f"v1 info:\n{out}")
+    out = must([ctrain, "ckpt", "verify", step_dir])
+    check(out.startswith("OK: ") and "2 rank files, 12 frames, 2 units" in out, f"v1 verify: {out}")
+    export = os.path.join(work, "v1.bin")
+    must([ctrain, "ckpt", "export", step_dir, "--out", export])
+    check(filecmp.cmp(export, os.path.join(fixture, "final.bin"), shallow=False),
+          "v1 checkpoint: llmc export differs from the final.bin of the run that saved it")
+    data = mpi_equivalence.synth_data(ctrain, os.path.join(work, "v1"), vocab=32)
+    job = os.path.join(work, "v1.toml")
+    with open(os.path.join(fixture, "job.toml")) as f, open(job, "w") as g:
+        g.write(f.read().replace('"data/train_*.bin"', f'"{data}/train_*.bin"')
+                .replace('strategy = "fsdp"', 'strategy = "ddp"')
+                .replace("batch_size = 1", "batch_size = 2").replace("steps = 2", "steps = 3"))
+    out = must([ctrain, "train", job, f"checkpoint.resume={step_dir}",
+                f"log.dir={work}/v1run", "checkpoint.every=0"])
+    check("resumed from" in out and "at step 2" in out, f"v1 resume:\n{out[-600:]}")
+    print("format version 1 checkpoint: info, verify, export == final.bin, resume checked")
+
+
 def main():
     bin_dir = sys.argv[1]
     ctrain = os.path.join(bin_dir, "ctrain")
@@ -256,7 +285,7 @@ def main():
 
         out = must([ctrain, "ckpt", "info", ckpt])
         for pattern in [r"^step:\s+4$", r"^world size:\s+1$", r"^strategy:\s+ddp$",
-                        r"^format version:\s+1$", r"^data position:\s+step 4$",
+                        r"^format version:\s+2$", r"^data position:\s+step 4$",
                         r"n_layer 2, n_head 2, n_embd 16, vocab_size 64, seq_len 8",
                         r"^\s+2\s+block\.1\s+3280 elements$", r"^\s+rank_00000\.ctk\s+\d+ bytes",
                         r"^\s+params\s+raw\s+30976 bytes"]:
@@ -293,6 +322,7 @@ def main():
 
         test_corruptions(ctrain, work, job, step4)
         test_cli_errors(ctrain, step4)
+        test_version1_fixture(ctrain, work)
         test_world3_fsdp(bin_dir, work, data)
     finally:
         shutil.rmtree(work, ignore_errors=True)

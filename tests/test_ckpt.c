@@ -13,6 +13,9 @@
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
+/* The reference XXH3-64 for the expected frame checksums, compiled in (nothing to link). */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #define N_UNITS 5
 /* Odd sizes so that padding matters; unit 0 is smaller than the world (some ranks own none). */
@@ -120,18 +123,22 @@ static size_t encoded_size(const float *x, size_t n, ct_ckpt_shuffle shuffle, ui
  * frames over 512 KiB compressed decode in steps with the checksum following (2 threads). */
 #define BIG_N ((size_t)1 << 21)
 
-/* Trained-like weights (shuffle wins) or random 32-bit words repeated with period 4096 (plain
- * zstd matches whole 16 KiB runs, shuffled planes break them into four shorter ones, so plain
- * wins, slightly). */
-static float *make_data(size_t n, bool repeated, int kind) {
+/* Trained-like weights (shuffle wins) or text-like bytes: words drawn at random from a
+ * vocabulary of 64 (plain zstd matches whole words, shuffled planes break every word into
+ * letters four apart, so plain wins). */
+static float *make_data(size_t n, bool text, int kind) {
     float *x = malloc(n * sizeof(float) + 1);
-    for (size_t i = 0; i < n; i++) {
-        if (!repeated) {
+    if (!text) {
+        for (size_t i = 0; i < n; i++)
             x[i] = fake_value(3, kind, (int64_t)i);
-            continue;
-        }
-        uint32_t bits = (uint32_t)(ct_rng_u64(99, (uint64_t)(i % 4096)) & 0xffffffffu);
-        memcpy(&x[i], &bits, 4);
+        return x;
+    }
+    uint8_t *bytes = (uint8_t *)x;
+    size_t at = 0;
+    for (uint64_t t = 0; at < n * sizeof(float); t++) {
+        uint64_t w = ct_rng_u64(99, t) % 64, letters = 3 + w % 7;
+        for (uint64_t j = 0; j <= letters && at < n * sizeof(float); j++)
+            bytes[at++] = j == letters ? ' ' : (uint8_t)('a' + ct_rng_u64(77, w * 16 + j) % 26);
     }
     return x;
 }
@@ -140,7 +147,7 @@ static float *make_data(size_t n, bool repeated, int kind) {
  * full on a small frame, from the sample on a large one. */
 static void test_shuffle_chosen_when_smaller(void) {
     const size_t sizes[2] = {1 << 16, BIG_N};
-    const char *names[2] = {"trained-like weights", "repeated random words"};
+    const char *names[2] = {"trained-like weights", "text-like words"};
     for (int z = 0; z < 2; z++) {
         size_t N = sizes[z];
         int shuffle_won = 0, plain_won = 0;
@@ -161,18 +168,18 @@ static void test_shuffle_chosen_when_smaller(void) {
             free(x);
         }
         /* Each kind of data exercises one branch of the choice (measured above: shuffle wins
-         * on trained-like weights, plain on repeated words), at both sizes. */
+         * on trained-like weights, plain on text-like words), at both sizes. */
         CU_ASSERT_EQUAL(shuffle_won, 1);
         CU_ASSERT_EQUAL(plain_won, 1);
     }
 }
 
-/* One encoding codec and one decoding codec, each reused over frames of every size (small,
- * large, small again), kind and shuffle mode, with 1 and with 2 threads: every frame decodes
- * bitwise, its checksum is ct_hash64 of the floats (so the fused and the parallel checksums are
- * the spec's), the bytes do not depend on the thread count, and once the codecs have seen the
- * largest frame a second pass allocates nothing. */
-static void test_codec_reused_across_sizes_kinds_and_threads(void) {
+/* The checksum docs/checkpoints.md gives a frame of format version `version`. */
+static uint64_t spec_checksum(int version, const void *data, size_t bytes) {
+    return version == 1 ? ct_hash64(data, bytes, 0) : XXH3_64bits(data, bytes);
+}
+
+static void codec_reused_at_version(int version) {
     enum { FRAMES = 7 };
     const size_t sizes[FRAMES] = {BIG_N, 1001, BIG_N - 3, 7, 65536, BIG_N, 12345};
     const ct_ckpt_kind kinds[FRAMES] = {CT_CKPT_PARAMS, CT_CKPT_ADAM_M, CT_CKPT_PARAMS,
@@ -181,12 +188,13 @@ static void test_codec_reused_across_sizes_kinds_and_threads(void) {
     const ct_ckpt_shuffle modes[FRAMES] = {
         CT_CKPT_SHUFFLE_AUTO, CT_CKPT_SHUFFLE_ON,  CT_CKPT_SHUFFLE_OFF, CT_CKPT_SHUFFLE_AUTO,
         CT_CKPT_SHUFFLE_AUTO, CT_CKPT_SHUFFLE_OFF, CT_CKPT_SHUFFLE_ON};
-    const bool repeated[FRAMES] = {false, false, true, false, false, false, true};
+    const bool text[FRAMES] = {false, false, true, false, false, false, true};
+    CU_ASSERT_EQUAL(spec_checksum(2, "", 0), 0x2d06800538d394c2ull); /* XXH3's own test vector */
     float *src[FRAMES];
     uint8_t *frames[2][FRAMES];
     size_t frame_bytes[2][FRAMES];
     for (int f = 0; f < FRAMES; f++)
-        src[f] = make_data(sizes[f], repeated[f], kinds[f]);
+        src[f] = make_data(sizes[f], text[f], kinds[f]);
     float *back = malloc(BIG_N * sizeof(float));
     for (int t = 0; t < 2; t++) {
         ct_ckpt_codec *enc = NULL, *dec = NULL;
@@ -194,6 +202,7 @@ static void test_codec_reused_across_sizes_kinds_and_threads(void) {
         CU_ASSERT_EQUAL_FATAL(ct_ckpt_codec_new(&dec), CT_OK);
         ct_ckpt_codec_set_threads(enc, t + 1);
         ct_ckpt_codec_set_threads(dec, t + 1);
+        ct_ckpt_codec_set_version(enc, version);
         ct_mem_stats warm, after;
         for (int pass = 0; pass < 2; pass++) {
             ct_mem_get_stats(&warm);
@@ -205,8 +214,9 @@ static void test_codec_reused_across_sizes_kinds_and_threads(void) {
                                 CT_OK);
                 CU_ASSERT(pass == 0 || bytes == frame_bytes[t][f]);
                 frames[t][f] = frame, frame_bytes[t][f] = bytes;
+                CU_ASSERT_EQUAL(ct_ckpt_get_u32(frame + 4), (uint32_t)version);
                 CU_ASSERT_EQUAL(ct_ckpt_get_u64(frame + 32),
-                                ct_hash64(src[f], sizes[f] * sizeof(float), 0));
+                                spec_checksum(version, src[f], sizes[f] * sizeof(float)));
                 memset(back, 0xff, sizes[f] * sizeof(float));
                 CU_ASSERT_EQUAL(ct_ckpt_frame_decode(dec, frame, bytes, "reuse", back, sizes[f]),
                                 CT_OK);
@@ -227,9 +237,20 @@ static void test_codec_reused_across_sizes_kinds_and_threads(void) {
     free(back);
 }
 
-/* A large frame, plain or shuffled (the stepped decode with 2 threads), that is damaged fails
- * with a message and does not hang: a flipped payload byte, a payload cut short, trailing
- * bytes; the codec decodes the good frame afterwards. */
+/* One encoding codec and one decoding codec, each reused over frames of every size (small,
+ * large, small again), kind and shuffle mode, with 1 and with 2 threads, writing frames of
+ * version 2 (XXH3-64) and of version 1 (FNV-1a): every frame decodes bitwise, its checksum is
+ * the spec's of the floats (so the blocked, fused and parallel checksums are right), the bytes
+ * do not depend on the thread count, and once the codecs have seen the largest frame a second
+ * pass allocates nothing. */
+static void test_codec_reused_across_sizes_kinds_and_threads(void) {
+    for (int version = CT_CKPT_FORMAT_VERSION; version >= 1; version--)
+        codec_reused_at_version(version);
+}
+
+/* A large frame (several zstd frames decoded on 2 threads), plain or shuffled, that is
+ * damaged fails with a message: a flipped payload byte, a payload cut short, trailing bytes;
+ * the codec decodes the good frame afterwards. */
 static void test_damaged_large_frame_fails_with_threads(void) {
     float *x = make_data(BIG_N, false, CT_CKPT_PARAMS), *back = malloc(BIG_N * sizeof(float));
     size_t bound = ct_ckpt_frame_bound_bytes(BIG_N) + 64;
@@ -245,7 +266,7 @@ static void test_damaged_large_frame_fails_with_threads(void) {
                                                    frame, bound, &bytes),
                               CT_OK);
         size_t packed = bytes - CT_CKPT_FRAME_HEADER_BYTES;
-        CU_ASSERT_FATAL(packed > 2 * 512 * 1024); /* several decode steps */
+        CU_ASSERT_FATAL(packed > 2 * 2 * 1024 * 1024); /* several zstd frames */
         frame[CT_CKPT_FRAME_HEADER_BYTES + packed / 2] ^= 0x40;
         CU_ASSERT_NOT_EQUAL(ct_ckpt_frame_decode(codec, frame, bytes, "big.ctk", back, BIG_N),
                             CT_OK);
@@ -480,7 +501,9 @@ static void test_truncated_versioned_index_damage_fail_open(void) {
     ct_ckpt_put_u32(bad + 4, CT_CKPT_FORMAT_VERSION + 1);
     write_bytes(path, bad, bytes);
     CU_ASSERT_NOT_EQUAL(ct_ckpt_reader_open(&r, path), CT_OK);
-    CU_ASSERT(message_has(path) && message_has("format version 2"));
+    char newer[64];
+    snprintf(newer, sizeof(newer), "format version %d", CT_CKPT_FORMAT_VERSION + 1);
+    CU_ASSERT(message_has(path) && message_has(newer));
     memcpy(bad, good, bytes);
     bad[bytes - CT_CKPT_TRAILER_BYTES - 3] ^= 1; /* inside the last index entry */
     write_bytes(path, bad, bytes);
@@ -532,7 +555,8 @@ static void test_rank_files_match_manifest(void) {
         CU_ASSERT_EQUAL_FATAL(ct_ckpt_writer_close(w, &files[g].file_bytes, &files[g].checksum),
                               CT_OK);
     }
-    ct_ckpt_manifest m = {.format_version = 1, .world_size = 2, .ranks = files};
+    ct_ckpt_manifest m = {
+        .format_version = CT_CKPT_FORMAT_VERSION, .world_size = 2, .ranks = files};
     ct_ckpt_reader *r[2];
     open_world(2, r);
     CU_ASSERT_EQUAL(ct_ckpt_check_rank_file(&m, 0, r[0]), CT_OK);
@@ -547,6 +571,65 @@ static void test_rank_files_match_manifest(void) {
     CU_ASSERT_NOT_EQUAL(ct_ckpt_check_rank_file(&m, 1, r[1]), CT_OK);
     CU_ASSERT(message_has("rank_00001.ctk") && message_has("checksum"));
     close_world(2, r);
+    remove_temp_dir();
+}
+
+/* Format version 1 (FNV-1a frame checksums), what checkpoints saved before version 2 hold:
+ * files written with the version 1 switch say version 1 in the file and frame headers, open
+ * and verify, carry the spec's FNV-1a checksums, read back bitwise (also a range across both
+ * files, as a reshard reads), and check against a version 1 manifest but not a version 2 one. */
+static void test_version1_files_load_and_verify(void) {
+    enum { N = 2 };
+    make_temp_dir();
+    ct_ckpt_rank_file files[N];
+    for (int g = 0; g < N; g++) {
+        char path[512];
+        ct_ckpt_rank_path(temp_dir, g, path, sizeof(path));
+        ct_ckpt_writer *w = NULL;
+        CU_ASSERT_EQUAL_FATAL(ct_ckpt_writer_open(&w, path, g, N, 1, CT_CKPT_SHUFFLE_AUTO), CT_OK);
+        ct_ckpt_writer_set_version(w, 1);
+        for (int u = 0; u < N_UNITS; u++)
+            for (int k = 0; k < CT_CKPT_KIND_COUNT; k++) {
+                int64_t lo, hi;
+                owned_range(unit_numel[u], N, g, &lo, &hi);
+                CU_ASSERT_EQUAL(ct_ckpt_writer_add(w, u, k, lo, hi, state[u][k] + lo), CT_OK);
+            }
+        snprintf(files[g].file, sizeof(files[g].file), "rank_%05d.ctk", g);
+        CU_ASSERT_EQUAL_FATAL(ct_ckpt_writer_close(w, &files[g].file_bytes, &files[g].checksum),
+                              CT_OK);
+        size_t bytes;
+        uint8_t *raw = slurp(path, &bytes);
+        CU_ASSERT_EQUAL(ct_ckpt_get_u32(raw + 4), 1);                             /* file */
+        CU_ASSERT_EQUAL(ct_ckpt_get_u32(raw + CT_CKPT_FILE_HEADER_BYTES + 4), 1); /* frame 0 */
+        free(raw);
+    }
+    ct_ckpt_reader *r[N];
+    open_world(N, r);
+    for (int g = 0; g < N; g++) {
+        CU_ASSERT_EQUAL(ct_ckpt_reader_version(r[g]), 1);
+        CU_ASSERT_EQUAL(ct_ckpt_reader_verify(r[g]), CT_OK);
+        for (int i = 0; i < ct_ckpt_reader_entry_count(r[g]); i++) {
+            const ct_ckpt_entry *e = ct_ckpt_reader_entry(r[g], i);
+            CU_ASSERT_EQUAL(e->checksum,
+                            ct_hash64(state[e->unit][e->kind] + e->lo, e->raw_bytes, 0));
+        }
+    }
+    float *back = malloc((size_t)unit_numel[N_UNITS - 1] * sizeof(float));
+    for (int u = 0; u < N_UNITS; u++)
+        for (int k = 0; k < CT_CKPT_KIND_COUNT; k++) {
+            int64_t lo = unit_numel[u] / 3, hi = unit_numel[u]; /* starts inside rank 0's */
+            CU_ASSERT_EQUAL(ct_ckpt_read_range(r, N, u, unit_names[u], k, lo, hi, back), CT_OK);
+            CU_ASSERT_EQUAL(memcmp(back, state[u][k] + lo, (size_t)(hi - lo) * sizeof(float)), 0);
+        }
+    free(back);
+    ct_ckpt_manifest m = {.format_version = 1, .world_size = N, .ranks = files};
+    for (int g = 0; g < N; g++)
+        CU_ASSERT_EQUAL(ct_ckpt_check_rank_file(&m, g, r[g]), CT_OK);
+    m.format_version = 2;
+    CU_ASSERT_NOT_EQUAL(ct_ckpt_check_rank_file(&m, 0, r[0]), CT_OK);
+    CU_ASSERT(message_has("rank_00000.ctk") &&
+              message_has("format version 1, the manifest says 2"));
+    close_world(N, r);
     remove_temp_dir();
 }
 
@@ -576,6 +659,7 @@ int main(void) {
         {"test_truncated_versioned_index_damage_fail_open",
          test_truncated_versioned_index_damage_fail_open},
         {"test_rank_files_match_manifest", test_rank_files_match_manifest},
+        {"test_version1_files_load_and_verify", test_version1_files_load_and_verify},
         {"test_no_memory_left_behind", test_no_memory_left_behind},
     };
     int rc = ct_test_run("checkpoint_storage", cases, (int)CT_ARRAY_LEN(cases));

@@ -247,7 +247,10 @@ static void test_malformed_files_fail_naming_the_file(void) {
          "needs dtype, shape and data_offsets"},
         {"\"transformer.wte.weight\":{\"dtype\":\"F32\",\"shape\":[11,8],\"data_offsets\":[0,"
          "352],\"extra\":1}",
-         "unknown or repeated key"},
+         "tensor transformer.wte.weight: unknown key \"extra\""},
+        {"\"transformer.wte.weight\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[11,8],"
+         "\"data_offsets\":[0,352]}",
+         "duplicate object key"},
         {"\"transformer.wte.weight\":{\"dtype\":\"F32\",\"shape\":[11,8],\"data_offsets\":[0,"
          "352]",
          "safetensors header, byte"},
@@ -261,7 +264,7 @@ static void test_malformed_files_fail_naming_the_file(void) {
         expect_failure(bad, cases[i].needle);
         free(bad);
     }
-    expect_failure("{\"a\":", "safetensors header, byte 8: expected '{'");
+    expect_failure("{\"a\":", "safetensors header, byte 8: unexpected token near end of file");
     /* A tensor twice and an unknown tensor, each with bytes of its own. */
     size_t end = data_bytes;
     char *twice = add_tensor(header, "wte.weight", "F32", "11,8", 352, &end);
