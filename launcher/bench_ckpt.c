@@ -169,7 +169,8 @@ static ct_status model_state(bench_state *s, int steps) {
     CT_CHECK(ct_gpt_alloc_full(&s->gpt));
     ct_gpt_init_weights(&s->gpt, 1337);
     CT_CHECK(ct_adamw_init(&s->opt, &s->gpt, NULL, NULL));
-    const ct_kernels *kern = ct_kern_cpu();
+    const ct_kernels *kern;
+    CT_CHECK(ct_kernels_for_device("cpu", ct_kern_cpu_threads(), &kern));
     ct_tape tape;
     ct_tape_init(&tape, kern);
     int32_t tokens[B * T + 1];
@@ -195,9 +196,11 @@ static ct_status model_state(bench_state *s, int steps) {
         if (!st) st = loss ? ct_tape_backward(&tape) : ct_tape_status(&tape);
         if (!st) ct_adamw_step(&s->opt, &s->gpt, params, grads, &hp, 1.0f, kern);
         times[step] = ct_time_s() - t0;
+        float loss_value = 0.0f;
+        if (!st) st = ct_tape_read_scalar(&tape, loss, &loss_value);
         if (!st)
-            fprintf(stderr, "ctrain bench ckpt: step %d loss %.4f %.2f s\n", step,
-                    *(float *)loss->data, times[step]);
+            fprintf(stderr, "ctrain bench ckpt: step %d loss %.4f %.2f s\n", step, loss_value,
+                    times[step]);
     }
     if (!st && steps > 0) s->step_s = median(times, steps);
     ct_tape_free(&tape);

@@ -58,9 +58,10 @@ void ct_adamw_step(ct_adamw *opt, const ct_gpt *gpt, float *const *params,
             int64_t end = CT_MIN(hi, desc->offset + desc->numel);
             if (start >= end) continue;
             int64_t at = start - lo;
-            kernels->adamw(params[u] + at, grads[u] + at, opt->m[u] + at, opt->v[u] + at,
-                           (size_t)(end - start), hp->lr, hp->beta1, hp->beta2, hp->eps,
-                           desc->decay ? hp->weight_decay : 0.0f, bias1, bias2, grad_scale);
+            kernels->adamw(&kernels->ctx, params[u] + at, grads[u] + at, opt->m[u] + at,
+                           opt->v[u] + at, (size_t)(end - start), hp->lr, hp->beta1, hp->beta2,
+                           hp->eps, desc->decay ? hp->weight_decay : 0.0f, bias1, bias2,
+                           grad_scale);
         }
     }
 }

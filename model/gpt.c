@@ -143,18 +143,18 @@ double ct_gpt_flops_per_token(const ct_gpt_config *c, int T) {
     return 6.0 * matmul_weights + 12.0 * L * T * C;
 }
 
-size_t ct_gpt_activation_bytes(const ct_gpt_config *c, int B, int T) {
+size_t ct_gpt_activation_bytes(const ct_kernels *k, const ct_gpt_config *c, int B, int T) {
     size_t BT = (size_t)B * T, C = (size_t)c->n_embd, NH = (size_t)c->n_head;
     size_t L = (size_t)c->n_layer, V = (size_t)c->vocab_size;
     /* A block's outputs, widths in C: ln1 1, qkv 3, attention 1, proj 1, add 1, ln2 1, fc 4,
      * gelu 4, mlp 1, add 1 = 18; each gets a gradient as large in backward. */
     size_t block = 2 * 18 * BT * C + 4 * BT /* LayerNorm mean, rstd */ +
                    (size_t)B * NH * T * T /* probabilities */ +
-                   2 * ct_kern_attention_scratch_floats(B, T, (int)C, (int)NH) /* fwd + bwd */;
+                   2 * k->attention_scratch_floats(&k->ctx, B, T, (int)C, (int)NH) /* fwd + bwd */;
     /* The embedding's output and the final LayerNorm with their gradients, the head's saved
      * d(x), per-row losses and one chunk of logits. */
-    size_t head =
-        4 * BT * C + 2 * BT + BT * C + BT + (size_t)ct_kern_lm_head_chunk_rows((int)BT, (int)V) * V;
+    size_t head = 4 * BT * C + 2 * BT + BT * C + BT +
+                  (size_t)k->lm_head_chunk_rows(&k->ctx, (int)BT, (int)V) * V;
     size_t floats = L * block + head;
     /* Tensor headers, nodes and saved records (a few hundred bytes per op, 64-byte aligned
      * allocations), generously. */
@@ -164,7 +164,8 @@ size_t ct_gpt_activation_bytes(const ct_gpt_config *c, int B, int T) {
 
 void ct_gpt_zero_grad(ct_gpt *gpt, const ct_kernels *kernels) {
     for (int u = 0; u < gpt->n_units; u++)
-        if (gpt->units[u].grad) kernels->scale(gpt->units[u].grad, (size_t)gpt->units[u].numel, 0);
+        if (gpt->units[u].grad)
+            kernels->scale(&kernels->ctx, gpt->units[u].grad, (size_t)gpt->units[u].numel, 0);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -227,8 +228,8 @@ ct_status ct_gpt_forward_logits(ct_gpt *gpt, ct_tape *tape, const int32_t *input
     ct_unit *embed = &gpt->units[0];
     ct_tensor *y = trunk_fwd(gpt, tape, inputs, B, T);
     if (y)
-        tape->kernels->lm_head_logits(logits, y->data, embed->tensors[0].data, B * T,
-                                      gpt->config.n_embd, gpt->config.vocab_size);
+        tape->kernels->lm_head_logits(&tape->kernels->ctx, logits, y->data, embed->tensors[0].data,
+                                      B * T, gpt->config.n_embd, gpt->config.vocab_size);
     if (y) ct_tape_unit_end(tape, embed);
     tape->recording = recording;
     return ct_tape_status(tape);

@@ -21,8 +21,7 @@
 
 /* ---------------------------------------------------------------- tensors */
 
-typedef enum { CT_F32 = 0, CT_BF16, CT_I32 } ct_dtype;
-typedef enum { CT_DEVICE_CPU = 0, CT_DEVICE_CUDA } ct_device;
+/* ct_dtype and ct_device are kernels/' (kernels.h): kernels and tensors share them. */
 
 #define CT_MAX_DIMS 4
 
@@ -148,6 +147,8 @@ ct_tensor *ct_tape_tensor(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t
 ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape, void *data);
 /* Scratch memory from the arena, for an op's saved state. */
 void *ct_tape_scratch(ct_tape *tape, size_t bytes);
+/* Copies a scalar f32 tensor (the loss) to *value on the host, through the kernel table. */
+ct_status ct_tape_read_scalar(ct_tape *tape, const ct_tensor *t, float *value);
 /* The tensor's gradient buffer, allocated zeroed from the arena on first use. */
 float *ct_tape_grad(ct_tape *tape, ct_tensor *t);
 /* True when an op with these inputs will be recorded (the tape records and one needs a grad). */
@@ -230,7 +231,8 @@ double ct_gpt_flops_per_token(const ct_gpt_config *config, int T);
  * (B,T) micro-batch: every activation, its gradient, the attention probabilities and
  * scratch, the LM head's chunk of logits, and the tape's own records. tests/test_gpt.c holds
  * it against the measured peak. */
-size_t ct_gpt_activation_bytes(const ct_gpt_config *config, int B, int T);
+size_t ct_gpt_activation_bytes(const ct_kernels *kernels, const ct_gpt_config *config, int B,
+                               int T);
 
 /* One forward pass on inputs/targets (B,T) int32. Returns the mean loss tensor (scalar);
  * when the tape records, backward gives gradients of grad_scale * loss. */

@@ -97,6 +97,13 @@ ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *
     return t;
 }
 
+ct_status ct_tape_read_scalar(ct_tape *tape, const ct_tensor *t, float *value) {
+    CT_ASSERT(t->dtype == CT_F32 && ct_tensor_numel(t) == 1, "a scalar f32 tensor: %s, %lld",
+              ct_dtype_name(t->dtype), (long long)ct_tensor_numel(t));
+    const ct_kernels *k = tape->kernels;
+    return k->copy(&k->ctx, value, t->data, sizeof(float), CT_COPY_DEVICE_TO_HOST);
+}
+
 float *ct_tape_grad(ct_tape *tape, ct_tensor *t) {
     if (!t->grad) {
         t->grad = ct_arena_alloc(&tape->arena, (size_t)ct_tensor_numel(t) * sizeof(float));

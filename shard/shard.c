@@ -170,12 +170,13 @@ static ct_status make_optimizer(ct_shard *s) {
 }
 
 ct_status ct_shard_new(ct_shard **out, ct_gpt *gpt, ct_comm *world, const ct_shard_config *cfg,
-                       uint64_t seed) {
+                       const ct_kernels *kernels, uint64_t seed) {
     ct_shard *s = ct_alloc(CT_MEM_OTHER, sizeof(ct_shard));
     *out = s;
     if (!s) return CT_ERR_NOMEM;
     s->cfg = *cfg;
     s->gpt = gpt;
+    s->kernels = kernels;
     s->world = world;
     s->bucket_hi = -1;
     CT_CHECK(make_groups(s));

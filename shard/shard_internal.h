@@ -26,9 +26,10 @@ typedef struct {
 struct ct_shard {
     ct_shard_config cfg;
     ct_gpt *gpt;
-    ct_comm *world;   /* may be NULL: a world of one */
-    ct_comm *group;   /* the shard group (hsdp: a split; else world) */
-    ct_comm *replica; /* hsdp: ranks holding the same shard; else NULL */
+    const ct_kernels *kernels; /* every touch of unit memory goes through it */
+    ct_comm *world;            /* may be NULL: a world of one */
+    ct_comm *group;            /* the shard group (hsdp: a split; else world) */
+    ct_comm *replica;          /* hsdp: ranks holding the same shard; else NULL */
     bool owns_groups;
     int world_size, group_size, group_rank;
     ct_shard_unit *units;

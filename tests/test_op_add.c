@@ -40,7 +40,7 @@ static void check_add(op_errors *e, int ndim, const int64_t *shape, bool same, f
              (double)prefill);
 
     ct_tape tape;
-    ct_tape_init(&tape, ct_kern_cpu());
+    ct_tape_init(&tape, op_kernels());
     ct_tensor *a = op_tensor(&tape, ndim, shape, r.a, prefill);
     ct_tensor *b = same ? a : op_tensor(&tape, ndim, shape, r.b, prefill);
     ct_tensor *out = ct_op_add(&tape, a, b);

@@ -69,7 +69,7 @@ static void check_attention(op_errors *e, int B, int T, int C, int NH, float pre
              (double)prefill);
 
     ct_tape tape;
-    ct_tape_init(&tape, ct_kern_cpu());
+    ct_tape_init(&tape, op_kernels());
     int64_t shape[3] = {B, T, 3 * C};
     ct_tensor *qkv = op_tensor(&tape, 3, shape, r.qkv, prefill);
     ct_tensor *out = ct_op_attention(&tape, qkv, NH);

@@ -46,7 +46,7 @@ static void check_gelu(op_errors *e, int ndim, const int64_t *shape, float prefi
     snprintf(label, sizeof(label), "gelu n=%zu ndim=%d prefill=%g", n, ndim, (double)prefill);
 
     ct_tape tape;
-    ct_tape_init(&tape, ct_kern_cpu());
+    ct_tape_init(&tape, op_kernels());
     ct_tensor *x = op_tensor(&tape, ndim, shape, r.x, prefill);
     ct_tensor *out = ct_op_gelu(&tape, x);
     CU_ASSERT_PTR_NOT_NULL_FATAL(out);

@@ -11,7 +11,7 @@ static void add_bwd(ct_tape *tape, ct_tape_node *node) {
         ct_tensor *in = node->in[i];
         if (!in->requires_grad) continue;
         float *d = ct_tape_grad(tape, in);
-        if (d) tape->kernels->add_inplace(d, out->grad, n);
+        if (d) tape->kernels->add_inplace(&tape->kernels->ctx, d, out->grad, n);
     }
 }
 
@@ -22,7 +22,8 @@ ct_tensor *ct_op_add(ct_tape *tape, ct_tensor *a, ct_tensor *b) {
               (long long)ct_tensor_numel(a), (long long)ct_tensor_numel(b));
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, a->ndim, a->shape);
     if (!out) return NULL;
-    tape->kernels->add_fwd(out->data, a->data, b->data, (size_t)ct_tensor_numel(a));
+    tape->kernels->add_fwd(&tape->kernels->ctx, out->data, a->data, b->data,
+                           (size_t)ct_tensor_numel(a));
     ct_tape_record(tape, "add", add_bwd, out, a, b, NULL, NULL);
     return out;
 }

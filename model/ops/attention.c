@@ -16,10 +16,11 @@ static void attention_bwd(ct_tape *tape, ct_tape_node *node) {
     int B = (int)qkv->shape[0], T = (int)qkv->shape[1], C = (int)qkv->shape[2] / 3;
     int NH = saved->n_head;
     float *dqkv = ct_tape_grad(tape, qkv);
-    float *scratch =
-        ct_tape_scratch(tape, sizeof(float) * ct_kern_attention_scratch_floats(B, T, C, NH));
+    float *scratch = ct_tape_scratch(tape, sizeof(float) * tape->kernels->attention_scratch_floats(
+                                                               &tape->kernels->ctx, B, T, C, NH));
     if (!dqkv || !scratch) return;
-    tape->kernels->attention_bwd(dqkv, out->grad, qkv->data, saved->att, scratch, B, T, C, NH);
+    tape->kernels->attention_bwd(&tape->kernels->ctx, dqkv, out->grad, qkv->data, saved->att,
+                                 scratch, B, T, C, NH);
 }
 
 // qkv is (B,T,3C) -> out (B,T,C)
@@ -33,11 +34,13 @@ ct_tensor *ct_op_attention(ct_tape *tape, ct_tensor *qkv, int n_head) {
     attention_saved *saved = ct_tape_scratch(tape, sizeof(attention_saved));
     float *att = ct_tape_scratch(tape, sizeof(float) * (size_t)B * n_head * T * T);
     float *scratch =
-        ct_tape_scratch(tape, sizeof(float) * ct_kern_attention_scratch_floats(B, T, C, n_head));
+        ct_tape_scratch(tape, sizeof(float) * tape->kernels->attention_scratch_floats(
+                                                  &tape->kernels->ctx, B, T, C, n_head));
     if (!out || !saved || !att || !scratch) return NULL;
     saved->att = att;
     saved->n_head = n_head;
-    tape->kernels->attention_fwd(out->data, att, qkv->data, scratch, B, T, C, n_head);
+    tape->kernels->attention_fwd(&tape->kernels->ctx, out->data, att, qkv->data, scratch, B, T, C,
+                                 n_head);
     ct_tape_node *node =
         ct_tape_record(tape, "attention", attention_bwd, out, qkv, NULL, NULL, NULL);
     if (node) node->saved = saved;

@@ -9,8 +9,8 @@ static void embedding_bwd(ct_tape *tape, ct_tape_node *node) {
     float *dwte = wte->requires_grad ? ct_tape_grad(tape, wte) : NULL;
     float *dwpe = wpe->requires_grad ? ct_tape_grad(tape, wpe) : NULL;
     if (tape->status) return;
-    tape->kernels->embedding_bwd(dwte, dwpe, out->grad, tokens->data, (int)tokens->shape[0],
-                                 (int)tokens->shape[1], (int)wte->shape[1]);
+    tape->kernels->embedding_bwd(&tape->kernels->ctx, dwte, dwpe, out->grad, tokens->data,
+                                 (int)tokens->shape[0], (int)tokens->shape[1], (int)wte->shape[1]);
 }
 
 // tokens is (B,T) int32, wte (V,C), wpe (maxT,C) -> out (B,T,C)
@@ -22,7 +22,8 @@ ct_tensor *ct_op_embedding(ct_tape *tape, ct_tensor *tokens, ct_tensor *wte, ct_
     int64_t shape[3] = {B, T, C};
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, 3, shape);
     if (!out) return NULL;
-    tape->kernels->embedding_fwd(out->data, tokens->data, wte->data, wpe->data, B, T, C);
+    tape->kernels->embedding_fwd(&tape->kernels->ctx, out->data, tokens->data, wte->data, wpe->data,
+                                 B, T, C);
     ct_tape_record(tape, "embedding", embedding_bwd, out, tokens, wte, wpe, NULL);
     return out;
 }

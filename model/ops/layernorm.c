@@ -19,8 +19,8 @@ static void layernorm_bwd(ct_tape *tape, ct_tape_node *node) {
     float *dw = w->requires_grad ? ct_tape_grad(tape, w) : NULL;
     float *db = b->requires_grad ? ct_tape_grad(tape, b) : NULL;
     if (tape->status) return;
-    tape->kernels->layernorm_bwd(dx, dw, db, out->grad, x->data, w->data, saved->mean, saved->rstd,
-                                 N, C);
+    tape->kernels->layernorm_bwd(&tape->kernels->ctx, dx, dw, db, out->grad, x->data, w->data,
+                                 saved->mean, saved->rstd, N, C);
 }
 
 // x is (...,C), weight and bias (C) -> out (...,C)
@@ -35,8 +35,8 @@ ct_tensor *ct_op_layernorm(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_te
     if (!out || !saved || !stats) return NULL;
     saved->mean = stats;
     saved->rstd = stats + N;
-    tape->kernels->layernorm_fwd(out->data, saved->mean, saved->rstd, x->data, weight->data,
-                                 bias->data, N, C, LAYERNORM_EPS);
+    tape->kernels->layernorm_fwd(&tape->kernels->ctx, out->data, saved->mean, saved->rstd, x->data,
+                                 weight->data, bias->data, N, C, LAYERNORM_EPS);
     ct_tape_node *node =
         ct_tape_record(tape, "layernorm", layernorm_bwd, out, x, weight, bias, NULL);
     if (node) node->saved = saved;

@@ -12,7 +12,8 @@ static void linear_bwd(ct_tape *tape, ct_tape_node *node) {
     float *dw = w->requires_grad ? ct_tape_grad(tape, w) : NULL;
     float *db = b && b->requires_grad ? ct_tape_grad(tape, b) : NULL;
     if (tape->status) return;
-    tape->kernels->matmul_bwd(dx, dw, db, out->grad, x->data, w->data, N, C, OC);
+    tape->kernels->matmul_bwd(&tape->kernels->ctx, dx, dw, db, out->grad, x->data, w->data, N, C,
+                              OC);
 }
 
 // x is (...,C), weight (OC,C), bias (OC) or NULL -> out (...,OC)
@@ -28,7 +29,8 @@ ct_tensor *ct_op_linear(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_tenso
     shape[x->ndim - 1] = OC;
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, x->ndim, shape);
     if (!out) return NULL;
-    tape->kernels->matmul_fwd(out->data, x->data, weight->data, bias ? bias->data : NULL, N, C, OC);
+    tape->kernels->matmul_fwd(&tape->kernels->ctx, out->data, x->data, weight->data,
+                              bias ? bias->data : NULL, N, C, OC);
     ct_tape_record(tape, "linear", linear_bwd, out, x, weight, bias, NULL);
     return out;
 }

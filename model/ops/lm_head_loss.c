@@ -16,7 +16,8 @@ static void lm_head_loss_bwd(ct_tape *tape, ct_tape_node *node) {
     lm_head_saved *saved = node->saved;
     if (!x->requires_grad) return;
     float *dx = ct_tape_grad(tape, x);
-    if (dx) tape->kernels->add_inplace(dx, saved->dx, (size_t)ct_tensor_numel(x));
+    if (dx)
+        tape->kernels->add_inplace(&tape->kernels->ctx, dx, saved->dx, (size_t)ct_tensor_numel(x));
 }
 
 // x is (B,T,C), wte (V,C), targets (B,T) int32 -> scalar mean loss
@@ -30,7 +31,7 @@ ct_tensor *ct_op_lm_head_loss(ct_tape *tape, ct_tensor *x, ct_tensor *wte, ct_te
               (long long)wte->shape[1], (long long)ct_tensor_numel(targets));
     ct_tensor *loss = ct_tape_tensor(tape, CT_F32, 0, NULL);
     float *losses = ct_tape_scratch(tape, sizeof(float) * (size_t)N);
-    int chunk_rows = ct_kern_lm_head_chunk_rows(N, V);
+    int chunk_rows = tape->kernels->lm_head_chunk_rows(&tape->kernels->ctx, N, V);
     float *scratch = ct_tape_scratch(tape, sizeof(float) * (size_t)chunk_rows * V);
     if (!loss || !losses || !scratch) return NULL;
 
@@ -52,20 +53,12 @@ ct_tensor *ct_op_lm_head_loss(ct_tape *tape, ct_tensor *x, ct_tensor *wte, ct_te
         }
         if (wte->requires_grad) dwte = ct_tape_grad(tape, wte);
     }
-    tape->kernels->lm_head_loss(losses, dx, dwte, x->data, wte->data, targets->data, N, C, V,
-                                grad_scale, scratch, chunk_rows);
+    tape->kernels->lm_head_loss(&tape->kernels->ctx, losses, dx, dwte, x->data, wte->data,
+                                targets->data, N, C, V, grad_scale, scratch, chunk_rows);
     ct_tape_node *node =
         ct_tape_record(tape, "lm_head_loss", lm_head_loss_bwd, loss, x, wte, targets, NULL);
     if (node) node->saved = saved;
-    /* The mean in double, in index order: deterministic and independent of threads. */
-    double sum = 0.0;
-    int valid = 0;
-    const int32_t *tgt = targets->data;
-    for (int n = 0; n < N; n++) {
-        if (tgt[n] < 0) continue;
-        sum += losses[n];
-        valid++;
-    }
-    *(float *)loss->data = valid ? (float)(sum / valid) : 0.0f;
+    /* The mean over the rows with a target, on the device: nothing here reads device data. */
+    tape->kernels->loss_mean(&tape->kernels->ctx, loss->data, losses, targets->data, N);
     return loss;
 }
