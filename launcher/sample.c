@@ -76,7 +76,7 @@ static bool weights_finite(const ct_gpt *gpt, const char *path) {
     for (int u = 0; u < gpt->n_units; u++) {
         const ct_unit *unit = &gpt->units[u];
         for (int p = 0; p < unit->n_params; p++) {
-            const float *w = unit->data + unit->params[p].offset;
+            const float *w = ct_tensor_f32(&unit->tensors[p]);
             for (int64_t i = 0; i < unit->params[p].numel; i++) {
                 if (isfinite(w[i])) continue;
                 fprintf(stderr,

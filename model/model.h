@@ -30,15 +30,31 @@ typedef struct ct_tensor {
     int64_t shape[CT_MAX_DIMS];
     ct_dtype dtype;
     ct_device device;
-    void *data;         /* a view: owned by an arena or a unit's flat buffer */
-    float *grad;        /* same shape, f32; NULL until backward needs it (activations) */
-    bool requires_grad; /* parameters and everything computed from them */
+    void *data;          /* a view: owned by an arena or a unit's flat buffer */
+    void *grad;          /* same shape, grad_dtype; NULL until backward needs it (activations) */
+    ct_dtype grad_dtype; /* an activation's is its dtype; a parameter's is its unit's grad_dtype */
+    bool requires_grad;  /* parameters and everything computed from them */
     const char *name;
 } ct_tensor;
 
 int64_t ct_tensor_numel(const ct_tensor *t);
+/* Typed views of data and grad for the kernels, which take typed pointers. An op checks the
+ * dtypes it is given first (ct_tape_check_dtype: an unsupported one is an error); a mismatch
+ * here is a bug. */
 static inline float *ct_tensor_f32(const ct_tensor *t) {
+    CT_ASSERT(t->dtype == CT_F32, "%s: %s data read as f32", t->name ? t->name : "a tensor",
+              ct_dtype_name(t->dtype));
     return (float *)t->data;
+}
+static inline float *ct_tensor_grad_f32(const ct_tensor *t) {
+    CT_ASSERT(t->grad_dtype == CT_F32, "%s: %s gradient read as f32",
+              t->name ? t->name : "a tensor", ct_dtype_name(t->grad_dtype));
+    return (float *)t->grad;
+}
+static inline const int32_t *ct_tensor_i32(const ct_tensor *t) {
+    CT_ASSERT(t->dtype == CT_I32, "%s: %s data read as i32", t->name ? t->name : "a tensor",
+              ct_dtype_name(t->dtype));
+    return (const int32_t *)t->data;
 }
 
 /* ---------------------------------------------------------------- units and hooks */
@@ -70,16 +86,19 @@ typedef struct ct_unit {
     ct_param_desc params[CT_UNIT_MAX_PARAMS];
     ct_tensor tensors[CT_UNIT_MAX_PARAMS]; /* views into data / grad */
     int64_t numel;                         /* sum of the parameters' sizes */
-    float *data;        /* numel floats: the full parameters while this rank holds them */
-    float *grad;        /* numel floats: the full gradient while this rank holds it */
-    int uses_per_pass;  /* forward uses per pass: 2 for the tied embedding unit */
-    bool recompute;     /* activation checkpointing (arrives with the Precision & memory issue) */
-    int uses_this_pass; /* counted by the tape's markers */
+    void *data;          /* numel of dtype: the full parameters while this rank holds them */
+    ct_dtype dtype;      /* of data (the model's choice; kept by every rebinding) */
+    void *grad;          /* numel of grad_dtype: the full gradient while this rank holds it */
+    ct_dtype grad_dtype; /* of grad */
+    int uses_per_pass;   /* forward uses per pass: 2 for the tied embedding unit */
+    bool recompute;      /* activation checkpointing (arrives with the Precision & memory issue) */
+    int uses_this_pass;  /* counted by the tape's markers */
 } ct_unit;
 
-/* Points the unit's parameter and gradient views at `data` and `grad` (numel floats each;
- * grad may be NULL). A sharding strategy calls it when it gathers a unit into a new buffer. */
-void ct_unit_bind(ct_unit *unit, float *data, float *grad);
+/* Points the unit's parameter and gradient views at `data` (numel elements of `dtype`) and
+ * `grad` (numel of `grad_dtype`); either may be NULL. A sharding strategy calls it when it
+ * gathers a unit into a new buffer. */
+void ct_unit_bind(ct_unit *unit, void *data, ct_dtype dtype, void *grad, ct_dtype grad_dtype);
 
 /* Hooks fire on the unit markers of the tape, in execution order. A NULL function is skipped.
  * post_backward's `last_use` is true when backward has passed the unit's final use in this
@@ -149,8 +168,16 @@ ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *
 void *ct_tape_scratch(ct_tape *tape, size_t bytes);
 /* Copies a scalar f32 tensor (the loss) to *value on the host, through the kernel table. */
 ct_status ct_tape_read_scalar(ct_tape *tape, const ct_tensor *t, float *value);
-/* The tensor's gradient buffer, allocated zeroed from the arena on first use. */
-float *ct_tape_grad(ct_tape *tape, ct_tensor *t);
+/* The tensor's gradient buffer (numel of its grad_dtype), allocated zeroed from the arena on
+ * first use. */
+void *ct_tape_grad(ct_tape *tape, ct_tensor *t);
+/* The same, for a kernel that takes f32 gradients: NULL, with the tape failed, when the
+ * tensor's grad_dtype is another. */
+float *ct_tape_grad_f32(ct_tape *tape, ct_tensor *t);
+/* True when each of a, b, c (NULLs skipped) has `dtype`; otherwise the tape fails with an
+ * error naming `op` and the dtype it was given. Ops call it before touching data. */
+bool ct_tape_check_dtype(ct_tape *tape, const char *op, ct_dtype dtype, const ct_tensor *a,
+                         const ct_tensor *b, const ct_tensor *c);
 /* True when an op with these inputs will be recorded (the tape records and one needs a grad). */
 bool ct_tape_will_record(const ct_tape *tape, const ct_tensor *in0, const ct_tensor *in1);
 /* Appends an op node named `op` when recording and any input needs a gradient; marks
@@ -207,21 +234,23 @@ typedef struct {
     ct_gpt_config config;
     int n_units;
     ct_unit *units;
-    float *flat_data; /* single-process storage of every unit (NULL when a shard layer owns it) */
-    float *flat_grad;
+    void *flat_data; /* single-process storage of every unit (NULL when a shard layer owns it) */
+    void *flat_grad;
     int64_t num_params;
 } ct_gpt;
 
-/* Lays out the units (no parameter memory yet). Fails on an impossible config. */
+/* Lays out the units (no parameter memory yet; parameters and gradients f32, the only dtype
+ * the kernels take today). Fails on an impossible config. */
 ct_status ct_gpt_init(ct_gpt *gpt, const ct_gpt_config *config);
 void ct_gpt_free(ct_gpt *gpt);
-/* Allocates full parameter and gradient buffers for every unit and binds them. */
+/* Allocates full parameter and gradient buffers for every unit (in its dtypes) and binds them.
+ * Host memory: for single-process tools (sampling, export, parity), not for training. */
 ct_status ct_gpt_alloc_full(ct_gpt *gpt);
 /* GPT-2 initialisation of elements [lo, hi) of unit `u` into `dest` (hi - lo floats), a pure
  * function of (seed, unit, parameter, element): a shard initialises exactly its range. */
 void ct_gpt_init_range(const ct_gpt *gpt, int u, uint64_t seed, int64_t lo, int64_t hi,
                        float *dest);
-/* Initialises all bound parameters (single process). */
+/* Initialises all bound parameters (single process, host memory, f32). */
 void ct_gpt_init_weights(ct_gpt *gpt, uint64_t seed);
 /* Finds a parameter by its full name ("block.3.attn.qkv.weight", "embed.wte"). */
 ct_tensor *ct_gpt_param(ct_gpt *gpt, const char *full_name);
@@ -261,11 +290,12 @@ typedef struct {
 
 ct_status ct_adamw_init(ct_adamw *opt, const ct_gpt *gpt, const int64_t *lo, const int64_t *hi);
 void ct_adamw_free(ct_adamw *opt);
-/* One update of every unit's [lo, hi) range: params, grads are the unit's full views offset by
- * lo (the caller passes pointers to its range). grad_scale multiplies the gradient (clipping). */
-void ct_adamw_step(ct_adamw *opt, const ct_gpt *gpt, float *const *params,
-                   const float *const *grads, const ct_adamw_hparams *hp, float grad_scale,
-                   const ct_kernels *kernels);
+/* One update of every unit's [lo, hi) range: params, grads point at element lo of the unit's
+ * parameters and gradient (in its dtype and grad_dtype; the kernel takes f32 and anything else
+ * is an error). grad_scale multiplies the gradient (clipping). */
+ct_status ct_adamw_step(ct_adamw *opt, const ct_gpt *gpt, void *const *params,
+                        const void *const *grads, const ct_adamw_hparams *hp, float grad_scale,
+                        const ct_kernels *kernels);
 
 typedef enum { CT_SCHEDULE_CONSTANT = 0, CT_SCHEDULE_COSINE, CT_SCHEDULE_LINEAR } ct_schedule_kind;
 

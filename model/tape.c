@@ -17,10 +17,6 @@ int64_t ct_tensor_numel(const ct_tensor *t) {
     return n;
 }
 
-static size_t dtype_bytes(ct_dtype dtype) {
-    return dtype == CT_BF16 ? 2 : 4;
-}
-
 /* The profile slot of op `name` (slots are found by name; there are a handful of op kinds). */
 static int profile_slot(ct_tape_profile *profile, const char *name) {
     for (int i = 0; i < profile->n_ops; i++)
@@ -80,6 +76,8 @@ static ct_tensor *new_header(ct_tape *tape, ct_dtype dtype, int ndim, const int6
     for (int d = 0; d < ndim; d++)
         t->shape[d] = shape[d];
     t->dtype = dtype;
+    t->grad_dtype = dtype;
+    t->device = tape->kernels->ctx.device;
     return t;
 }
 
@@ -87,7 +85,7 @@ ct_tensor *ct_tape_tensor(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t
     ct_tensor *t = new_header(tape, dtype, ndim, shape);
     if (!t) return NULL;
     /* Uninitialised: every op writes its whole output. */
-    t->data = ct_tape_scratch(tape, (size_t)ct_tensor_numel(t) * dtype_bytes(dtype));
+    t->data = ct_tape_scratch(tape, (size_t)ct_tensor_numel(t) * ct_dtype_size(dtype));
     return t->data ? t : NULL;
 }
 
@@ -104,12 +102,36 @@ ct_status ct_tape_read_scalar(ct_tape *tape, const ct_tensor *t, float *value) {
     return k->copy(&k->ctx, value, t->data, sizeof(float), CT_COPY_DEVICE_TO_HOST);
 }
 
-float *ct_tape_grad(ct_tape *tape, ct_tensor *t) {
+void *ct_tape_grad(ct_tape *tape, ct_tensor *t) {
     if (!t->grad) {
-        t->grad = ct_arena_alloc(&tape->arena, (size_t)ct_tensor_numel(t) * sizeof(float));
+        size_t bytes = (size_t)ct_tensor_numel(t) * ct_dtype_size(t->grad_dtype);
+        t->grad = ct_arena_alloc(&tape->arena, bytes);
         if (!t->grad) ct_tape_fail(tape, CT_ERR_NOMEM);
     }
     return t->grad;
+}
+
+float *ct_tape_grad_f32(ct_tape *tape, ct_tensor *t) {
+    if (t->grad_dtype != CT_F32) {
+        ct_tape_fail(tape, ct_error(CT_ERR_INVALID, "%s: a %s gradient, but the kernels take f32",
+                                    t->name ? t->name : "a tensor", ct_dtype_name(t->grad_dtype)));
+        return NULL;
+    }
+    return ct_tape_grad(tape, t);
+}
+
+bool ct_tape_check_dtype(ct_tape *tape, const char *op, ct_dtype dtype, const ct_tensor *a,
+                         const ct_tensor *b, const ct_tensor *c) {
+    const ct_tensor *in[3] = {a, b, c};
+    for (int i = 0; i < 3; i++) {
+        if (!in[i] || in[i]->dtype == dtype) continue;
+        ct_tape_fail(tape,
+                     ct_error(CT_ERR_INVALID, "%s: %s is %s; the %s kernels take %s", op,
+                              in[i]->name ? in[i]->name : "an input", ct_dtype_name(in[i]->dtype),
+                              tape->kernels->name, ct_dtype_name(dtype)));
+        return false;
+    }
+    return true;
 }
 
 static ct_tape_node *append(ct_tape *tape, ct_node_kind kind) {

@@ -44,7 +44,7 @@ struct ct_shard {
     bool last_micro;
     bool first_micro; /* the step's first micro-batch: no earlier partial sums to carry */
     ct_adamw opt;
-    float **opt_params, **opt_grads; /* per unit: where AdamW reads and writes */
+    void **opt_params, **opt_grads; /* per unit: where AdamW reads and writes */
     ct_unit_hooks hooks;
 };
 

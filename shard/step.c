@@ -76,8 +76,8 @@ ct_status ct_shard_grad_norm(ct_shard *s, double *norm) {
 }
 
 ct_status ct_shard_optimizer_step(ct_shard *s, const ct_adamw_hparams *hp, float grad_scale) {
-    ct_adamw_step(&s->opt, s->gpt, s->opt_params, (const float *const *)s->opt_grads, hp,
-                  grad_scale, s->kernels);
+    CT_CHECK(ct_adamw_step(&s->opt, s->gpt, s->opt_params, (const void *const *)s->opt_grads, hp,
+                           grad_scale, s->kernels));
     int n = s->gpt->n_units;
     if (ct_shard_is_fsdp(s)) {
         /* Gathered copies are stale now: the next forward gathers again. */

@@ -138,8 +138,8 @@ int main(int argc, char **argv) {
 
     ct_adamw opt;
     ct_adamw_init(&opt, &gpt, NULL, NULL);
-    float **params = malloc(sizeof(float *) * (size_t)gpt.n_units);
-    const float **grads = malloc(sizeof(float *) * (size_t)gpt.n_units);
+    void **params = malloc(sizeof(void *) * (size_t)gpt.n_units);
+    const void **grads = malloc(sizeof(void *) * (size_t)gpt.n_units);
     for (int u = 0; u < gpt.n_units; u++) {
         params[u] = gpt.units[u].data;
         grads[u] = gpt.units[u].grad;
@@ -154,7 +154,7 @@ int main(int argc, char **argv) {
             .eps = (float)a.eps,
             .weight_decay = (float)a.weight_decay};
         float clip = ct_clip_scale(grad_norm(&gpt, k), a.grad_clip);
-        ct_adamw_step(&opt, &gpt, params, grads, &hp, clip, k);
+        if (ct_adamw_step(&opt, &gpt, params, grads, &hp, clip, k) != CT_OK) return 1;
     }
     ct_ckpt_llmc_pack(&gpt, false, buf);
     fwrite(buf, sizeof(float), n, out);
