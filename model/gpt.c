@@ -165,9 +165,10 @@ size_t ct_gpt_activation_bytes(const ct_kernels *k, const ct_gpt_config *c, int 
     size_t block = 2 * 18 * BT * C + 4 * BT /* LayerNorm mean, rstd */ +
                    (size_t)B * NH * T * T /* probabilities */ +
                    2 * k->attention_scratch_floats(&k->ctx, B, T, (int)C, (int)NH) /* fwd + bwd */;
-    /* The embedding's output and the final LayerNorm with their gradients, the head's saved
-     * d(x), per-row losses and one chunk of logits. */
-    size_t head = 4 * BT * C + 2 * BT + BT * C + BT +
+    /* The token ids and targets (int32, as large as floats), the embedding's output and the
+     * final LayerNorm with their gradients, the head's saved d(x), per-row losses and one
+     * chunk of logits. */
+    size_t head = 2 * BT + 4 * BT * C + 2 * BT + BT * C + BT +
                   (size_t)k->lm_head_chunk_rows(&k->ctx, (int)BT, (int)V) * V;
     size_t floats = L * block + head;
     /* Tensor headers, nodes and saved records (a few hundred bytes per op, 64-byte aligned
@@ -218,7 +219,7 @@ static ct_tensor *trunk_fwd(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs, i
     }
     ct_unit *embed = &gpt->units[0];
     int64_t shape[2] = {B, T};
-    ct_tensor *tokens = ct_tape_wrap(tape, CT_I32, 2, shape, (void *)inputs);
+    ct_tensor *tokens = ct_tape_upload(tape, CT_I32, 2, shape, inputs);
     if (ct_tape_unit_begin(tape, embed)) return NULL;
     ct_tensor *x = ct_op_embedding(tape, tokens, &embed->tensors[0], &embed->tensors[1]);
     if (ct_tape_unit_end(tape, embed)) return NULL;
@@ -233,7 +234,7 @@ ct_tensor *ct_gpt_forward_loss(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs
     ct_unit *embed = &gpt->units[0];
     ct_tensor *y = trunk_fwd(gpt, tape, inputs, B, T);
     int64_t shape[2] = {B, T};
-    ct_tensor *tgt = ct_tape_wrap(tape, CT_I32, 2, shape, (void *)targets);
+    ct_tensor *tgt = ct_tape_upload(tape, CT_I32, 2, shape, targets);
     ct_tensor *loss = ct_op_lm_head_loss(tape, y, &embed->tensors[0], tgt, grad_scale);
     if (!loss || ct_tape_unit_end(tape, embed)) return NULL;
     return loss;

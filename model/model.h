@@ -4,8 +4,11 @@
  * through the unit hooks (ct_unit_hooks), which fire on the tape's unit markers.
  *
  * Memory: tensors never own memory. Parameters and their gradients are views into each unit's
- * flat buffers; activations, saved tensors and tape nodes come from the tape's arena, which is
- * reset after every micro-step, so a warm step allocates nothing.
+ * flat buffers. The tape keeps two arenas, both reset after every micro-step so that a warm
+ * step allocates nothing: a host one for its own records (nodes, tensor headers, ops' saved
+ * state) and a data one, in the memory of the kernels' device, for tensor data, gradients and
+ * scratch. Device data is zeroed and filled only through the kernel table; no op reads it on
+ * the host.
  *
  * Errors inside a forward pass are sticky: an op that fails records the status on the tape
  * and returns NULL, later ops given NULL return NULL, and the caller checks ct_tape_status once.
@@ -124,7 +127,7 @@ struct ct_tape_node {
     ct_backward_fn backward; /* ops only */
     ct_tensor *out;
     ct_tensor *in[4];
-    void *saved;   /* op-specific state from the arena */
+    void *saved;   /* op-specific record from the host arena (it may point at device data) */
     ct_unit *unit; /* unit markers only */
     ct_tape_node *prev;
     int profile_slot; /* index into the tape's profile */
@@ -141,8 +144,12 @@ typedef struct {
     double last_mark_s;
 } ct_tape_profile;
 
+/* Address space the host arena reserves: a pass's records take some 30 KiB per unit. */
+#define CT_TAPE_HOST_RESERVE_BYTES ((size_t)64 << 20)
+
 struct ct_tape {
-    ct_arena arena;            /* activations, saved tensors, nodes: reset every micro-step */
+    ct_arena host;             /* nodes, tensor headers, ops' saved records (host memory) */
+    ct_arena data;             /* tensor data, gradients, saved buffers, scratch (device memory) */
     const ct_kernels *kernels; /* the backend of this tape's tensors */
     bool recording;            /* false: forward only (evaluation, sampling) */
     ct_tape_node *last;        /* newest node */
@@ -152,24 +159,36 @@ struct ct_tape {
 };
 
 void ct_tape_init(ct_tape *tape, const ct_kernels *kernels);
+/* Before the first pass: the data arena reserves `data_bytes` (a plan's figure, as from
+ * ct_gpt_activation_bytes) instead of the machine's memory; the host arena always reserves
+ * CT_TAPE_HOST_RESERVE_BYTES. */
+void ct_tape_set_capacity(ct_tape *tape, size_t data_bytes);
 void ct_tape_free(ct_tape *tape);
-/* Forgets the nodes and recycles the arena for the next micro-step. */
+/* Forgets the nodes and recycles both arenas for the next micro-step. */
 ct_status ct_tape_reset(ct_tape *tape);
 ct_status ct_tape_status(const ct_tape *tape);
 /* Records a failure (the first one wins) and returns it. */
 ct_status ct_tape_fail(ct_tape *tape, ct_status status);
 
-/* A new tensor with uninitialised data from the arena (every op writes its whole output);
+/* A new tensor with uninitialised data from the data arena (every op writes its whole output);
  * NULL on failure (recorded). */
 ct_tensor *ct_tape_tensor(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape);
-/* A view onto caller memory (inputs such as token ids). */
+/* A tensor holding a copy of `host` (host memory, numel of dtype: token ids), copied to the
+ * data arena through the kernel table. */
+ct_tensor *ct_tape_upload(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape,
+                          const void *host);
+/* A view onto caller memory that is already the device's. */
 ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape, void *data);
-/* Scratch memory from the arena, for an op's saved state. */
+/* Uninitialised device memory from the data arena: an op's saved buffers and scratch. */
 void *ct_tape_scratch(ct_tape *tape, size_t bytes);
+/* The same, zeroed through the kernel table's memset. */
+void *ct_tape_zeros(ct_tape *tape, size_t bytes);
+/* Zeroed host memory from the host arena: an op's saved record (pointers, sizes). */
+void *ct_tape_host(ct_tape *tape, size_t bytes);
 /* Copies a scalar f32 tensor (the loss) to *value on the host, through the kernel table. */
 ct_status ct_tape_read_scalar(ct_tape *tape, const ct_tensor *t, float *value);
-/* The tensor's gradient buffer (numel of its grad_dtype), allocated zeroed from the arena on
- * first use. */
+/* The tensor's gradient buffer (numel of its grad_dtype), allocated from the data arena and
+ * zeroed on first use. */
 void *ct_tape_grad(ct_tape *tape, ct_tensor *t);
 /* The same, for a kernel that takes f32 gradients: NULL, with the tape failed, when the
  * tensor's grad_dtype is another. */
@@ -256,18 +275,20 @@ void ct_gpt_init_weights(ct_gpt *gpt, uint64_t seed);
 ct_tensor *ct_gpt_param(ct_gpt *gpt, const char *full_name);
 /* Training FLOPs per token (BENCH.md): 6 x matmul weights incl. the tied head + 12 L T C. */
 double ct_gpt_flops_per_token(const ct_gpt_config *config, int T);
-/* An upper bound of the tape arena's bytes for one recorded forward and backward pass of a
- * (B,T) micro-batch: every activation, its gradient, the attention probabilities and
- * scratch, the LM head's chunk of logits, and the tape's own records. tests/test_gpt.c holds
- * it against the measured peak. */
+/* An upper bound of the tape's bytes (both arenas) for one recorded forward and backward pass
+ * of a (B,T) micro-batch: the token ids, every activation, its gradient, the attention
+ * probabilities and scratch, the LM head's chunk of logits, and the tape's own records.
+ * tests/test_gpt.c holds it against the measured peak. */
 size_t ct_gpt_activation_bytes(const ct_kernels *kernels, const ct_gpt_config *config, int B,
                                int T);
 
-/* One forward pass on inputs/targets (B,T) int32. Returns the mean loss tensor (scalar);
- * when the tape records, backward gives gradients of grad_scale * loss. */
+/* One forward pass on inputs/targets (B,T) int32 in host memory (copied to the device through
+ * the table). Returns the mean loss tensor (scalar, device memory: ct_tape_read_scalar reads
+ * it); when the tape records, backward gives gradients of grad_scale * loss. */
 ct_tensor *ct_gpt_forward_loss(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs,
                                const int32_t *targets, int B, int T, float grad_scale);
-/* Forward to the logits of every position (B,T,V) into `logits`; nothing is recorded. */
+/* Forward to the logits of every position (B,T,V) into `logits` (memory of the kernels'
+ * device: host memory on the CPU); inputs as ct_gpt_forward_loss's. Nothing is recorded. */
 ct_status ct_gpt_forward_logits(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs, int B, int T,
                                 float *logits);
 /* Sets every unit's gradient to zero. */

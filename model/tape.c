@@ -3,8 +3,10 @@
  * backward function, inputs, output and saved state; backward walks the nodes newest first.
  * Unit markers (begin/end) on the tape fire the hooks through which sharding and activation
  * checkpointing plug in, in forward order going forward and in reverse order going back.
- * Everything a pass creates (nodes, tensors, gradients of activations) lives in the tape's
- * arena and is recycled by ct_tape_reset.
+ * Everything a pass creates lives in the tape's two arenas and is recycled by ct_tape_reset:
+ * its records (nodes, tensor headers, ops' saved state) in the host arena, tensor data and
+ * gradients in the data arena, which is the kernels' device memory and is therefore written
+ * only by kernels: zeroed through the table's memset, filled from the host by its copy.
  */
 #include "model/model.h"
 
@@ -33,13 +35,20 @@ static void profile_mark(ct_tape *tape) {
 
 void ct_tape_init(ct_tape *tape, const ct_kernels *kernels) {
     memset(tape, 0, sizeof(*tape));
-    ct_arena_init(&tape->arena, CT_MEM_ACTIVATIONS);
+    ct_arena_init(&tape->host, CT_MEM_ACTIVATIONS);
+    ct_arena_set_capacity(&tape->host, CT_TAPE_HOST_RESERVE_BYTES);
+    ct_arena_init(&tape->data, CT_MEM_ACTIVATIONS);
     tape->kernels = kernels;
     tape->recording = true;
 }
 
+void ct_tape_set_capacity(ct_tape *tape, size_t data_bytes) {
+    ct_arena_set_capacity(&tape->data, data_bytes);
+}
+
 void ct_tape_free(ct_tape *tape) {
-    ct_arena_free(&tape->arena);
+    ct_arena_free(&tape->host);
+    ct_arena_free(&tape->data);
     memset(tape, 0, sizeof(*tape));
 }
 
@@ -47,7 +56,8 @@ ct_status ct_tape_reset(ct_tape *tape) {
     tape->last = NULL;
     tape->status = CT_OK;
     profile_mark(tape);
-    return ct_arena_reset(&tape->arena);
+    CT_CHECK(ct_arena_reset(&tape->host));
+    return ct_arena_reset(&tape->data);
 }
 
 ct_status ct_tape_status(const ct_tape *tape) {
@@ -60,18 +70,29 @@ ct_status ct_tape_fail(ct_tape *tape, ct_status status) {
 }
 
 void *ct_tape_scratch(ct_tape *tape, size_t bytes) {
-    void *ptr = ct_arena_alloc_uninit(&tape->arena, bytes);
+    void *ptr = ct_arena_alloc_uninit(&tape->data, bytes);
+    if (!ptr) ct_tape_fail(tape, CT_ERR_NOMEM);
+    return ptr;
+}
+
+void *ct_tape_zeros(ct_tape *tape, size_t bytes) {
+    void *ptr = ct_tape_scratch(tape, bytes);
+    const ct_kernels *k = tape->kernels;
+    ct_status status = ptr ? k->memset_bytes(&k->ctx, ptr, 0, bytes) : CT_OK;
+    if (status) ct_tape_fail(tape, status);
+    return status ? NULL : ptr;
+}
+
+void *ct_tape_host(ct_tape *tape, size_t bytes) {
+    void *ptr = ct_arena_alloc(&tape->host, bytes);
     if (!ptr) ct_tape_fail(tape, CT_ERR_NOMEM);
     return ptr;
 }
 
 static ct_tensor *new_header(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape) {
     CT_ASSERT(ndim >= 0 && ndim <= CT_MAX_DIMS, "ndim %d", ndim);
-    ct_tensor *t = ct_arena_alloc(&tape->arena, sizeof(ct_tensor));
-    if (!t) {
-        ct_tape_fail(tape, CT_ERR_NOMEM);
-        return NULL;
-    }
+    ct_tensor *t = ct_tape_host(tape, sizeof(ct_tensor));
+    if (!t) return NULL;
     t->ndim = ndim;
     for (int d = 0; d < ndim; d++)
         t->shape[d] = shape[d];
@@ -89,6 +110,17 @@ ct_tensor *ct_tape_tensor(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t
     return t->data ? t : NULL;
 }
 
+ct_tensor *ct_tape_upload(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape,
+                          const void *host) {
+    ct_tensor *t = ct_tape_tensor(tape, dtype, ndim, shape);
+    if (!t) return NULL;
+    const ct_kernels *k = tape->kernels;
+    size_t bytes = (size_t)ct_tensor_numel(t) * ct_dtype_size(dtype);
+    ct_status status = k->copy(&k->ctx, t->data, host, bytes, CT_COPY_HOST_TO_DEVICE);
+    if (status) ct_tape_fail(tape, status);
+    return status ? NULL : t;
+}
+
 ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape, void *data) {
     ct_tensor *t = new_header(tape, dtype, ndim, shape);
     if (t) t->data = data;
@@ -104,9 +136,7 @@ ct_status ct_tape_read_scalar(ct_tape *tape, const ct_tensor *t, float *value) {
 
 void *ct_tape_grad(ct_tape *tape, ct_tensor *t) {
     if (!t->grad) {
-        size_t bytes = (size_t)ct_tensor_numel(t) * ct_dtype_size(t->grad_dtype);
-        t->grad = ct_arena_alloc(&tape->arena, bytes);
-        if (!t->grad) ct_tape_fail(tape, CT_ERR_NOMEM);
+        t->grad = ct_tape_zeros(tape, (size_t)ct_tensor_numel(t) * ct_dtype_size(t->grad_dtype));
     }
     return t->grad;
 }
@@ -135,11 +165,8 @@ bool ct_tape_check_dtype(ct_tape *tape, const char *op, ct_dtype dtype, const ct
 }
 
 static ct_tape_node *append(ct_tape *tape, ct_node_kind kind) {
-    ct_tape_node *node = ct_arena_alloc(&tape->arena, sizeof(ct_tape_node));
-    if (!node) {
-        ct_tape_fail(tape, CT_ERR_NOMEM);
-        return NULL;
-    }
+    ct_tape_node *node = ct_tape_host(tape, sizeof(ct_tape_node));
+    if (!node) return NULL;
     node->kind = kind;
     node->prev = tape->last;
     tape->last = node;

@@ -122,12 +122,12 @@ static void test_a_gradient_is_sized_by_its_dtype(void) {
     ct_tensor *h = ct_tape_tensor(&tape, CT_BF16, 1, shape);
     ct_tensor *f = ct_tape_tensor(&tape, CT_F32, 1, shape);
     CU_ASSERT_FATAL(h && f && h->grad_dtype == CT_BF16 && f->grad_dtype == CT_F32);
-    size_t before = tape.arena.used_bytes;
+    size_t before = tape.data.used_bytes;
     CU_ASSERT_PTR_NOT_NULL(ct_tape_grad(&tape, h));
-    CU_ASSERT_EQUAL(tape.arena.used_bytes - before, 256 * 2); /* 64-byte multiples already */
-    before = tape.arena.used_bytes;
+    CU_ASSERT_EQUAL(tape.data.used_bytes - before, 256 * 2); /* 64-byte multiples already */
+    before = tape.data.used_bytes;
     CU_ASSERT_PTR_NOT_NULL(ct_tape_grad(&tape, f));
-    CU_ASSERT_EQUAL(tape.arena.used_bytes - before, 256 * 4);
+    CU_ASSERT_EQUAL(tape.data.used_bytes - before, 256 * 4);
     /* A kernel taking f32 gradients refuses the bf16 one. */
     CU_ASSERT_PTR_NULL(ct_tape_grad_f32(&tape, h));
     CU_ASSERT_EQUAL(ct_tape_status(&tape), CT_ERR_INVALID);

@@ -34,7 +34,7 @@ ct_tensor *ct_op_attention(ct_tape *tape, ct_tensor *qkv, int n_head) {
     const ct_kernels *k = tape->kernels;
     int64_t shape[3] = {B, T, C};
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, 3, shape);
-    attention_saved *saved = ct_tape_scratch(tape, sizeof(attention_saved));
+    attention_saved *saved = ct_tape_host(tape, sizeof(attention_saved));
     float *att = ct_tape_scratch(tape, sizeof(float) * (size_t)B * n_head * T * T);
     float *scratch = ct_tape_scratch(
         tape, sizeof(float) * k->attention_scratch_floats(&k->ctx, B, T, C, n_head));

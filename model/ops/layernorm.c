@@ -32,7 +32,7 @@ ct_tensor *ct_op_layernorm(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_te
     if (!ct_tape_check_dtype(tape, "layernorm", CT_F32, x, weight, bias)) return NULL;
     int N = (int)(ct_tensor_numel(x) / C);
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, x->ndim, x->shape);
-    layernorm_saved *saved = ct_tape_scratch(tape, sizeof(layernorm_saved));
+    layernorm_saved *saved = ct_tape_host(tape, sizeof(layernorm_saved));
     float *stats = ct_tape_scratch(tape, 2 * sizeof(float) * (size_t)N);
     if (!out || !saved || !stats) return NULL;
     saved->mean = stats;

@@ -45,14 +45,11 @@ ct_tensor *ct_op_lm_head_loss(ct_tape *tape, ct_tensor *x, ct_tensor *wte, ct_te
     lm_head_saved *saved = NULL;
     float *dx = NULL, *dwte = NULL;
     if (wants_grad) {
-        saved = ct_tape_scratch(tape, sizeof(lm_head_saved));
+        saved = ct_tape_host(tape, sizeof(lm_head_saved));
         if (!saved) return NULL;
         if (x->requires_grad) {
-            saved->dx = ct_arena_alloc(&tape->arena, sizeof(float) * (size_t)N * C);
-            if (!saved->dx) {
-                ct_tape_fail(tape, CT_ERR_NOMEM);
-                return NULL;
-            }
+            saved->dx = ct_tape_zeros(tape, sizeof(float) * (size_t)N * C);
+            if (!saved->dx) return NULL;
             dx = saved->dx;
         }
         if (wte->requires_grad) dwte = ct_tape_grad_f32(tape, wte);
