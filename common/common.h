@@ -48,8 +48,14 @@ void ct_error_clear(void);
         if (ct_check_status_ != CT_OK) return ct_check_status_;                                    \
     } while (0)
 
-/* A broken invariant is a bug: print where and what, then abort (never for bad input). */
-_Noreturn void ct_assert_fail(const char *file, int line, const char *cond, const char *fmt, ...)
+/* A broken invariant is a bug: print where and what, then abort (never for bad input).
+ * (C++ spells _Noreturn differently: CUDA sources include this header too.) */
+#ifdef __cplusplus
+[[noreturn]]
+#else
+_Noreturn
+#endif
+void ct_assert_fail(const char *file, int line, const char *cond, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 #define CT_ASSERT(cond, ...)                                                                       \
     do {                                                                                           \

@@ -1,9 +1,22 @@
 /*
  * kernels: the arithmetic of every op, per device, behind one table of function pointers.
- * Kernels take raw pointers and sizes, never a ct_tensor; model/ picks the table for a
- * tensor's device and calls through it. Backward kernels accumulate (+=) into their gradient
- * outputs, because a tensor used twice (a residual stream, the tied embedding) receives the
- * sum of its uses' gradients, and micro-batches accumulate into the same buffers.
+ * Kernels take raw pointers and sizes, never a ct_tensor; model/ calls through the table its
+ * tape was given. Backward kernels accumulate (+=) into their gradient outputs, because a
+ * tensor used twice (a residual stream, the tied embedding) receives the sum of its uses'
+ * gradients, and micro-batches accumulate into the same buffers.
+ *
+ * The table is chosen once, from device.type, by ct_kernels_for_device, and passed down to
+ * everything that touches model memory (the tape, shard/, the trainer); nothing else names a
+ * backend. Besides the arithmetic it holds what code above it needs in order never to touch
+ * device memory from the host: memset, copy (host <-> device, device <-> device), cast between
+ * floating-point types, the scratch sizes its kernels want, and the mean of the per-row losses.
+ *
+ * The context: every entry takes the table's ct_kern_ctx first. A CUDA table is made per device
+ * with its stream, its cuBLASLt (and cuDNN) handles and a workspace filled in, and its entries
+ * launch on that stream with those handles; the CPU table's context is all NULL and its entries
+ * ignore it. A context per table, passed to every call, rather than globals, keeps two tables
+ * (two streams, two devices) apart, and lets one table be a const static (CPU) or a per-device
+ * instance (CUDA) behind the same call sites: `k->gelu_fwd(&k->ctx, out, inp, n)`.
  *
  * Shapes use B batch, T time, C channels, OC output channels, NH heads, V vocabulary.
  * Matrices are row-major; Linear weights are (OC, C) as in PyTorch and llm.c.
@@ -14,77 +27,151 @@
 #ifndef CT_KERNELS_H
 #define CT_KERNELS_H
 
+#include "common/common.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
+/* Where memory lives and kernels run. */
+typedef enum { CT_DEVICE_CPU = 0, CT_DEVICE_CUDA } ct_device;
+
+/* Element types of tensors (model/), of the cast entry and of what shard/ communicates. */
+typedef enum { CT_F32 = 0, CT_BF16, CT_F16, CT_I32 } ct_dtype;
+
+/* Bytes per element: 4 (f32, i32) or 2 (bf16, f16). */
+size_t ct_dtype_size(ct_dtype dtype);
+/* "f32", "bf16", "f16", "i32" (messages). */
+const char *ct_dtype_name(ct_dtype dtype);
+
+/* What a backend needs on every call; NULL (and 0) fields on the CPU. */
+typedef struct {
+    ct_device device;
+    int device_index;       /* which GPU (CUDA); 0 on the CPU */
+    void *stream;           /* cudaStream_t every entry is ordered on */
+    void *blas;             /* cublasLtHandle_t */
+    void *dnn;              /* cudnnHandle_t (when cuDNN is found) */
+    void *workspace;        /* device scratch for library calls (cuBLASLt's workspace) */
+    size_t workspace_bytes; /* size of `workspace` */
+} ct_kern_ctx;
+
+/* Directions of the copy entry. "Device" is the memory of the table's device: on the CPU all
+ * three are the same memcpy. */
+typedef enum {
+    CT_COPY_HOST_TO_DEVICE = 0,
+    CT_COPY_DEVICE_TO_HOST,
+    CT_COPY_DEVICE_TO_DEVICE
+} ct_copy_kind;
+
 typedef struct ct_kernels {
     const char *name;
+    ct_kern_ctx ctx; /* passed as the first argument of every entry */
+
+    /* ---- memory: what code above kernels/ uses instead of memset and memcpy on device data.
+     * Both are complete, for later entries on the same context, when they return; a copy to
+     * the host is complete for the host too. */
+
+    /* dst (bytes) = value, byte by byte */
+    ct_status (*memset_bytes)(const ct_kern_ctx *ctx, void *dst, int value, size_t bytes);
+    /* dst (bytes) = src (bytes); the buffers do not overlap */
+    ct_status (*copy)(const ct_kern_ctx *ctx, void *dst, const void *src, size_t bytes,
+                      ct_copy_kind kind);
+    /* dst (n, dst_dtype) = src (n, src_dtype) for f32, bf16, f16 in any direction (the same
+     * type copies): to bf16 and f16 rounding to nearest, ties to even; f16 keeps IEEE
+     * subnormals, overflows to infinity; a NaN stays a (quiet) NaN. Other types fail. */
+    ct_status (*cast)(const ct_kern_ctx *ctx, void *dst, ct_dtype dst_dtype, const void *src,
+                      ct_dtype src_dtype, size_t n);
+
+    /* ---- sizes the kernels want from their callers */
+
+    /* Floats of scratch the attention kernels need for (B,T,C,NH). */
+    size_t (*attention_scratch_floats)(const ct_kern_ctx *ctx, int B, int T, int C, int NH);
+    /* Rows per chunk of the fused LM head for N rows and vocabulary V (bounds its scratch). */
+    int (*lm_head_chunk_rows)(const ct_kern_ctx *ctx, int N, int V);
+
+    /* ---- arithmetic */
 
     /* out (N,OC) = inp (N,C) @ weight^T (OC,C) + bias (OC) [bias may be NULL] */
-    void (*matmul_fwd)(float *out, const float *inp, const float *weight, const float *bias, int N,
-                       int C, int OC);
+    void (*matmul_fwd)(const ct_kern_ctx *ctx, float *out, const float *inp, const float *weight,
+                       const float *bias, int N, int C, int OC);
     /* dinp (N,C) += dout @ weight; dweight (OC,C) += dout^T @ inp; dbias (OC) += sum_n dout.
      * Any of dinp, dweight, dbias may be NULL (not needed). */
-    void (*matmul_bwd)(float *dinp, float *dweight, float *dbias, const float *dout,
-                       const float *inp, const float *weight, int N, int C, int OC);
+    void (*matmul_bwd)(const ct_kern_ctx *ctx, float *dinp, float *dweight, float *dbias,
+                       const float *dout, const float *inp, const float *weight, int N, int C,
+                       int OC);
 
     /* out (N,C) = (inp - mean) * rstd * weight + bias per row; saves mean (N) and rstd (N). */
-    void (*layernorm_fwd)(float *out, float *mean, float *rstd, const float *inp,
-                          const float *weight, const float *bias, int N, int C, float eps);
+    void (*layernorm_fwd)(const ct_kern_ctx *ctx, float *out, float *mean, float *rstd,
+                          const float *inp, const float *weight, const float *bias, int N, int C,
+                          float eps);
     /* dinp (N,C), dweight and dbias (C) +=; any of them may be NULL (not needed). */
-    void (*layernorm_bwd)(float *dinp, float *dweight, float *dbias, const float *dout,
-                          const float *inp, const float *weight, const float *mean,
-                          const float *rstd, int N, int C);
+    void (*layernorm_bwd)(const ct_kern_ctx *ctx, float *dinp, float *dweight, float *dbias,
+                          const float *dout, const float *inp, const float *weight,
+                          const float *mean, const float *rstd, int N, int C);
 
     /* GELU, tanh approximation, elementwise over n. */
-    void (*gelu_fwd)(float *out, const float *inp, size_t n);
-    void (*gelu_bwd)(float *dinp, const float *inp, const float *dout, size_t n);
+    void (*gelu_fwd)(const ct_kern_ctx *ctx, float *out, const float *inp, size_t n);
+    void (*gelu_bwd)(const ct_kern_ctx *ctx, float *dinp, const float *inp, const float *dout,
+                     size_t n);
 
     /* out (n) = a + b; backward is an identity on both inputs, done by add_inplace. */
-    void (*add_fwd)(float *out, const float *a, const float *b, size_t n);
+    void (*add_fwd)(const ct_kern_ctx *ctx, float *out, const float *a, const float *b, size_t n);
     /* y (n) += x */
-    void (*add_inplace)(float *y, const float *x, size_t n);
+    void (*add_inplace)(const ct_kern_ctx *ctx, float *y, const float *x, size_t n);
 
     /* out (B,T,C) = wte[tokens] + wpe[t] */
-    void (*embedding_fwd)(float *out, const int32_t *tokens, const float *wte, const float *wpe,
-                          int B, int T, int C);
+    void (*embedding_fwd)(const ct_kern_ctx *ctx, float *out, const int32_t *tokens,
+                          const float *wte, const float *wpe, int B, int T, int C);
     /* dwte (V,C) += scatter of dout by token; dwpe (T,C) += sum over batch. Either may be NULL. */
-    void (*embedding_bwd)(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int B,
-                          int T, int C);
+    void (*embedding_bwd)(const ct_kern_ctx *ctx, float *dwte, float *dwpe, const float *dout,
+                          const int32_t *tokens, int B, int T, int C);
 
     /* Causal self-attention. qkv (B,T,3C) holds q, k, v per position (heads of hs = C/NH
      * channels each); out (B,T,C); att (B,NH,T,T) keeps the softmax probabilities for backward
-     * (row t holds t+1 valid entries). scratch holds ct_kern_attention_scratch_floats floats. */
-    void (*attention_fwd)(float *out, float *att, const float *qkv, float *scratch, int B, int T,
-                          int C, int NH);
-    /* dqkv (B,T,3C) += gradient of out given dout (B,T,C). */
-    void (*attention_bwd)(float *dqkv, const float *dout, const float *qkv, const float *att,
+     * (row t holds t+1 valid entries). scratch holds attention_scratch_floats floats. */
+    void (*attention_fwd)(const ct_kern_ctx *ctx, float *out, float *att, const float *qkv,
                           float *scratch, int B, int T, int C, int NH);
+    /* dqkv (B,T,3C) += gradient of out given dout (B,T,C). */
+    void (*attention_bwd)(const ct_kern_ctx *ctx, float *dqkv, const float *dout, const float *qkv,
+                          const float *att, float *scratch, int B, int T, int C, int NH);
 
     /* The tied LM head and mean cross-entropy, fused and processed in row chunks so the
      * (N,V) logits never exist whole. x (N,C), wte (V,C), targets (N). losses (N) receives each
      * row's loss. When dx/dwte are not NULL it also computes the gradients of
      * grad_scale * mean(losses): dx (N,C) += ..., dwte (V,C) += ... . scratch holds
      * chunk_rows * V floats. Targets < 0 are ignored (no loss, no gradient). */
-    void (*lm_head_loss)(float *losses, float *dx, float *dwte, const float *x, const float *wte,
-                         const int32_t *targets, int N, int C, int V, float grad_scale,
-                         float *scratch, int chunk_rows);
+    void (*lm_head_loss)(const ct_kern_ctx *ctx, float *losses, float *dx, float *dwte,
+                         const float *x, const float *wte, const int32_t *targets, int N, int C,
+                         int V, float grad_scale, float *scratch, int chunk_rows);
     /* logits (N,V) = x (N,C) @ wte^T, for sampling and tests. */
-    void (*lm_head_logits)(float *logits, const float *x, const float *wte, int N, int C, int V);
+    void (*lm_head_logits)(const ct_kern_ctx *ctx, float *logits, const float *x, const float *wte,
+                           int N, int C, int V);
+    /* loss (one float) = the mean of losses (N) over the rows whose target is >= 0, summed in
+     * double in index order (0 when there is none): the loss never visits the host. */
+    void (*loss_mean)(const ct_kern_ctx *ctx, float *loss, const float *losses,
+                      const int32_t *targets, int N);
 
     /* AdamW on n elements: m, v moments; weight decay `decay` applied decoupled (p -= lr*decay*p);
      * the gradient is multiplied by grad_scale first (clipping). bias1/bias2 are 1 - beta^t. */
-    void (*adamw)(float *param, const float *grad, float *m, float *v, size_t n, float lr,
-                  float beta1, float beta2, float eps, float decay, float bias1, float bias2,
-                  float grad_scale);
+    void (*adamw)(const ct_kern_ctx *ctx, float *param, const float *grad, float *m, float *v,
+                  size_t n, float lr, float beta1, float beta2, float eps, float decay, float bias1,
+                  float bias2, float grad_scale);
     /* sum of x[i]^2 in double, in a fixed order */
-    double (*sum_squares)(const float *x, size_t n);
+    double (*sum_squares)(const ct_kern_ctx *ctx, const float *x, size_t n);
     /* x (n) *= scale */
-    void (*scale)(float *x, size_t n, float scale);
+    void (*scale)(const ct_kern_ctx *ctx, float *x, size_t n, float scale);
 } ct_kernels;
 
-/* The CPU backend: OpenBLAS sgemm and OpenMP loops. */
+/* The one place a backend is chosen: the table for device.type "auto", "cpu" or "cuda".
+ * cpu_threads sets the CPU kernels' threads (ct_kern_cpu_set_threads; 0 = all cores). "auto"
+ * is the CPU until a CUDA backend exists; "cuda" fails with a message saying so. */
+ct_status ct_kernels_for_device(const char *type, int cpu_threads, const ct_kernels **kernels);
+
+/* The CPU backend's table (OpenBLAS sgemm and OpenMP loops); only ct_kernels_for_device and
+ * kernels/ name it. */
 const ct_kernels *ct_kern_cpu(void);
+
+/* ---- CPU tuning: host threads, not part of any table. The CPU kernels use them, and so does
+ * host-side work that is no kernel (checkpoint compression threads, the MFU ceiling). */
 
 /* Threads the CPU kernels use (OpenMP loops and OpenBLAS); 0 = all cores. Call once before
  * training; changing it changes results in the last bits (summation order). */
@@ -93,12 +180,6 @@ int ct_kern_cpu_threads(void);
 
 /* GFLOP/s of an n x n x n sgemm on the CPU at the current thread count (best of reps). */
 double ct_kern_cpu_sgemm_gflops(int n, int reps);
-
-/* Rows per chunk of the fused LM head for vocabulary V: bounds the logits scratch. */
-int ct_kern_lm_head_chunk_rows(int N, int V);
-
-/* Scratch the attention kernels need: a transposed head and two rows per (batch, head). */
-size_t ct_kern_attention_scratch_floats(int B, int T, int C, int NH);
 
 /* What the CUDA runtime reports; *device_count = 0 and a reason in `info` where there is no
  * CUDA build or no device. Always available: the CPU build answers "built without CUDA". */

@@ -169,12 +169,13 @@ static ct_status model_state(bench_state *s, int steps) {
     CT_CHECK(ct_gpt_alloc_full(&s->gpt));
     ct_gpt_init_weights(&s->gpt, 1337);
     CT_CHECK(ct_adamw_init(&s->opt, &s->gpt, NULL, NULL));
-    const ct_kernels *kern = ct_kern_cpu();
+    const ct_kernels *kern;
+    CT_CHECK(ct_kernels_for_device("cpu", ct_kern_cpu_threads(), &kern));
     ct_tape tape;
     ct_tape_init(&tape, kern);
     int32_t tokens[B * T + 1];
-    float **params = malloc(sizeof(float *) * (size_t)s->gpt.n_units);
-    const float **grads = malloc(sizeof(float *) * (size_t)s->gpt.n_units);
+    void **params = malloc(sizeof(void *) * (size_t)s->gpt.n_units);
+    const void **grads = malloc(sizeof(void *) * (size_t)s->gpt.n_units);
     double times[1000];
     ct_status st = params && grads ? CT_OK : ct_error(CT_ERR_NOMEM, "unit pointers");
     for (int u = 0; !st && u < s->gpt.n_units; u++)
@@ -193,11 +194,13 @@ static ct_status model_state(bench_state *s, int steps) {
         ct_tensor *loss =
             st ? NULL : ct_gpt_forward_loss(&s->gpt, &tape, tokens, tokens + 1, B, T, 1.0f);
         if (!st) st = loss ? ct_tape_backward(&tape) : ct_tape_status(&tape);
-        if (!st) ct_adamw_step(&s->opt, &s->gpt, params, grads, &hp, 1.0f, kern);
+        if (!st) st = ct_adamw_step(&s->opt, &s->gpt, params, grads, &hp, 1.0f, kern);
         times[step] = ct_time_s() - t0;
+        float loss_value = 0.0f;
+        if (!st) st = ct_tape_read_scalar(&tape, loss, &loss_value);
         if (!st)
-            fprintf(stderr, "ctrain bench ckpt: step %d loss %.4f %.2f s\n", step,
-                    *(float *)loss->data, times[step]);
+            fprintf(stderr, "ctrain bench ckpt: step %d loss %.4f %.2f s\n", step, loss_value,
+                    times[step]);
     }
     if (!st && steps > 0) s->step_s = median(times, steps);
     ct_tape_free(&tape);

@@ -55,7 +55,7 @@ static int cli_info(void) {
     char cuda[1024];
     int devices = 0;
     ct_kern_cuda_describe(cuda, sizeof(cuda), &devices);
-    ct_kern_cpu();
+    ct_kern_cpu_set_threads(0); /* the default: all cores */
     printf("ctrain %s\n", CTRAIN_VERSION);
     printf("cpu: %d threads by default | OpenBLAS: %s\n", ct_kern_cpu_threads(),
            openblas_get_config());

@@ -76,7 +76,7 @@ static bool weights_finite(const ct_gpt *gpt, const char *path) {
     for (int u = 0; u < gpt->n_units; u++) {
         const ct_unit *unit = &gpt->units[u];
         for (int p = 0; p < unit->n_params; p++) {
-            const float *w = unit->data + unit->params[p].offset;
+            const float *w = ct_tensor_f32(&unit->tensors[p]);
             for (int64_t i = 0; i < unit->params[p].numel; i++) {
                 if (isfinite(w[i])) continue;
                 fprintf(stderr,
@@ -166,15 +166,17 @@ int ct_cli_sample(int argc, char **argv) {
     ct_gpt_config config;
     ct_gpt gpt = {0};
     ct_tape tape;
-    ct_tape_init(&tape, ct_kern_cpu());
-    tape.recording = false;
+    const ct_kernels *kernels;
     int code = 1;
-    bool read = ct_ckpt_llmc_read_config(o.init, &config) == CT_OK;
+    bool read = ct_kernels_for_device("cpu", 0, &kernels) == CT_OK &&
+                ct_ckpt_llmc_read_config(o.init, &config) == CT_OK;
+    ct_tape_init(&tape, kernels);
+    tape.recording = false;
     /* A forward pass of one sequence needs less than a recorded one: reserve that (plus a
      * margin), not the machine's memory, so that `ulimit -v` is not spent on it. */
     if (read)
-        ct_arena_set_capacity(&tape.arena,
-                              ct_gpt_activation_bytes(&config, 1, config.seq_len) + (64 << 20));
+        ct_tape_set_capacity(&tape, ct_gpt_activation_bytes(kernels, &config, 1, config.seq_len) +
+                                        (64 << 20));
     if (!read || ct_gpt_init(&gpt, &config) != CT_OK || ct_gpt_alloc_full(&gpt) != CT_OK ||
         ct_ckpt_llmc_read(o.init, &gpt) != CT_OK) {
         fprintf(stderr, "ctrain sample: %s\n", ct_error_message());

@@ -43,9 +43,18 @@ void ct_adamw_free(ct_adamw *opt) {
     memset(opt, 0, sizeof(*opt));
 }
 
-void ct_adamw_step(ct_adamw *opt, const ct_gpt *gpt, float *const *params,
-                   const float *const *grads, const ct_adamw_hparams *hp, float grad_scale,
-                   const ct_kernels *kernels) {
+ct_status ct_adamw_step(ct_adamw *opt, const ct_gpt *gpt, void *const *params,
+                        const void *const *grads, const ct_adamw_hparams *hp, float grad_scale,
+                        const ct_kernels *kernels) {
+    for (int u = 0; u < opt->n_units; u++) {
+        const ct_unit *unit = &gpt->units[u];
+        if (unit->dtype != CT_F32 || unit->grad_dtype != CT_F32)
+            return ct_error(CT_ERR_INVALID,
+                            "AdamW on unit %s: %s parameters and %s gradients, but the %s "
+                            "kernel takes f32",
+                            unit->name, ct_dtype_name(unit->dtype), ct_dtype_name(unit->grad_dtype),
+                            kernels->name);
+    }
     opt->t++;
     float bias1 = (float)(1.0 - pow(hp->beta1, (double)opt->t));
     float bias2 = (float)(1.0 - pow(hp->beta2, (double)opt->t));
@@ -58,9 +67,12 @@ void ct_adamw_step(ct_adamw *opt, const ct_gpt *gpt, float *const *params,
             int64_t end = CT_MIN(hi, desc->offset + desc->numel);
             if (start >= end) continue;
             int64_t at = start - lo;
-            kernels->adamw(params[u] + at, grads[u] + at, opt->m[u] + at, opt->v[u] + at,
+            float *param = params[u];
+            const float *grad = grads[u];
+            kernels->adamw(&kernels->ctx, param + at, grad + at, opt->m[u] + at, opt->v[u] + at,
                            (size_t)(end - start), hp->lr, hp->beta1, hp->beta2, hp->eps,
                            desc->decay ? hp->weight_decay : 0.0f, bias1, bias2, grad_scale);
         }
     }
+    return CT_OK;
 }

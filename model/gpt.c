@@ -77,28 +77,38 @@ ct_status ct_gpt_init(ct_gpt *gpt, const ct_gpt_config *config) {
     for (int u = 0; u < gpt->n_units; u++) {
         gpt->units[u].index = u;
         gpt->num_params += gpt->units[u].numel;
-        ct_unit_bind(&gpt->units[u], NULL, NULL);
+        ct_unit_bind(&gpt->units[u], NULL, CT_F32, NULL, CT_F32);
     }
     return CT_OK;
 }
 
+/* Bytes of every unit's parameters (grads: gradients) in their dtypes. */
+static size_t flat_bytes(const ct_gpt *gpt, bool grads) {
+    size_t bytes = 0;
+    for (int u = 0; u < gpt->n_units; u++) {
+        const ct_unit *unit = &gpt->units[u];
+        bytes += (size_t)unit->numel * ct_dtype_size(grads ? unit->grad_dtype : unit->dtype);
+    }
+    return bytes;
+}
+
 void ct_gpt_free(ct_gpt *gpt) {
-    size_t bytes = sizeof(float) * (size_t)gpt->num_params;
-    ct_free(CT_MEM_PARAMS, gpt->flat_data, bytes);
-    ct_free(CT_MEM_GRADS, gpt->flat_grad, bytes);
+    ct_free(CT_MEM_PARAMS, gpt->flat_data, flat_bytes(gpt, false));
+    ct_free(CT_MEM_GRADS, gpt->flat_grad, flat_bytes(gpt, true));
     ct_free(CT_MEM_OTHER, gpt->units, sizeof(ct_unit) * (size_t)gpt->n_units);
     memset(gpt, 0, sizeof(*gpt));
 }
 
 ct_status ct_gpt_alloc_full(ct_gpt *gpt) {
-    size_t bytes = sizeof(float) * (size_t)gpt->num_params;
-    gpt->flat_data = ct_alloc(CT_MEM_PARAMS, bytes);
-    gpt->flat_grad = ct_alloc(CT_MEM_GRADS, bytes);
+    gpt->flat_data = ct_alloc(CT_MEM_PARAMS, flat_bytes(gpt, false));
+    gpt->flat_grad = ct_alloc(CT_MEM_GRADS, flat_bytes(gpt, true));
     if (!gpt->flat_data || !gpt->flat_grad) return CT_ERR_NOMEM;
-    int64_t offset = 0;
+    char *data = gpt->flat_data, *grad = gpt->flat_grad;
     for (int u = 0; u < gpt->n_units; u++) {
-        ct_unit_bind(&gpt->units[u], gpt->flat_data + offset, gpt->flat_grad + offset);
-        offset += gpt->units[u].numel;
+        ct_unit *unit = &gpt->units[u];
+        ct_unit_bind(unit, data, unit->dtype, grad, unit->grad_dtype);
+        data += (size_t)unit->numel * ct_dtype_size(unit->dtype);
+        grad += (size_t)unit->numel * ct_dtype_size(unit->grad_dtype);
     }
     return CT_OK;
 }
@@ -122,8 +132,12 @@ void ct_gpt_init_range(const ct_gpt *gpt, int u, uint64_t seed, int64_t lo, int6
 }
 
 void ct_gpt_init_weights(ct_gpt *gpt, uint64_t seed) {
-    for (int u = 0; u < gpt->n_units; u++)
-        ct_gpt_init_range(gpt, u, seed, 0, gpt->units[u].numel, gpt->units[u].data);
+    for (int u = 0; u < gpt->n_units; u++) {
+        ct_unit *unit = &gpt->units[u];
+        CT_ASSERT(unit->dtype == CT_F32, "unit %s: %s parameters initialised as f32", unit->name,
+                  ct_dtype_name(unit->dtype));
+        ct_gpt_init_range(gpt, u, seed, 0, unit->numel, unit->data);
+    }
 }
 
 ct_tensor *ct_gpt_param(ct_gpt *gpt, const char *full_name) {
@@ -143,18 +157,19 @@ double ct_gpt_flops_per_token(const ct_gpt_config *c, int T) {
     return 6.0 * matmul_weights + 12.0 * L * T * C;
 }
 
-size_t ct_gpt_activation_bytes(const ct_gpt_config *c, int B, int T) {
+size_t ct_gpt_activation_bytes(const ct_kernels *k, const ct_gpt_config *c, int B, int T) {
     size_t BT = (size_t)B * T, C = (size_t)c->n_embd, NH = (size_t)c->n_head;
     size_t L = (size_t)c->n_layer, V = (size_t)c->vocab_size;
     /* A block's outputs, widths in C: ln1 1, qkv 3, attention 1, proj 1, add 1, ln2 1, fc 4,
      * gelu 4, mlp 1, add 1 = 18; each gets a gradient as large in backward. */
     size_t block = 2 * 18 * BT * C + 4 * BT /* LayerNorm mean, rstd */ +
                    (size_t)B * NH * T * T /* probabilities */ +
-                   2 * ct_kern_attention_scratch_floats(B, T, (int)C, (int)NH) /* fwd + bwd */;
-    /* The embedding's output and the final LayerNorm with their gradients, the head's saved
-     * d(x), per-row losses and one chunk of logits. */
-    size_t head =
-        4 * BT * C + 2 * BT + BT * C + BT + (size_t)ct_kern_lm_head_chunk_rows((int)BT, (int)V) * V;
+                   2 * k->attention_scratch_floats(&k->ctx, B, T, (int)C, (int)NH) /* fwd + bwd */;
+    /* The token ids and targets (int32, as large as floats), the embedding's output and the
+     * final LayerNorm with their gradients, the head's saved d(x), per-row losses and one
+     * chunk of logits. */
+    size_t head = 2 * BT + 4 * BT * C + 2 * BT + BT * C + BT +
+                  (size_t)k->lm_head_chunk_rows(&k->ctx, (int)BT, (int)V) * V;
     size_t floats = L * block + head;
     /* Tensor headers, nodes and saved records (a few hundred bytes per op, 64-byte aligned
      * allocations), generously. */
@@ -163,8 +178,13 @@ size_t ct_gpt_activation_bytes(const ct_gpt_config *c, int B, int T) {
 }
 
 void ct_gpt_zero_grad(ct_gpt *gpt, const ct_kernels *kernels) {
-    for (int u = 0; u < gpt->n_units; u++)
-        if (gpt->units[u].grad) kernels->scale(gpt->units[u].grad, (size_t)gpt->units[u].numel, 0);
+    for (int u = 0; u < gpt->n_units; u++) {
+        ct_unit *unit = &gpt->units[u];
+        if (!unit->grad) continue;
+        CT_ASSERT(unit->grad_dtype == CT_F32, "unit %s: a %s gradient", unit->name,
+                  ct_dtype_name(unit->grad_dtype));
+        kernels->scale(&kernels->ctx, unit->grad, (size_t)unit->numel, 0);
+    }
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -199,7 +219,7 @@ static ct_tensor *trunk_fwd(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs, i
     }
     ct_unit *embed = &gpt->units[0];
     int64_t shape[2] = {B, T};
-    ct_tensor *tokens = ct_tape_wrap(tape, CT_I32, 2, shape, (void *)inputs);
+    ct_tensor *tokens = ct_tape_upload(tape, CT_I32, 2, shape, inputs);
     if (ct_tape_unit_begin(tape, embed)) return NULL;
     ct_tensor *x = ct_op_embedding(tape, tokens, &embed->tensors[0], &embed->tensors[1]);
     if (ct_tape_unit_end(tape, embed)) return NULL;
@@ -214,7 +234,7 @@ ct_tensor *ct_gpt_forward_loss(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs
     ct_unit *embed = &gpt->units[0];
     ct_tensor *y = trunk_fwd(gpt, tape, inputs, B, T);
     int64_t shape[2] = {B, T};
-    ct_tensor *tgt = ct_tape_wrap(tape, CT_I32, 2, shape, (void *)targets);
+    ct_tensor *tgt = ct_tape_upload(tape, CT_I32, 2, shape, targets);
     ct_tensor *loss = ct_op_lm_head_loss(tape, y, &embed->tensors[0], tgt, grad_scale);
     if (!loss || ct_tape_unit_end(tape, embed)) return NULL;
     return loss;
@@ -227,8 +247,9 @@ ct_status ct_gpt_forward_logits(ct_gpt *gpt, ct_tape *tape, const int32_t *input
     ct_unit *embed = &gpt->units[0];
     ct_tensor *y = trunk_fwd(gpt, tape, inputs, B, T);
     if (y)
-        tape->kernels->lm_head_logits(logits, y->data, embed->tensors[0].data, B * T,
-                                      gpt->config.n_embd, gpt->config.vocab_size);
+        tape->kernels->lm_head_logits(&tape->kernels->ctx, logits, ct_tensor_f32(y),
+                                      ct_tensor_f32(&embed->tensors[0]), B * T, gpt->config.n_embd,
+                                      gpt->config.vocab_size);
     if (y) ct_tape_unit_end(tape, embed);
     tape->recording = recording;
     return ct_tape_status(tape);

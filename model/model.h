@@ -4,8 +4,11 @@
  * through the unit hooks (ct_unit_hooks), which fire on the tape's unit markers.
  *
  * Memory: tensors never own memory. Parameters and their gradients are views into each unit's
- * flat buffers; activations, saved tensors and tape nodes come from the tape's arena, which is
- * reset after every micro-step, so a warm step allocates nothing.
+ * flat buffers. The tape keeps two arenas, both reset after every micro-step so that a warm
+ * step allocates nothing: a host one for its own records (nodes, tensor headers, ops' saved
+ * state) and a data one, in the memory of the kernels' device, for tensor data, gradients and
+ * scratch. Device data is zeroed and filled only through the kernel table; no op reads it on
+ * the host.
  *
  * Errors inside a forward pass are sticky: an op that fails records the status on the tape
  * and returns NULL, later ops given NULL return NULL, and the caller checks ct_tape_status once.
@@ -21,8 +24,7 @@
 
 /* ---------------------------------------------------------------- tensors */
 
-typedef enum { CT_F32 = 0, CT_BF16, CT_I32 } ct_dtype;
-typedef enum { CT_DEVICE_CPU = 0, CT_DEVICE_CUDA } ct_device;
+/* ct_dtype and ct_device are kernels/' (kernels.h): kernels and tensors share them. */
 
 #define CT_MAX_DIMS 4
 
@@ -31,15 +33,31 @@ typedef struct ct_tensor {
     int64_t shape[CT_MAX_DIMS];
     ct_dtype dtype;
     ct_device device;
-    void *data;         /* a view: owned by an arena or a unit's flat buffer */
-    float *grad;        /* same shape, f32; NULL until backward needs it (activations) */
-    bool requires_grad; /* parameters and everything computed from them */
+    void *data;          /* a view: owned by an arena or a unit's flat buffer */
+    void *grad;          /* same shape, grad_dtype; NULL until backward needs it (activations) */
+    ct_dtype grad_dtype; /* an activation's is its dtype; a parameter's is its unit's grad_dtype */
+    bool requires_grad;  /* parameters and everything computed from them */
     const char *name;
 } ct_tensor;
 
 int64_t ct_tensor_numel(const ct_tensor *t);
+/* Typed views of data and grad for the kernels, which take typed pointers. An op checks the
+ * dtypes it is given first (ct_tape_check_dtype: an unsupported one is an error); a mismatch
+ * here is a bug. */
 static inline float *ct_tensor_f32(const ct_tensor *t) {
+    CT_ASSERT(t->dtype == CT_F32, "%s: %s data read as f32", t->name ? t->name : "a tensor",
+              ct_dtype_name(t->dtype));
     return (float *)t->data;
+}
+static inline float *ct_tensor_grad_f32(const ct_tensor *t) {
+    CT_ASSERT(t->grad_dtype == CT_F32, "%s: %s gradient read as f32",
+              t->name ? t->name : "a tensor", ct_dtype_name(t->grad_dtype));
+    return (float *)t->grad;
+}
+static inline const int32_t *ct_tensor_i32(const ct_tensor *t) {
+    CT_ASSERT(t->dtype == CT_I32, "%s: %s data read as i32", t->name ? t->name : "a tensor",
+              ct_dtype_name(t->dtype));
+    return (const int32_t *)t->data;
 }
 
 /* ---------------------------------------------------------------- units and hooks */
@@ -71,16 +89,19 @@ typedef struct ct_unit {
     ct_param_desc params[CT_UNIT_MAX_PARAMS];
     ct_tensor tensors[CT_UNIT_MAX_PARAMS]; /* views into data / grad */
     int64_t numel;                         /* sum of the parameters' sizes */
-    float *data;        /* numel floats: the full parameters while this rank holds them */
-    float *grad;        /* numel floats: the full gradient while this rank holds it */
-    int uses_per_pass;  /* forward uses per pass: 2 for the tied embedding unit */
-    bool recompute;     /* activation checkpointing (arrives with the Precision & memory issue) */
-    int uses_this_pass; /* counted by the tape's markers */
+    void *data;          /* numel of dtype: the full parameters while this rank holds them */
+    ct_dtype dtype;      /* of data (the model's choice; kept by every rebinding) */
+    void *grad;          /* numel of grad_dtype: the full gradient while this rank holds it */
+    ct_dtype grad_dtype; /* of grad */
+    int uses_per_pass;   /* forward uses per pass: 2 for the tied embedding unit */
+    bool recompute;      /* activation checkpointing (arrives with the Precision & memory issue) */
+    int uses_this_pass;  /* counted by the tape's markers */
 } ct_unit;
 
-/* Points the unit's parameter and gradient views at `data` and `grad` (numel floats each;
- * grad may be NULL). A sharding strategy calls it when it gathers a unit into a new buffer. */
-void ct_unit_bind(ct_unit *unit, float *data, float *grad);
+/* Points the unit's parameter and gradient views at `data` (numel elements of `dtype`) and
+ * `grad` (numel of `grad_dtype`); either may be NULL. A sharding strategy calls it when it
+ * gathers a unit into a new buffer. */
+void ct_unit_bind(ct_unit *unit, void *data, ct_dtype dtype, void *grad, ct_dtype grad_dtype);
 
 /* Hooks fire on the unit markers of the tape, in execution order. A NULL function is skipped.
  * post_backward's `last_use` is true when backward has passed the unit's final use in this
@@ -106,7 +127,7 @@ struct ct_tape_node {
     ct_backward_fn backward; /* ops only */
     ct_tensor *out;
     ct_tensor *in[4];
-    void *saved;   /* op-specific state from the arena */
+    void *saved;   /* op-specific record from the host arena (it may point at device data) */
     ct_unit *unit; /* unit markers only */
     ct_tape_node *prev;
     int profile_slot; /* index into the tape's profile */
@@ -123,8 +144,12 @@ typedef struct {
     double last_mark_s;
 } ct_tape_profile;
 
+/* Address space the host arena reserves: a pass's records take some 30 KiB per unit. */
+#define CT_TAPE_HOST_RESERVE_BYTES ((size_t)64 << 20)
+
 struct ct_tape {
-    ct_arena arena;            /* activations, saved tensors, nodes: reset every micro-step */
+    ct_arena host;             /* nodes, tensor headers, ops' saved records (host memory) */
+    ct_arena data;             /* tensor data, gradients, saved buffers, scratch (device memory) */
     const ct_kernels *kernels; /* the backend of this tape's tensors */
     bool recording;            /* false: forward only (evaluation, sampling) */
     ct_tape_node *last;        /* newest node */
@@ -134,22 +159,44 @@ struct ct_tape {
 };
 
 void ct_tape_init(ct_tape *tape, const ct_kernels *kernels);
+/* Before the first pass: the data arena reserves `data_bytes` (a plan's figure, as from
+ * ct_gpt_activation_bytes) instead of the machine's memory; the host arena always reserves
+ * CT_TAPE_HOST_RESERVE_BYTES. */
+void ct_tape_set_capacity(ct_tape *tape, size_t data_bytes);
 void ct_tape_free(ct_tape *tape);
-/* Forgets the nodes and recycles the arena for the next micro-step. */
+/* Forgets the nodes and recycles both arenas for the next micro-step. */
 ct_status ct_tape_reset(ct_tape *tape);
 ct_status ct_tape_status(const ct_tape *tape);
 /* Records a failure (the first one wins) and returns it. */
 ct_status ct_tape_fail(ct_tape *tape, ct_status status);
 
-/* A new tensor with uninitialised data from the arena (every op writes its whole output);
+/* A new tensor with uninitialised data from the data arena (every op writes its whole output);
  * NULL on failure (recorded). */
 ct_tensor *ct_tape_tensor(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape);
-/* A view onto caller memory (inputs such as token ids). */
+/* A tensor holding a copy of `host` (host memory, numel of dtype: token ids), copied to the
+ * data arena through the kernel table. */
+ct_tensor *ct_tape_upload(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape,
+                          const void *host);
+/* A view onto caller memory that is already the device's. */
 ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape, void *data);
-/* Scratch memory from the arena, for an op's saved state. */
+/* Uninitialised device memory from the data arena: an op's saved buffers and scratch. */
 void *ct_tape_scratch(ct_tape *tape, size_t bytes);
-/* The tensor's gradient buffer, allocated zeroed from the arena on first use. */
-float *ct_tape_grad(ct_tape *tape, ct_tensor *t);
+/* The same, zeroed through the kernel table's memset. */
+void *ct_tape_zeros(ct_tape *tape, size_t bytes);
+/* Zeroed host memory from the host arena: an op's saved record (pointers, sizes). */
+void *ct_tape_host(ct_tape *tape, size_t bytes);
+/* Copies a scalar f32 tensor (the loss) to *value on the host, through the kernel table. */
+ct_status ct_tape_read_scalar(ct_tape *tape, const ct_tensor *t, float *value);
+/* The tensor's gradient buffer (numel of its grad_dtype), allocated from the data arena and
+ * zeroed on first use. */
+void *ct_tape_grad(ct_tape *tape, ct_tensor *t);
+/* The same, for a kernel that takes f32 gradients: NULL, with the tape failed, when the
+ * tensor's grad_dtype is another. */
+float *ct_tape_grad_f32(ct_tape *tape, ct_tensor *t);
+/* True when each of a, b, c (NULLs skipped) has `dtype`; otherwise the tape fails with an
+ * error naming `op` and the dtype it was given. Ops call it before touching data. */
+bool ct_tape_check_dtype(ct_tape *tape, const char *op, ct_dtype dtype, const ct_tensor *a,
+                         const ct_tensor *b, const ct_tensor *c);
 /* True when an op with these inputs will be recorded (the tape records and one needs a grad). */
 bool ct_tape_will_record(const ct_tape *tape, const ct_tensor *in0, const ct_tensor *in1);
 /* Appends an op node named `op` when recording and any input needs a gradient; marks
@@ -206,37 +253,42 @@ typedef struct {
     ct_gpt_config config;
     int n_units;
     ct_unit *units;
-    float *flat_data; /* single-process storage of every unit (NULL when a shard layer owns it) */
-    float *flat_grad;
+    void *flat_data; /* single-process storage of every unit (NULL when a shard layer owns it) */
+    void *flat_grad;
     int64_t num_params;
 } ct_gpt;
 
-/* Lays out the units (no parameter memory yet). Fails on an impossible config. */
+/* Lays out the units (no parameter memory yet; parameters and gradients f32, the only dtype
+ * the kernels take today). Fails on an impossible config. */
 ct_status ct_gpt_init(ct_gpt *gpt, const ct_gpt_config *config);
 void ct_gpt_free(ct_gpt *gpt);
-/* Allocates full parameter and gradient buffers for every unit and binds them. */
+/* Allocates full parameter and gradient buffers for every unit (in its dtypes) and binds them.
+ * Host memory: for single-process tools (sampling, export, parity), not for training. */
 ct_status ct_gpt_alloc_full(ct_gpt *gpt);
 /* GPT-2 initialisation of elements [lo, hi) of unit `u` into `dest` (hi - lo floats), a pure
  * function of (seed, unit, parameter, element): a shard initialises exactly its range. */
 void ct_gpt_init_range(const ct_gpt *gpt, int u, uint64_t seed, int64_t lo, int64_t hi,
                        float *dest);
-/* Initialises all bound parameters (single process). */
+/* Initialises all bound parameters (single process, host memory, f32). */
 void ct_gpt_init_weights(ct_gpt *gpt, uint64_t seed);
 /* Finds a parameter by its full name ("block.3.attn.qkv.weight", "embed.wte"). */
 ct_tensor *ct_gpt_param(ct_gpt *gpt, const char *full_name);
 /* Training FLOPs per token (BENCH.md): 6 x matmul weights incl. the tied head + 12 L T C. */
 double ct_gpt_flops_per_token(const ct_gpt_config *config, int T);
-/* An upper bound of the tape arena's bytes for one recorded forward and backward pass of a
- * (B,T) micro-batch: every activation, its gradient, the attention probabilities and
- * scratch, the LM head's chunk of logits, and the tape's own records. tests/test_gpt.c holds
- * it against the measured peak. */
-size_t ct_gpt_activation_bytes(const ct_gpt_config *config, int B, int T);
+/* An upper bound of the tape's bytes (both arenas) for one recorded forward and backward pass
+ * of a (B,T) micro-batch: the token ids, every activation, its gradient, the attention
+ * probabilities and scratch, the LM head's chunk of logits, and the tape's own records.
+ * tests/test_gpt.c holds it against the measured peak. */
+size_t ct_gpt_activation_bytes(const ct_kernels *kernels, const ct_gpt_config *config, int B,
+                               int T);
 
-/* One forward pass on inputs/targets (B,T) int32. Returns the mean loss tensor (scalar);
- * when the tape records, backward gives gradients of grad_scale * loss. */
+/* One forward pass on inputs/targets (B,T) int32 in host memory (copied to the device through
+ * the table). Returns the mean loss tensor (scalar, device memory: ct_tape_read_scalar reads
+ * it); when the tape records, backward gives gradients of grad_scale * loss. */
 ct_tensor *ct_gpt_forward_loss(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs,
                                const int32_t *targets, int B, int T, float grad_scale);
-/* Forward to the logits of every position (B,T,V) into `logits`; nothing is recorded. */
+/* Forward to the logits of every position (B,T,V) into `logits` (memory of the kernels'
+ * device: host memory on the CPU); inputs as ct_gpt_forward_loss's. Nothing is recorded. */
 ct_status ct_gpt_forward_logits(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs, int B, int T,
                                 float *logits);
 /* Sets every unit's gradient to zero. */
@@ -259,11 +311,12 @@ typedef struct {
 
 ct_status ct_adamw_init(ct_adamw *opt, const ct_gpt *gpt, const int64_t *lo, const int64_t *hi);
 void ct_adamw_free(ct_adamw *opt);
-/* One update of every unit's [lo, hi) range: params, grads are the unit's full views offset by
- * lo (the caller passes pointers to its range). grad_scale multiplies the gradient (clipping). */
-void ct_adamw_step(ct_adamw *opt, const ct_gpt *gpt, float *const *params,
-                   const float *const *grads, const ct_adamw_hparams *hp, float grad_scale,
-                   const ct_kernels *kernels);
+/* One update of every unit's [lo, hi) range: params, grads point at element lo of the unit's
+ * parameters and gradient (in its dtype and grad_dtype; the kernel takes f32 and anything else
+ * is an error). grad_scale multiplies the gradient (clipping). */
+ct_status ct_adamw_step(ct_adamw *opt, const ct_gpt *gpt, void *const *params,
+                        const void *const *grads, const ct_adamw_hparams *hp, float grad_scale,
+                        const ct_kernels *kernels);
 
 typedef enum { CT_SCHEDULE_CONSTANT = 0, CT_SCHEDULE_COSINE, CT_SCHEDULE_LINEAR } ct_schedule_kind;
 

@@ -3,8 +3,10 @@
  * backward function, inputs, output and saved state; backward walks the nodes newest first.
  * Unit markers (begin/end) on the tape fire the hooks through which sharding and activation
  * checkpointing plug in, in forward order going forward and in reverse order going back.
- * Everything a pass creates (nodes, tensors, gradients of activations) lives in the tape's
- * arena and is recycled by ct_tape_reset.
+ * Everything a pass creates lives in the tape's two arenas and is recycled by ct_tape_reset:
+ * its records (nodes, tensor headers, ops' saved state) in the host arena, tensor data and
+ * gradients in the data arena, which is the kernels' device memory and is therefore written
+ * only by kernels: zeroed through the table's memset, filled from the host by its copy.
  */
 #include "model/model.h"
 
@@ -15,10 +17,6 @@ int64_t ct_tensor_numel(const ct_tensor *t) {
     for (int d = 0; d < t->ndim; d++)
         n *= t->shape[d];
     return n;
-}
-
-static size_t dtype_bytes(ct_dtype dtype) {
-    return dtype == CT_BF16 ? 2 : 4;
 }
 
 /* The profile slot of op `name` (slots are found by name; there are a handful of op kinds). */
@@ -37,13 +35,20 @@ static void profile_mark(ct_tape *tape) {
 
 void ct_tape_init(ct_tape *tape, const ct_kernels *kernels) {
     memset(tape, 0, sizeof(*tape));
-    ct_arena_init(&tape->arena, CT_MEM_ACTIVATIONS);
+    ct_arena_init(&tape->host, CT_MEM_ACTIVATIONS);
+    ct_arena_set_capacity(&tape->host, CT_TAPE_HOST_RESERVE_BYTES);
+    ct_arena_init(&tape->data, CT_MEM_ACTIVATIONS);
     tape->kernels = kernels;
     tape->recording = true;
 }
 
+void ct_tape_set_capacity(ct_tape *tape, size_t data_bytes) {
+    ct_arena_set_capacity(&tape->data, data_bytes);
+}
+
 void ct_tape_free(ct_tape *tape) {
-    ct_arena_free(&tape->arena);
+    ct_arena_free(&tape->host);
+    ct_arena_free(&tape->data);
     memset(tape, 0, sizeof(*tape));
 }
 
@@ -51,7 +56,8 @@ ct_status ct_tape_reset(ct_tape *tape) {
     tape->last = NULL;
     tape->status = CT_OK;
     profile_mark(tape);
-    return ct_arena_reset(&tape->arena);
+    CT_CHECK(ct_arena_reset(&tape->host));
+    return ct_arena_reset(&tape->data);
 }
 
 ct_status ct_tape_status(const ct_tape *tape) {
@@ -64,22 +70,35 @@ ct_status ct_tape_fail(ct_tape *tape, ct_status status) {
 }
 
 void *ct_tape_scratch(ct_tape *tape, size_t bytes) {
-    void *ptr = ct_arena_alloc_uninit(&tape->arena, bytes);
+    void *ptr = ct_arena_alloc_uninit(&tape->data, bytes);
+    if (!ptr) ct_tape_fail(tape, CT_ERR_NOMEM);
+    return ptr;
+}
+
+void *ct_tape_zeros(ct_tape *tape, size_t bytes) {
+    void *ptr = ct_tape_scratch(tape, bytes);
+    const ct_kernels *k = tape->kernels;
+    ct_status status = ptr ? k->memset_bytes(&k->ctx, ptr, 0, bytes) : CT_OK;
+    if (status) ct_tape_fail(tape, status);
+    return status ? NULL : ptr;
+}
+
+void *ct_tape_host(ct_tape *tape, size_t bytes) {
+    void *ptr = ct_arena_alloc(&tape->host, bytes);
     if (!ptr) ct_tape_fail(tape, CT_ERR_NOMEM);
     return ptr;
 }
 
 static ct_tensor *new_header(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape) {
     CT_ASSERT(ndim >= 0 && ndim <= CT_MAX_DIMS, "ndim %d", ndim);
-    ct_tensor *t = ct_arena_alloc(&tape->arena, sizeof(ct_tensor));
-    if (!t) {
-        ct_tape_fail(tape, CT_ERR_NOMEM);
-        return NULL;
-    }
+    ct_tensor *t = ct_tape_host(tape, sizeof(ct_tensor));
+    if (!t) return NULL;
     t->ndim = ndim;
     for (int d = 0; d < ndim; d++)
         t->shape[d] = shape[d];
     t->dtype = dtype;
+    t->grad_dtype = dtype;
+    t->device = tape->kernels->ctx.device;
     return t;
 }
 
@@ -87,8 +106,19 @@ ct_tensor *ct_tape_tensor(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t
     ct_tensor *t = new_header(tape, dtype, ndim, shape);
     if (!t) return NULL;
     /* Uninitialised: every op writes its whole output. */
-    t->data = ct_tape_scratch(tape, (size_t)ct_tensor_numel(t) * dtype_bytes(dtype));
+    t->data = ct_tape_scratch(tape, (size_t)ct_tensor_numel(t) * ct_dtype_size(dtype));
     return t->data ? t : NULL;
+}
+
+ct_tensor *ct_tape_upload(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape,
+                          const void *host) {
+    ct_tensor *t = ct_tape_tensor(tape, dtype, ndim, shape);
+    if (!t) return NULL;
+    const ct_kernels *k = tape->kernels;
+    size_t bytes = (size_t)ct_tensor_numel(t) * ct_dtype_size(dtype);
+    ct_status status = k->copy(&k->ctx, t->data, host, bytes, CT_COPY_HOST_TO_DEVICE);
+    if (status) ct_tape_fail(tape, status);
+    return status ? NULL : t;
 }
 
 ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *shape, void *data) {
@@ -97,20 +127,46 @@ ct_tensor *ct_tape_wrap(ct_tape *tape, ct_dtype dtype, int ndim, const int64_t *
     return t;
 }
 
-float *ct_tape_grad(ct_tape *tape, ct_tensor *t) {
+ct_status ct_tape_read_scalar(ct_tape *tape, const ct_tensor *t, float *value) {
+    CT_ASSERT(t->dtype == CT_F32 && ct_tensor_numel(t) == 1, "a scalar f32 tensor: %s, %lld",
+              ct_dtype_name(t->dtype), (long long)ct_tensor_numel(t));
+    const ct_kernels *k = tape->kernels;
+    return k->copy(&k->ctx, value, t->data, sizeof(float), CT_COPY_DEVICE_TO_HOST);
+}
+
+void *ct_tape_grad(ct_tape *tape, ct_tensor *t) {
     if (!t->grad) {
-        t->grad = ct_arena_alloc(&tape->arena, (size_t)ct_tensor_numel(t) * sizeof(float));
-        if (!t->grad) ct_tape_fail(tape, CT_ERR_NOMEM);
+        t->grad = ct_tape_zeros(tape, (size_t)ct_tensor_numel(t) * ct_dtype_size(t->grad_dtype));
     }
     return t->grad;
 }
 
-static ct_tape_node *append(ct_tape *tape, ct_node_kind kind) {
-    ct_tape_node *node = ct_arena_alloc(&tape->arena, sizeof(ct_tape_node));
-    if (!node) {
-        ct_tape_fail(tape, CT_ERR_NOMEM);
+float *ct_tape_grad_f32(ct_tape *tape, ct_tensor *t) {
+    if (t->grad_dtype != CT_F32) {
+        ct_tape_fail(tape, ct_error(CT_ERR_INVALID, "%s: a %s gradient, but the kernels take f32",
+                                    t->name ? t->name : "a tensor", ct_dtype_name(t->grad_dtype)));
         return NULL;
     }
+    return ct_tape_grad(tape, t);
+}
+
+bool ct_tape_check_dtype(ct_tape *tape, const char *op, ct_dtype dtype, const ct_tensor *a,
+                         const ct_tensor *b, const ct_tensor *c) {
+    const ct_tensor *in[3] = {a, b, c};
+    for (int i = 0; i < 3; i++) {
+        if (!in[i] || in[i]->dtype == dtype) continue;
+        ct_tape_fail(tape,
+                     ct_error(CT_ERR_INVALID, "%s: %s is %s; the %s kernels take %s", op,
+                              in[i]->name ? in[i]->name : "an input", ct_dtype_name(in[i]->dtype),
+                              tape->kernels->name, ct_dtype_name(dtype)));
+        return false;
+    }
+    return true;
+}
+
+static ct_tape_node *append(ct_tape *tape, ct_node_kind kind) {
+    ct_tape_node *node = ct_tape_host(tape, sizeof(ct_tape_node));
+    if (!node) return NULL;
     node->kind = kind;
     node->prev = tape->last;
     tape->last = node;

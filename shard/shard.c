@@ -54,7 +54,8 @@ void ct_shard_pool_give(ct_shard *shard, float *buffer) {
 }
 
 void ct_shard_bind(ct_shard *shard, int u) {
-    ct_unit_bind(&shard->gpt->units[u], shard->units[u].params, shard->units[u].grads);
+    ct_unit_bind(&shard->gpt->units[u], shard->units[u].params, CT_F32, shard->units[u].grads,
+                 CT_F32);
 }
 
 /* ---------------------------------------------------------------- lifecycle */
@@ -154,8 +155,8 @@ static ct_status allocate(ct_shard *s, uint64_t seed) {
 static ct_status make_optimizer(ct_shard *s) {
     int n = s->gpt->n_units;
     int64_t lo[n], hi[n];
-    s->opt_params = ct_alloc(CT_MEM_OTHER, sizeof(float *) * (size_t)n);
-    s->opt_grads = ct_alloc(CT_MEM_OTHER, sizeof(float *) * (size_t)n);
+    s->opt_params = ct_alloc(CT_MEM_OTHER, sizeof(void *) * (size_t)n);
+    s->opt_grads = ct_alloc(CT_MEM_OTHER, sizeof(void *) * (size_t)n);
     if (!s->opt_params || !s->opt_grads) return CT_ERR_NOMEM;
     for (int u = 0; u < n; u++) {
         ct_shard_unit *su = &s->units[u];
@@ -170,12 +171,13 @@ static ct_status make_optimizer(ct_shard *s) {
 }
 
 ct_status ct_shard_new(ct_shard **out, ct_gpt *gpt, ct_comm *world, const ct_shard_config *cfg,
-                       uint64_t seed) {
+                       const ct_kernels *kernels, uint64_t seed) {
     ct_shard *s = ct_alloc(CT_MEM_OTHER, sizeof(ct_shard));
     *out = s;
     if (!s) return CT_ERR_NOMEM;
     s->cfg = *cfg;
     s->gpt = gpt;
+    s->kernels = kernels;
     s->world = world;
     s->bucket_hi = -1;
     CT_CHECK(make_groups(s));
@@ -205,7 +207,7 @@ void ct_shard_free(ct_shard *s) {
         if (s->cfg.strategy == CT_SHARD_ZERO1) ct_free(CT_MEM_GRADS, su->grads, padded);
         ct_free(CT_MEM_PARAMS, su->param_shard, shard_bytes);
         ct_free(CT_MEM_GRADS, su->grad_shard, shard_bytes);
-        ct_unit_bind(&s->gpt->units[u], NULL, NULL);
+        ct_unit_bind(&s->gpt->units[u], NULL, CT_F32, NULL, CT_F32);
     }
     for (int i = 0; i < s->pool_free; i++)
         ct_free(CT_MEM_GATHERED, s->pool[i], sizeof(float) * (size_t)s->pool_floats);
@@ -215,8 +217,8 @@ void ct_shard_free(ct_shard *s) {
         ct_free(CT_MEM_GRADS, s->flat_grads, sizeof(float) * (size_t)total);
         ct_free(CT_MEM_OTHER, s->flat_offset, sizeof(int64_t) * (size_t)n);
     }
-    ct_free(CT_MEM_OTHER, s->opt_params, sizeof(float *) * (size_t)n);
-    ct_free(CT_MEM_OTHER, s->opt_grads, sizeof(float *) * (size_t)n);
+    ct_free(CT_MEM_OTHER, s->opt_params, sizeof(void *) * (size_t)n);
+    ct_free(CT_MEM_OTHER, s->opt_grads, sizeof(void *) * (size_t)n);
     ct_free(CT_MEM_OTHER, s->units, sizeof(ct_shard_unit) * (size_t)n);
     if (s->owns_groups) {
         ct_comm_free(s->group);

@@ -62,9 +62,10 @@ const char *ct_shard_strategy_name(ct_shard_strategy strategy);
 
 /* Lays out and allocates this rank's storage for `gpt` (laid out by ct_gpt_init, with no
  * memory of its own) and initialises its parameters from `seed` exactly as a single process
- * would. `world` may be NULL (a world of one). */
+ * would. `world` may be NULL (a world of one). Parameter, gradient and optimizer memory is
+ * touched only through `kernels` (the table of the device it lives on). */
 ct_status ct_shard_new(ct_shard **shard, ct_gpt *gpt, ct_comm *world, const ct_shard_config *cfg,
-                       uint64_t seed);
+                       const ct_kernels *kernels, uint64_t seed);
 void ct_shard_free(ct_shard *shard);
 
 /* The hooks to install on the tape. */

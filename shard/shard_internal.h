@@ -26,9 +26,10 @@ typedef struct {
 struct ct_shard {
     ct_shard_config cfg;
     ct_gpt *gpt;
-    ct_comm *world;   /* may be NULL: a world of one */
-    ct_comm *group;   /* the shard group (hsdp: a split; else world) */
-    ct_comm *replica; /* hsdp: ranks holding the same shard; else NULL */
+    const ct_kernels *kernels; /* every touch of unit memory goes through it */
+    ct_comm *world;            /* may be NULL: a world of one */
+    ct_comm *group;            /* the shard group (hsdp: a split; else world) */
+    ct_comm *replica;          /* hsdp: ranks holding the same shard; else NULL */
     bool owns_groups;
     int world_size, group_size, group_rank;
     ct_shard_unit *units;
@@ -43,7 +44,7 @@ struct ct_shard {
     bool last_micro;
     bool first_micro; /* the step's first micro-batch: no earlier partial sums to carry */
     ct_adamw opt;
-    float **opt_params, **opt_grads; /* per unit: where AdamW reads and writes */
+    void **opt_params, **opt_grads; /* per unit: where AdamW reads and writes */
     ct_unit_hooks hooks;
     ct_comm_stats step_start_traffic; /* at ct_shard_mark_step (run_comm.c) */
 };

@@ -62,11 +62,11 @@ ct_status ct_shard_finish_grads(ct_shard *s) {
 }
 
 ct_status ct_shard_grad_norm(ct_shard *s, double *norm) {
-    const ct_kernels *k = ct_kern_cpu();
+    const ct_kernels *k = s->kernels;
     double sum = 0.0;
     for (int u = 0; u < s->gpt->n_units; u++) {
         ct_shard_unit *su = &s->units[u];
-        sum += k->sum_squares(s->opt_grads[u], (size_t)(su->hi - su->lo));
+        sum += k->sum_squares(&k->ctx, s->opt_grads[u], (size_t)(su->hi - su->lo));
     }
     /* ddp holds the whole reduced gradient on every rank: nothing to add up. */
     ct_comm *group = s->cfg.strategy == CT_SHARD_DDP ? NULL : ct_shard_live(s->group);
@@ -76,8 +76,8 @@ ct_status ct_shard_grad_norm(ct_shard *s, double *norm) {
 }
 
 ct_status ct_shard_optimizer_step(ct_shard *s, const ct_adamw_hparams *hp, float grad_scale) {
-    ct_adamw_step(&s->opt, s->gpt, s->opt_params, (const float *const *)s->opt_grads, hp,
-                  grad_scale, ct_kern_cpu());
+    CT_CHECK(ct_adamw_step(&s->opt, s->gpt, s->opt_params, (const void *const *)s->opt_grads, hp,
+                           grad_scale, s->kernels));
     int n = s->gpt->n_units;
     if (ct_shard_is_fsdp(s)) {
         /* Gathered copies are stale now: the next forward gathers again. */

@@ -90,7 +90,7 @@ static int32_t *read_batch(const char *path, int *B, int *T) {
 static double grad_norm(const ct_gpt *gpt, const ct_kernels *k) {
     double sum = 0.0;
     for (int u = 0; u < gpt->n_units; u++)
-        sum += k->sum_squares(gpt->units[u].grad, (size_t)gpt->units[u].numel);
+        sum += k->sum_squares(&k->ctx, gpt->units[u].grad, (size_t)gpt->units[u].numel);
     return sqrt(sum);
 }
 
@@ -103,14 +103,16 @@ static float loss_and_grads(ct_gpt *gpt, ct_tape *tape, const int32_t *tokens, i
         fprintf(stderr, "ct-parity: forward/backward failed: %s\n", ct_error_message());
         exit(1);
     }
-    return *(float *)loss->data;
+    float value;
+    if (ct_tape_read_scalar(tape, loss, &value) != CT_OK) exit(1);
+    return value;
 }
 
 int main(int argc, char **argv) {
     parity_args a;
     if (parse(argc, argv, &a)) return 2;
-    ct_kern_cpu_set_threads(1);
-    const ct_kernels *k = ct_kern_cpu();
+    const ct_kernels *k;
+    if (ct_kernels_for_device("cpu", 1, &k) != CT_OK) return 1;
     ct_gpt_config config;
     ct_gpt gpt;
     int B, T;
@@ -136,8 +138,8 @@ int main(int argc, char **argv) {
 
     ct_adamw opt;
     ct_adamw_init(&opt, &gpt, NULL, NULL);
-    float **params = malloc(sizeof(float *) * (size_t)gpt.n_units);
-    const float **grads = malloc(sizeof(float *) * (size_t)gpt.n_units);
+    void **params = malloc(sizeof(void *) * (size_t)gpt.n_units);
+    const void **grads = malloc(sizeof(void *) * (size_t)gpt.n_units);
     for (int u = 0; u < gpt.n_units; u++) {
         params[u] = gpt.units[u].data;
         grads[u] = gpt.units[u].grad;
@@ -152,7 +154,7 @@ int main(int argc, char **argv) {
             .eps = (float)a.eps,
             .weight_decay = (float)a.weight_decay};
         float clip = ct_clip_scale(grad_norm(&gpt, k), a.grad_clip);
-        ct_adamw_step(&opt, &gpt, params, grads, &hp, clip, k);
+        if (ct_adamw_step(&opt, &gpt, params, grads, &hp, clip, k) != CT_OK) return 1;
     }
     ct_ckpt_llmc_pack(&gpt, false, buf);
     fwrite(buf, sizeof(float), n, out);

@@ -2,7 +2,9 @@
  * Gradient check of ct_op_add (model/ops/add.c, kernels/cpu/elementwise.c), the residual sum:
  * forward against float64 and both inputs' gradients against central finite differences of
  * L = sum(out * R); a tensor added to itself receives the sum of both uses' gradients (2R), the
- * accumulation the residual stream relies on. Tolerances: tests/test_op_util.h.
+ * accumulation the residual stream relies on. Tolerances: tests/test_op_util.h. Also the dtype
+ * seam every op shares: a dtype the kernels do not take is an error, and gradients are sized
+ * by their dtype.
  */
 #include "tests/test_op_util.h"
 
@@ -40,7 +42,7 @@ static void check_add(op_errors *e, int ndim, const int64_t *shape, bool same, f
              (double)prefill);
 
     ct_tape tape;
-    ct_tape_init(&tape, ct_kern_cpu());
+    ct_tape_init(&tape, op_kernels());
     ct_tensor *a = op_tensor(&tape, ndim, shape, r.a, prefill);
     ct_tensor *b = same ? a : op_tensor(&tape, ndim, shape, r.b, prefill);
     ct_tensor *out = ct_op_add(&tape, a, b);
@@ -99,6 +101,39 @@ static void test_add_grads_accumulate_into_prefilled_buffers(void) {
     op_report("add accumulate", &e);
 }
 
+static void test_add_of_bf16_tensors_is_an_error_not_a_reinterpretation(void) {
+    ct_tape tape;
+    ct_tape_init(&tape, op_kernels());
+    const int64_t shape[1] = {64};
+    ct_tensor *a = ct_tape_tensor(&tape, CT_BF16, 1, shape);
+    ct_tensor *b = ct_tape_tensor(&tape, CT_F32, 1, shape);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    CU_ASSERT_PTR_NULL(ct_op_add(&tape, b, a));
+    CU_ASSERT_EQUAL(ct_tape_status(&tape), CT_ERR_INVALID);
+    CU_ASSERT(strstr(ct_error_message(), "add") && strstr(ct_error_message(), "bf16"));
+    ct_tape_free(&tape);
+}
+
+static void test_a_gradient_is_sized_by_its_dtype(void) {
+    ct_tape tape;
+    ct_tape_init(&tape, op_kernels());
+    const int64_t shape[1] = {256};
+    ct_tensor *h = ct_tape_tensor(&tape, CT_BF16, 1, shape);
+    ct_tensor *f = ct_tape_tensor(&tape, CT_F32, 1, shape);
+    CU_ASSERT_FATAL(h && f && h->grad_dtype == CT_BF16 && f->grad_dtype == CT_F32);
+    size_t before = tape.data.used_bytes;
+    CU_ASSERT_PTR_NOT_NULL(ct_tape_grad(&tape, h));
+    CU_ASSERT_EQUAL(tape.data.used_bytes - before, 256 * 2); /* 64-byte multiples already */
+    before = tape.data.used_bytes;
+    CU_ASSERT_PTR_NOT_NULL(ct_tape_grad(&tape, f));
+    CU_ASSERT_EQUAL(tape.data.used_bytes - before, 256 * 4);
+    /* A kernel taking f32 gradients refuses the bf16 one. */
+    CU_ASSERT_PTR_NULL(ct_tape_grad_f32(&tape, h));
+    CU_ASSERT_EQUAL(ct_tape_status(&tape), CT_ERR_INVALID);
+    ct_tape_free(&tape);
+}
+
 int main(void) {
     const ct_test_case cases[] = {
         {"test_add_fwd_and_grad_match_float64_fd_odd_shapes",
@@ -107,6 +142,9 @@ int main(void) {
          test_add_of_a_tensor_to_itself_gives_twice_the_gradient},
         {"test_add_grads_accumulate_into_prefilled_buffers",
          test_add_grads_accumulate_into_prefilled_buffers},
+        {"test_add_of_bf16_tensors_is_an_error_not_a_reinterpretation",
+         test_add_of_bf16_tensors_is_an_error_not_a_reinterpretation},
+        {"test_a_gradient_is_sized_by_its_dtype", test_a_gradient_is_sized_by_its_dtype},
     };
     return ct_test_run("op_add", cases, (int)(sizeof(cases) / sizeof(cases[0])));
 }

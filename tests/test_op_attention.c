@@ -69,7 +69,7 @@ static void check_attention(op_errors *e, int B, int T, int C, int NH, float pre
              (double)prefill);
 
     ct_tape tape;
-    ct_tape_init(&tape, ct_kern_cpu());
+    ct_tape_init(&tape, op_kernels());
     int64_t shape[3] = {B, T, 3 * C};
     ct_tensor *qkv = op_tensor(&tape, 3, shape, r.qkv, prefill);
     ct_tensor *out = ct_op_attention(&tape, qkv, NH);
@@ -98,9 +98,9 @@ static void check_attention(op_errors *e, int B, int T, int C, int NH, float pre
         for (size_t bt = 0; bt < (size_t)B * T; bt++)
             for (int i = 0; i < C; i++) {
                 size_t at = bt * 3 * C + (size_t)s * C + i;
-                a[bt * C + i] = qkv->grad[at];
+                a[bt * C + i] = ct_tensor_grad_f32(qkv)[at];
                 f[bt * C + i] = fd[at];
-                zero_ok = zero_ok && qkv->grad[at] == prefill;
+                zero_ok = zero_ok && ct_tensor_grad_f32(qkv)[at] == prefill;
             }
         snprintf(glabel, sizeof(glabel), "%s %s", label, part[s]);
         if (T == 1 && s < 2) {

@@ -62,7 +62,7 @@ static void check_embedding(op_errors *e, int B, int T, int C, int V, int maxT, 
              maxT, (double)prefill);
 
     ct_tape tape;
-    ct_tape_init(&tape, ct_kern_cpu());
+    ct_tape_init(&tape, op_kernels());
     int64_t tshape[2] = {B, T}, teshape[2] = {V, C}, peshape[2] = {maxT, C};
     ct_tensor *tok = ct_tape_wrap(&tape, CT_I32, 2, tshape, tokens);
     ct_tensor *wte = op_tensor(&tape, 2, teshape, r.wte, prefill);

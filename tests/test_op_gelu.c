@@ -46,7 +46,7 @@ static void check_gelu(op_errors *e, int ndim, const int64_t *shape, float prefi
     snprintf(label, sizeof(label), "gelu n=%zu ndim=%d prefill=%g", n, ndim, (double)prefill);
 
     ct_tape tape;
-    ct_tape_init(&tape, ct_kern_cpu());
+    ct_tape_init(&tape, op_kernels());
     ct_tensor *x = op_tensor(&tape, ndim, shape, r.x, prefill);
     ct_tensor *out = ct_op_gelu(&tape, x);
     CU_ASSERT_PTR_NOT_NULL_FATAL(out);
@@ -71,7 +71,8 @@ static void check_gelu(op_errors *e, int ndim, const int64_t *shape, float prefi
      * t to -1 and gives exactly 0 where float64 says ~1e-7. */
     double worst = 0.0;
     for (size_t i = 0; i < n; i++) {
-        double err = fabs(((double)x->grad[i] - prefill) - fd[i]) / fmax(fabs(fd[i]), 1.0);
+        double err =
+            fabs(((double)ct_tensor_grad_f32(x)[i] - prefill) - fd[i]) / fmax(fabs(fd[i]), 1.0);
         if (err > worst) worst = err;
     }
     CU_ASSERT(worst < OP_GRAD_ELEM_TOL);

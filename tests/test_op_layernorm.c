@@ -58,7 +58,7 @@ static void check_layernorm(op_errors *e, int ndim, const int64_t *shape, float 
              (double)prefill);
 
     ct_tape tape;
-    ct_tape_init(&tape, ct_kern_cpu());
+    ct_tape_init(&tape, op_kernels());
     int64_t cshape[1] = {C};
     ct_tensor *x = op_tensor(&tape, ndim, shape, r.x, prefill);
     ct_tensor *w = op_tensor(&tape, 1, cshape, r.w, prefill);

@@ -52,7 +52,7 @@ static void check_linear(op_errors *e, int ndim, const int64_t *xshape, int OC, 
              C, OC, ndim, with_bias, x_grad, (double)prefill);
 
     ct_tape tape;
-    ct_tape_init(&tape, ct_kern_cpu());
+    ct_tape_init(&tape, op_kernels());
     int64_t wshape[2] = {OC, C}, bshape[1] = {OC};
     ct_tensor *x = op_tensor(&tape, ndim, xshape, r.x, prefill);
     if (!x_grad) {

@@ -86,7 +86,7 @@ static void check_lm_head_loss(op_errors *e, int B, int T, int C, int V, float g
              (double)grad_scale, n_ignored, (double)prefill);
 
     ct_tape tape;
-    ct_tape_init(&tape, ct_kern_cpu());
+    ct_tape_init(&tape, op_kernels());
     int64_t xshape[3] = {B, T, C}, wshape[2] = {V, C}, tshape[2] = {B, T};
     ct_tensor *x = op_tensor(&tape, 3, xshape, r.x, prefill);
     ct_tensor *wte = op_tensor(&tape, 2, wshape, r.wte, prefill);
@@ -109,7 +109,7 @@ static void check_lm_head_loss(op_errors *e, int B, int T, int C, int V, float g
     /* An ignored row gets exactly nothing added to its d(x). */
     for (int k = 0; k < n_ignored; k++)
         for (int i = 0; i < C; i++)
-            CU_ASSERT(x->grad[(size_t)ignored[k] * C + i] == prefill);
+            CU_ASSERT(ct_tensor_grad_f32(x)[(size_t)ignored[k] * C + i] == prefill);
 
     free(fd);
     lm_ref_free(&r);
@@ -152,7 +152,7 @@ static double max_rel_diff(const float *a, const float *b, float fill, size_t n)
  * fill's ulp, which would be measured instead). */
 static void test_lm_head_loss_kernel_chunk_rows_1_3_5_n_agree(void) {
     op_errors e = {0};
-    const ct_kernels *k = ct_kern_cpu();
+    const ct_kernels *k = op_kernels();
     const int N = 26, C = 13, V = 37, ignored[2] = {4, 17};
     const float grad_scale = 0.75f;
     op_rng rng = op_rng_init(707);
@@ -171,7 +171,7 @@ static void test_lm_head_loss_kernel_chunk_rows_1_3_5_n_agree(void) {
     op_fd_grad(lm_ref_objective, &r, r.wte, nw, fdw);
     lm_ref_loss(&r); /* r.losses at the unperturbed point again */
 
-    const int chunks[5] = {N, 1, 3, 5, ct_kern_lm_head_chunk_rows(N, V)};
+    const int chunks[5] = {N, 1, 3, 5, k->lm_head_chunk_rows(&k->ctx, N, V)};
     CU_ASSERT(chunks[4] >= 1 && chunks[4] <= N);
     for (int c = 0; c < 5; c++) {
         losses[c] = malloc(sizeof(float) * N);
@@ -182,8 +182,8 @@ static void test_lm_head_loss_kernel_chunk_rows_1_3_5_n_agree(void) {
             dx[c][i] = 0.0f;
         for (size_t i = 0; i < nw; i++)
             dwte[c][i] = 0.0f;
-        k->lm_head_loss(losses[c], dx[c], dwte[c], x, wte, r.targets, N, C, V, grad_scale, scratch,
-                        chunks[c]);
+        k->lm_head_loss(&k->ctx, losses[c], dx[c], dwte[c], x, wte, r.targets, N, C, V, grad_scale,
+                        scratch, chunks[c]);
         op_check_fwd(&e, "lm_head kernel losses", losses[c], r.losses, (size_t)N);
         op_check_grad(&e, "lm_head kernel dx", dx[c], 0.0f, fdx, nx);
         op_check_grad(&e, "lm_head kernel dwte", dwte[c], 0.0f, fdw, nw);
@@ -201,7 +201,7 @@ static void test_lm_head_loss_kernel_chunk_rows_1_3_5_n_agree(void) {
     /* Without gradient outputs the losses are the same computation: bitwise equal. */
     float *plain = malloc(sizeof(float) * N);
     CU_ASSERT_FATAL(plain != NULL);
-    k->lm_head_loss(plain, NULL, NULL, x, wte, r.targets, N, C, V, grad_scale, scratch, N);
+    k->lm_head_loss(&k->ctx, plain, NULL, NULL, x, wte, r.targets, N, C, V, grad_scale, scratch, N);
     CU_ASSERT_EQUAL(memcmp(plain, losses[0], sizeof(float) * N), 0);
     op_report("lm_head kernel chunks", &e);
 
@@ -217,7 +217,7 @@ static void test_lm_head_loss_all_targets_ignored_gives_zero_loss_and_no_grad(vo
     op_rng rng = op_rng_init(808);
     lm_ref r = lm_ref_make(&rng, B * T, C, V, 1.0f, ignored, 6);
     ct_tape tape;
-    ct_tape_init(&tape, ct_kern_cpu());
+    ct_tape_init(&tape, op_kernels());
     int64_t xshape[3] = {B, T, C}, wshape[2] = {V, C}, tshape[2] = {B, T};
     ct_tensor *x = op_tensor(&tape, 3, xshape, r.x, OP_PREFILL);
     ct_tensor *wte = op_tensor(&tape, 2, wshape, r.wte, OP_PREFILL);
@@ -227,9 +227,9 @@ static void test_lm_head_loss_all_targets_ignored_gives_zero_loss_and_no_grad(vo
     CU_ASSERT(*ct_tensor_f32(loss) == 0.0f);
     CU_ASSERT_EQUAL(ct_tape_backward(&tape), CT_OK);
     for (int i = 0; i < B * T * C; i++)
-        CU_ASSERT(x->grad[i] == OP_PREFILL);
+        CU_ASSERT(ct_tensor_grad_f32(x)[i] == OP_PREFILL);
     for (int i = 0; i < V * C; i++)
-        CU_ASSERT(wte->grad[i] == OP_PREFILL);
+        CU_ASSERT(ct_tensor_grad_f32(wte)[i] == OP_PREFILL);
     lm_ref_free(&r);
     ct_tape_free(&tape);
 }

@@ -79,6 +79,13 @@ static inline double *op_zeros(size_t n) {
 
 /* ---------------------------------------------------------------- tensors on the tape */
 
+/* The CPU kernel table, through the one chooser, at its default thread count. */
+static inline const ct_kernels *op_kernels(void) {
+    const ct_kernels *k = NULL;
+    CU_ASSERT_EQUAL_FATAL(ct_kernels_for_device("cpu", 0, &k), CT_OK);
+    return k;
+}
+
 /* An f32 tensor from the tape's arena holding `vals`, with requires_grad set and its gradient
  * buffer (from the arena) filled with grad_fill. */
 static inline ct_tensor *op_tensor(ct_tape *tape, int ndim, const int64_t *shape,

@@ -34,7 +34,7 @@ static void make_model(ct_gpt *gpt, int n_layer, int n_embd, uint64_t seed) {
     /* LayerNorm ones and zero biases would hide a swap of weight and bias: perturb all. */
     for (int u = 0; u < gpt->n_units; u++)
         for (int64_t i = 0; i < gpt->units[u].numel; i++)
-            gpt->units[u].data[i] += 0.001f * (float)(i % 7) + 0.01f * (float)u;
+            ((float *)gpt->units[u].data)[i] += 0.001f * (float)(i % 7) + 0.01f * (float)u;
 }
 
 static bool same_params(const ct_gpt *a, const ct_gpt *b) {

@@ -108,8 +108,8 @@ static ct_status check_memory(const ct_trainer *tr, ct_shard_strategy strategy, 
      * (hsdp: over its shard group, otherwise over the world). */
     size_t layout_ranks = (size_t)(strategy == CT_SHARD_HSDP ? group_size : tr->world_size);
     size_t copy = job->checkpoint_async ? 12 * (size_t)tr->gpt.num_params / layout_ranks : 0;
-    size_t activations =
-        ct_gpt_activation_bytes(&tr->gpt.config, job->train_batch_size, job->model_seq_len);
+    size_t activations = ct_gpt_activation_bytes(tr->kernels, &tr->gpt.config,
+                                                 job->train_batch_size, job->model_seq_len);
     size_t rank_bytes = state + copy + activations;
     int local = tr->world ? ct_comm_local_size(tr->world) : 1;
     const char *source;
@@ -161,10 +161,11 @@ static ct_status build_model(ct_trainer *tr) {
                      : cfg.strategy == CT_SHARD_DDP ? 1
                                                     : tr->world_size;
     CT_CHECK(check_memory(tr, cfg.strategy, CT_MAX(group_size, 1)));
-    ct_arena_set_capacity(&tr->tape.arena,
-                          activation_reserve_bytes(ct_gpt_activation_bytes(
-                              &config, job->train_batch_size, job->model_seq_len)));
-    CT_CHECK(ct_shard_new(&tr->shard, &tr->gpt, tr->world, &cfg, (uint64_t)job->train_seed));
+    ct_tape_set_capacity(&tr->tape,
+                         activation_reserve_bytes(ct_gpt_activation_bytes(
+                             tr->kernels, &config, job->train_batch_size, job->model_seq_len)));
+    CT_CHECK(ct_shard_new(&tr->shard, &tr->gpt, tr->world, &cfg, tr->kernels,
+                          (uint64_t)job->train_seed));
     if (job->model_init_from[0])
         CT_CHECK(ct_ckpt_model_into_shard(job->model_init_from, &tr->gpt.config, tr->shard));
     tr->tape.hooks = ct_shard_hooks(tr->shard);
@@ -173,11 +174,12 @@ static ct_status build_model(ct_trainer *tr) {
 
 ct_status ct_trainer_new(ct_trainer **out, const ct_job *job, ct_comm *world) {
     *out = NULL;
-    if (strcmp(job->device_type, "cuda") == 0)
-        return ct_error(CT_ERR_INVALID,
-                        "%s: device.type = \"cuda\": CUDA training is not built yet (it arrives "
-                        "with the CUDA backend); use \"cpu\" or \"auto\"",
-                        job->source_path);
+    const ct_kernels *kernels;
+    if (ct_kernels_for_device(job->device_type, job->device_threads_per_rank, &kernels)) {
+        char why[512];
+        snprintf(why, sizeof(why), "%s", ct_error_message());
+        return ct_error(CT_ERR_INVALID, "%s: %s", job->source_path, why);
+    }
     ct_trainer *tr = ct_alloc(CT_MEM_OTHER, sizeof(ct_trainer));
     if (!tr) return CT_ERR_NOMEM;
     tr->job = *job;
@@ -185,8 +187,7 @@ ct_status ct_trainer_new(ct_trainer **out, const ct_job *job, ct_comm *world) {
     tr->world = world;
     tr->rank = world ? ct_comm_rank(world) : 0;
     tr->world_size = world ? ct_comm_size(world) : 1;
-    ct_kern_cpu_set_threads(job->device_threads_per_rank);
-    tr->kernels = ct_kern_cpu();
+    tr->kernels = kernels;
     CT_CHECK(open_datasets(tr));
     CT_CHECK(check_data(tr));
     ct_tape_init(&tr->tape, tr->kernels);
@@ -232,7 +233,9 @@ static ct_status micro_step(ct_trainer *tr, int64_t step, int micro, double *los
     ct_tensor *loss =
         ct_gpt_forward_loss(&tr->gpt, &tr->tape, tr->inputs, tr->targets, B, T, grad_scale);
     if (!loss) return ct_tape_status(&tr->tape);
-    *loss_sum += *(float *)loss->data;
+    float value;
+    CT_CHECK(ct_tape_read_scalar(&tr->tape, loss, &value));
+    *loss_sum += value;
     return ct_tape_backward(&tr->tape);
 }
 
@@ -313,7 +316,9 @@ ct_status ct_trainer_eval(ct_trainer *tr, double *val_loss) {
                 ct_gpt_forward_loss(&tr->gpt, &tr->tape, tr->inputs, tr->targets, B, T, 1.0f);
             tr->tape.recording = true;
             if (!loss) return ct_tape_status(&tr->tape);
-            sum += *(float *)loss->data;
+            float value;
+            CT_CHECK(ct_tape_read_scalar(&tr->tape, loss, &value));
+            sum += value;
         }
     /* Every micro-batch has B sequences: the mean of their means is the mean over all. */
     CT_CHECK(ct_shard_sum_over_ranks(tr->shard, &sum, 1));

@@ -5,9 +5,10 @@
  */
 #include "kernels/cpu/cpu_internal.h"
 
-void ct_cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n, float lr,
-                  float beta1, float beta2, float eps, float decay, float bias1, float bias2,
-                  float grad_scale) {
+void ct_cpu_adamw(const ct_kern_ctx *ctx, float *param, const float *grad, float *m, float *v,
+                  size_t n, float lr, float beta1, float beta2, float eps, float decay, float bias1,
+                  float bias2, float grad_scale) {
+    (void)ctx;
     float inv_bias1 = 1.0f / bias1, inv_bias2 = 1.0f / bias2;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {

@@ -6,11 +6,11 @@
  * (softmax max and sum) use eight fixed lanes, so results do not depend on the thread count.
  */
 #include "kernels/cpu/cpu_internal.h"
-#include "kernels/kernels.h"
 
 #include <math.h>
 
-size_t ct_kern_attention_scratch_floats(int B, int T, int C, int NH) {
+size_t ct_cpu_attention_scratch_floats(const ct_kern_ctx *ctx, int B, int T, int C, int NH) {
+    (void)ctx;
     int hs = C / NH;
     return (size_t)B * NH * ((size_t)hs * T + 2 * (size_t)T);
 }
@@ -45,8 +45,9 @@ static void dot_rows(float *row, const float *a, const float *cols, int hs, int 
     }
 }
 
-void ct_cpu_attention_fwd(float *out, float *att, const float *qkv, float *scratch, int B, int T,
-                          int C, int NH) {
+void ct_cpu_attention_fwd(const ct_kern_ctx *ctx, float *out, float *att, const float *qkv,
+                          float *scratch, int B, int T, int C, int NH) {
+    (void)ctx;
     // qkv is (B,T,3C), out (B,T,C), att (B,NH,T,T)
     int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
@@ -83,8 +84,9 @@ void ct_cpu_attention_fwd(float *out, float *att, const float *qkv, float *scrat
     }
 }
 
-void ct_cpu_attention_bwd(float *dqkv, const float *dout, const float *qkv, const float *att,
-                          float *scratch, int B, int T, int C, int NH) {
+void ct_cpu_attention_bwd(const ct_kern_ctx *ctx, float *dqkv, const float *dout, const float *qkv,
+                          const float *att, float *scratch, int B, int T, int C, int NH) {
+    (void)ctx;
     // dout is (B,T,C); dqkv (B,T,3C) += ...
     int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);

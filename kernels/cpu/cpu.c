@@ -1,7 +1,8 @@
 /*
- * The CPU backend's kernel table and its thread count. OpenBLAS runs the GEMMs with its own
- * threads and OpenMP runs our loops; both get the same count, set once, and never run at the
- * same time (no BLAS call is made inside an OpenMP region), so they do not oversubscribe.
+ * The CPU backend's kernel table and its thread count (the CPU tuning of kernels.h). OpenBLAS runs
+ * the GEMMs with its own threads and OpenMP runs our loops; both get the same count, set once, and
+ * never run at the same time (no BLAS call is made inside an OpenMP region), so they do not
+ * oversubscribe.
  */
 #include "common/common.h"
 #include "kernels/cpu/cpu_internal.h"
@@ -13,8 +14,14 @@
 
 static int cpu_threads = 0;
 
+/* The context stays all zero: CT_DEVICE_CPU, no stream, handles or workspace. */
 static const ct_kernels cpu_kernels = {
     .name = "cpu",
+    .memset_bytes = ct_cpu_memset_bytes,
+    .copy = ct_cpu_copy,
+    .cast = ct_cpu_cast,
+    .attention_scratch_floats = ct_cpu_attention_scratch_floats,
+    .lm_head_chunk_rows = ct_cpu_lm_head_chunk_rows,
     .matmul_fwd = ct_cpu_matmul_fwd,
     .matmul_bwd = ct_cpu_matmul_bwd,
     .layernorm_fwd = ct_cpu_layernorm_fwd,
@@ -29,6 +36,7 @@ static const ct_kernels cpu_kernels = {
     .attention_bwd = ct_cpu_attention_bwd,
     .lm_head_loss = ct_cpu_lm_head_loss,
     .lm_head_logits = ct_cpu_lm_head_logits,
+    .loss_mean = ct_cpu_loss_mean,
     .adamw = ct_cpu_adamw,
     .sum_squares = ct_cpu_sum_squares,
     .scale = ct_cpu_scale,
@@ -51,15 +59,6 @@ void ct_kern_cpu_set_threads(int threads) {
 
 int ct_kern_cpu_threads(void) {
     return cpu_threads;
-}
-
-int ct_kern_lm_head_chunk_rows(int N, int V) {
-    /* About 32 MB of logits per chunk: large enough for efficient GEMMs (the d(wte) product's
-     * inner dimension is the chunk's row count), small enough to stay out of the way. */
-    long rows = (32L << 20) / (4L * (V > 0 ? V : 1));
-    rows = rows < 16 ? 16 : rows;
-    rows = (rows + 15) / 16 * 16;
-    return (int)(rows < N ? rows : N);
 }
 
 double ct_kern_cpu_sgemm_gflops(int n, int reps) {

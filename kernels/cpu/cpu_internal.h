@@ -1,11 +1,14 @@
 /*
- * Shared by the CPU kernels only: the kernel entry points the table in cpu.c collects, and a
+ * Shared by the CPU kernels only: the kernel entry points the table in cpu.c collects (each
+ * takes the table's context first and ignores it: the CPU needs none), and a
  * vectorisable exp. glibc's expf is a scalar call that gcc will not vectorise without
  * -ffast-math (which we never use), and the LM head takes 50M exponentials per step at
  * vocabulary 50257, so exp is written here as plain arithmetic the compiler turns into AVX2.
  */
 #ifndef CT_KERNELS_CPU_INTERNAL_H
 #define CT_KERNELS_CPU_INTERNAL_H
+
+#include "kernels/kernels.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -57,35 +60,48 @@ static inline float ct_cpu_reduce_lanes(const float lane[8]) {
            ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-void ct_cpu_matmul_fwd(float *out, const float *inp, const float *weight, const float *bias, int N,
-                       int C, int OC);
-void ct_cpu_matmul_bwd(float *dinp, float *dweight, float *dbias, const float *dout,
-                       const float *inp, const float *weight, int N, int C, int OC);
-void ct_cpu_layernorm_fwd(float *out, float *mean, float *rstd, const float *inp,
-                          const float *weight, const float *bias, int N, int C, float eps);
-void ct_cpu_layernorm_bwd(float *dinp, float *dweight, float *dbias, const float *dout,
-                          const float *inp, const float *weight, const float *mean,
-                          const float *rstd, int N, int C);
-void ct_cpu_gelu_fwd(float *out, const float *inp, size_t n);
-void ct_cpu_gelu_bwd(float *dinp, const float *inp, const float *dout, size_t n);
-void ct_cpu_add_fwd(float *out, const float *a, const float *b, size_t n);
-void ct_cpu_add_inplace(float *y, const float *x, size_t n);
-void ct_cpu_embedding_fwd(float *out, const int32_t *tokens, const float *wte, const float *wpe,
-                          int B, int T, int C);
-void ct_cpu_embedding_bwd(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int B,
-                          int T, int C);
-void ct_cpu_attention_fwd(float *out, float *att, const float *qkv, float *scratch, int B, int T,
-                          int C, int NH);
-void ct_cpu_attention_bwd(float *dqkv, const float *dout, const float *qkv, const float *att,
+ct_status ct_cpu_memset_bytes(const ct_kern_ctx *ctx, void *dst, int value, size_t bytes);
+ct_status ct_cpu_copy(const ct_kern_ctx *ctx, void *dst, const void *src, size_t bytes,
+                      ct_copy_kind kind);
+ct_status ct_cpu_cast(const ct_kern_ctx *ctx, void *dst, ct_dtype dst_dtype, const void *src,
+                      ct_dtype src_dtype, size_t n);
+size_t ct_cpu_attention_scratch_floats(const ct_kern_ctx *ctx, int B, int T, int C, int NH);
+int ct_cpu_lm_head_chunk_rows(const ct_kern_ctx *ctx, int N, int V);
+void ct_cpu_matmul_fwd(const ct_kern_ctx *ctx, float *out, const float *inp, const float *weight,
+                       const float *bias, int N, int C, int OC);
+void ct_cpu_matmul_bwd(const ct_kern_ctx *ctx, float *dinp, float *dweight, float *dbias,
+                       const float *dout, const float *inp, const float *weight, int N, int C,
+                       int OC);
+void ct_cpu_layernorm_fwd(const ct_kern_ctx *ctx, float *out, float *mean, float *rstd,
+                          const float *inp, const float *weight, const float *bias, int N, int C,
+                          float eps);
+void ct_cpu_layernorm_bwd(const ct_kern_ctx *ctx, float *dinp, float *dweight, float *dbias,
+                          const float *dout, const float *inp, const float *weight,
+                          const float *mean, const float *rstd, int N, int C);
+void ct_cpu_gelu_fwd(const ct_kern_ctx *ctx, float *out, const float *inp, size_t n);
+void ct_cpu_gelu_bwd(const ct_kern_ctx *ctx, float *dinp, const float *inp, const float *dout,
+                     size_t n);
+void ct_cpu_add_fwd(const ct_kern_ctx *ctx, float *out, const float *a, const float *b, size_t n);
+void ct_cpu_add_inplace(const ct_kern_ctx *ctx, float *y, const float *x, size_t n);
+void ct_cpu_embedding_fwd(const ct_kern_ctx *ctx, float *out, const int32_t *tokens,
+                          const float *wte, const float *wpe, int B, int T, int C);
+void ct_cpu_embedding_bwd(const ct_kern_ctx *ctx, float *dwte, float *dwpe, const float *dout,
+                          const int32_t *tokens, int B, int T, int C);
+void ct_cpu_attention_fwd(const ct_kern_ctx *ctx, float *out, float *att, const float *qkv,
                           float *scratch, int B, int T, int C, int NH);
-void ct_cpu_lm_head_loss(float *losses, float *dx, float *dwte, const float *x, const float *wte,
-                         const int32_t *targets, int N, int C, int V, float grad_scale,
-                         float *scratch, int chunk_rows);
-void ct_cpu_lm_head_logits(float *logits, const float *x, const float *wte, int N, int C, int V);
-void ct_cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n, float lr,
-                  float beta1, float beta2, float eps, float decay, float bias1, float bias2,
-                  float grad_scale);
-double ct_cpu_sum_squares(const float *x, size_t n);
-void ct_cpu_scale(float *x, size_t n, float scale);
+void ct_cpu_attention_bwd(const ct_kern_ctx *ctx, float *dqkv, const float *dout, const float *qkv,
+                          const float *att, float *scratch, int B, int T, int C, int NH);
+void ct_cpu_lm_head_loss(const ct_kern_ctx *ctx, float *losses, float *dx, float *dwte,
+                         const float *x, const float *wte, const int32_t *targets, int N, int C,
+                         int V, float grad_scale, float *scratch, int chunk_rows);
+void ct_cpu_lm_head_logits(const ct_kern_ctx *ctx, float *logits, const float *x, const float *wte,
+                           int N, int C, int V);
+void ct_cpu_loss_mean(const ct_kern_ctx *ctx, float *loss, const float *losses,
+                      const int32_t *targets, int N);
+void ct_cpu_adamw(const ct_kern_ctx *ctx, float *param, const float *grad, float *m, float *v,
+                  size_t n, float lr, float beta1, float beta2, float eps, float decay, float bias1,
+                  float bias2, float grad_scale);
+double ct_cpu_sum_squares(const ct_kern_ctx *ctx, const float *x, size_t n);
+void ct_cpu_scale(const ct_kern_ctx *ctx, float *x, size_t n, float scale);
 
 #endif

@@ -14,7 +14,8 @@ static inline float tanh_vec(float u) {
     return u < 0 ? -t : t;
 }
 
-void ct_cpu_gelu_fwd(float *out, const float *inp, size_t n) {
+void ct_cpu_gelu_fwd(const ct_kern_ctx *ctx, float *out, const float *inp, size_t n) {
+    (void)ctx;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
@@ -23,7 +24,9 @@ void ct_cpu_gelu_fwd(float *out, const float *inp, size_t n) {
     }
 }
 
-void ct_cpu_gelu_bwd(float *dinp, const float *inp, const float *dout, size_t n) {
+void ct_cpu_gelu_bwd(const ct_kern_ctx *ctx, float *dinp, const float *inp, const float *dout,
+                     size_t n) {
+    (void)ctx;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
@@ -36,25 +39,29 @@ void ct_cpu_gelu_bwd(float *dinp, const float *inp, const float *dout, size_t n)
     }
 }
 
-void ct_cpu_add_fwd(float *out, const float *a, const float *b, size_t n) {
+void ct_cpu_add_fwd(const ct_kern_ctx *ctx, float *out, const float *a, const float *b, size_t n) {
+    (void)ctx;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++)
         out[i] = a[i] + b[i];
 }
 
-void ct_cpu_add_inplace(float *y, const float *x, size_t n) {
+void ct_cpu_add_inplace(const ct_kern_ctx *ctx, float *y, const float *x, size_t n) {
+    (void)ctx;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++)
         y[i] += x[i];
 }
 
-void ct_cpu_scale(float *x, size_t n, float scale) {
+void ct_cpu_scale(const ct_kern_ctx *ctx, float *x, size_t n, float scale) {
+    (void)ctx;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++)
         x[i] *= scale;
 }
 
-double ct_cpu_sum_squares(const float *x, size_t n) {
+double ct_cpu_sum_squares(const ct_kern_ctx *ctx, const float *x, size_t n) {
+    (void)ctx;
     /* Fixed blocks summed in index order, then the block sums in order: the result does not
      * depend on the thread count. */
     enum { BLOCK = 4096 };

@@ -5,8 +5,9 @@
  */
 #include "kernels/cpu/cpu_internal.h"
 
-void ct_cpu_embedding_fwd(float *out, const int32_t *tokens, const float *wte, const float *wpe,
-                          int B, int T, int C) {
+void ct_cpu_embedding_fwd(const ct_kern_ctx *ctx, float *out, const int32_t *tokens,
+                          const float *wte, const float *wpe, int B, int T, int C) {
+    (void)ctx;
     // tokens (B,T), wte (V,C), wpe (maxT,C), out (B,T,C)
 #pragma omp parallel for schedule(static)
     for (int bt = 0; bt < B * T; bt++) {
@@ -18,8 +19,9 @@ void ct_cpu_embedding_fwd(float *out, const int32_t *tokens, const float *wte, c
     }
 }
 
-void ct_cpu_embedding_bwd(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int B,
-                          int T, int C) {
+void ct_cpu_embedding_bwd(const ct_kern_ctx *ctx, float *dwte, float *dwpe, const float *dout,
+                          const int32_t *tokens, int B, int T, int C) {
+    (void)ctx;
     int blocks = (C + 31) / 32;
     if (dwte) {
 #pragma omp parallel for schedule(static)

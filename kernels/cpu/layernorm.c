@@ -5,8 +5,10 @@
  */
 #include "kernels/cpu/cpu_internal.h"
 
-void ct_cpu_layernorm_fwd(float *out, float *mean, float *rstd, const float *inp,
-                          const float *weight, const float *bias, int N, int C, float eps) {
+void ct_cpu_layernorm_fwd(const ct_kern_ctx *ctx, float *out, float *mean, float *rstd,
+                          const float *inp, const float *weight, const float *bias, int N, int C,
+                          float eps) {
+    (void)ctx;
     // inp, out are (N,C); mean, rstd are (N)
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
@@ -28,9 +30,10 @@ void ct_cpu_layernorm_fwd(float *out, float *mean, float *rstd, const float *inp
     }
 }
 
-void ct_cpu_layernorm_bwd(float *dinp, float *dweight, float *dbias, const float *dout,
-                          const float *inp, const float *weight, const float *mean,
-                          const float *rstd, int N, int C) {
+void ct_cpu_layernorm_bwd(const ct_kern_ctx *ctx, float *dinp, float *dweight, float *dbias,
+                          const float *dout, const float *inp, const float *weight,
+                          const float *mean, const float *rstd, int N, int C) {
+    (void)ctx;
     // dinp (N,C) += ...; dweight, dbias (C) += column sums; any of the three may be NULL
     if (dinp) {
 #pragma omp parallel for schedule(static)

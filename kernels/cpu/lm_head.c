@@ -3,7 +3,8 @@
  * 1024-token batch are 206 MB; they never exist whole. Rows are processed in chunks: one GEMM
  * for the chunk's logits, then per row the max, exponentials, loss and d(logits) in place,
  * then the chunk's contributions to d(x) and d(wte) as two more GEMMs. The whole head costs
- * three GEMMs and two passes over each chunk of logits.
+ * three GEMMs and two passes over each chunk of logits. The mean of the rows' losses is
+ * a kernel too (loss_mean), so the loss is computed where the losses are.
  */
 #include "kernels/cpu/cpu_internal.h"
 
@@ -26,15 +27,27 @@ static float exp_and_sum(float *x, int n, float m) {
     return ct_cpu_reduce_lanes(lane);
 }
 
-void ct_cpu_lm_head_logits(float *logits, const float *x, const float *wte, int N, int C, int V) {
+int ct_cpu_lm_head_chunk_rows(const ct_kern_ctx *ctx, int N, int V) {
+    (void)ctx;
+    /* About 32 MB of logits per chunk: large enough for efficient GEMMs (the d(wte) product's
+     * inner dimension is the chunk's row count), small enough to stay out of the way. */
+    long rows = (32L << 20) / (4L * (V > 0 ? V : 1));
+    rows = rows < 16 ? 16 : rows;
+    rows = (rows + 15) / 16 * 16;
+    return (int)(rows < N ? rows : N);
+}
+
+void ct_cpu_lm_head_logits(const ct_kern_ctx *ctx, float *logits, const float *x, const float *wte,
+                           int N, int C, int V) {
+    (void)ctx;
     // x (N,C), wte (V,C), logits (N,V)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, V, C, 1.0f, x, C, wte, C, 0.0f, logits,
                 V);
 }
 
-void ct_cpu_lm_head_loss(float *losses, float *dx, float *dwte, const float *x, const float *wte,
-                         const int32_t *targets, int N, int C, int V, float grad_scale,
-                         float *scratch, int chunk_rows) {
+void ct_cpu_lm_head_loss(const ct_kern_ctx *ctx, float *losses, float *dx, float *dwte,
+                         const float *x, const float *wte, const int32_t *targets, int N, int C,
+                         int V, float grad_scale, float *scratch, int chunk_rows) {
     int valid = 0;
     for (int n = 0; n < N; n++)
         valid += targets[n] >= 0;
@@ -43,7 +56,7 @@ void ct_cpu_lm_head_loss(float *losses, float *dx, float *dwte, const float *x, 
     for (int r0 = 0; r0 < N; r0 += chunk_rows) {
         int rows = N - r0 < chunk_rows ? N - r0 : chunk_rows;
         const float *xc = x + (size_t)r0 * C;
-        ct_cpu_lm_head_logits(scratch, xc, wte, rows, C, V);
+        ct_cpu_lm_head_logits(ctx, scratch, xc, wte, rows, C, V);
 #pragma omp parallel for schedule(static)
         for (int r = 0; r < rows; r++) {
             float *row = scratch + (size_t)r * V;
@@ -74,4 +87,18 @@ void ct_cpu_lm_head_loss(float *losses, float *dx, float *dwte, const float *x, 
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, rows, 1.0f, scratch, V, xc,
                         C, 1.0f, dwte, C);
     }
+}
+
+void ct_cpu_loss_mean(const ct_kern_ctx *ctx, float *loss, const float *losses,
+                      const int32_t *targets, int N) {
+    (void)ctx;
+    /* The mean in double, in index order: deterministic and independent of threads. */
+    double sum = 0.0;
+    int valid = 0;
+    for (int n = 0; n < N; n++) {
+        if (targets[n] < 0) continue;
+        sum += losses[n];
+        valid++;
+    }
+    *loss = valid ? (float)(sum / valid) : 0.0f;
 }

@@ -6,8 +6,9 @@
 
 #include <cblas.h>
 
-void ct_cpu_matmul_fwd(float *out, const float *inp, const float *weight, const float *bias, int N,
-                       int C, int OC) {
+void ct_cpu_matmul_fwd(const ct_kern_ctx *ctx, float *out, const float *inp, const float *weight,
+                       const float *bias, int N, int C, int OC) {
+    (void)ctx;
     // inp is (N,C), weight (OC,C), out (N,OC)
     if (bias) {
 #pragma omp parallel for schedule(static)
@@ -18,8 +19,10 @@ void ct_cpu_matmul_fwd(float *out, const float *inp, const float *weight, const 
                 bias ? 1.0f : 0.0f, out, OC);
 }
 
-void ct_cpu_matmul_bwd(float *dinp, float *dweight, float *dbias, const float *dout,
-                       const float *inp, const float *weight, int N, int C, int OC) {
+void ct_cpu_matmul_bwd(const ct_kern_ctx *ctx, float *dinp, float *dweight, float *dbias,
+                       const float *dout, const float *inp, const float *weight, int N, int C,
+                       int OC) {
+    (void)ctx;
     // dout is (N,OC): dinp (N,C) += dout @ weight; dweight (OC,C) += dout^T @ inp
     if (dinp)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C,

@@ -15,12 +15,13 @@ static void layernorm_bwd(ct_tape *tape, ct_tape_node *node) {
     layernorm_saved *saved = node->saved;
     int C = (int)x->shape[x->ndim - 1];
     int N = (int)(ct_tensor_numel(x) / C);
-    float *dx = x->requires_grad ? ct_tape_grad(tape, x) : NULL;
-    float *dw = w->requires_grad ? ct_tape_grad(tape, w) : NULL;
-    float *db = b->requires_grad ? ct_tape_grad(tape, b) : NULL;
+    float *dx = x->requires_grad ? ct_tape_grad_f32(tape, x) : NULL;
+    float *dw = w->requires_grad ? ct_tape_grad_f32(tape, w) : NULL;
+    float *db = b->requires_grad ? ct_tape_grad_f32(tape, b) : NULL;
     if (tape->status) return;
-    tape->kernels->layernorm_bwd(dx, dw, db, out->grad, x->data, w->data, saved->mean, saved->rstd,
-                                 N, C);
+    const ct_kernels *k = tape->kernels;
+    k->layernorm_bwd(&k->ctx, dx, dw, db, ct_tensor_grad_f32(out), ct_tensor_f32(x),
+                     ct_tensor_f32(w), saved->mean, saved->rstd, N, C);
 }
 
 // x is (...,C), weight and bias (C) -> out (...,C)
@@ -28,15 +29,17 @@ ct_tensor *ct_op_layernorm(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_te
     if (!x || !weight || !bias || tape->status) return NULL;
     int C = (int)x->shape[x->ndim - 1];
     CT_ASSERT(ct_tensor_numel(weight) == C && ct_tensor_numel(bias) == C, "layernorm C=%d", C);
+    if (!ct_tape_check_dtype(tape, "layernorm", CT_F32, x, weight, bias)) return NULL;
     int N = (int)(ct_tensor_numel(x) / C);
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, x->ndim, x->shape);
-    layernorm_saved *saved = ct_tape_scratch(tape, sizeof(layernorm_saved));
+    layernorm_saved *saved = ct_tape_host(tape, sizeof(layernorm_saved));
     float *stats = ct_tape_scratch(tape, 2 * sizeof(float) * (size_t)N);
     if (!out || !saved || !stats) return NULL;
     saved->mean = stats;
     saved->rstd = stats + N;
-    tape->kernels->layernorm_fwd(out->data, saved->mean, saved->rstd, x->data, weight->data,
-                                 bias->data, N, C, LAYERNORM_EPS);
+    const ct_kernels *k = tape->kernels;
+    k->layernorm_fwd(&k->ctx, ct_tensor_f32(out), saved->mean, saved->rstd, ct_tensor_f32(x),
+                     ct_tensor_f32(weight), ct_tensor_f32(bias), N, C, LAYERNORM_EPS);
     ct_tape_node *node =
         ct_tape_record(tape, "layernorm", layernorm_bwd, out, x, weight, bias, NULL);
     if (node) node->saved = saved;

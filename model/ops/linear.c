@@ -8,11 +8,13 @@ static void linear_bwd(ct_tape *tape, ct_tape_node *node) {
     if (!out->grad) return;
     int C = (int)w->shape[1], OC = (int)w->shape[0];
     int N = (int)(ct_tensor_numel(x) / C);
-    float *dx = x->requires_grad ? ct_tape_grad(tape, x) : NULL;
-    float *dw = w->requires_grad ? ct_tape_grad(tape, w) : NULL;
-    float *db = b && b->requires_grad ? ct_tape_grad(tape, b) : NULL;
+    float *dx = x->requires_grad ? ct_tape_grad_f32(tape, x) : NULL;
+    float *dw = w->requires_grad ? ct_tape_grad_f32(tape, w) : NULL;
+    float *db = b && b->requires_grad ? ct_tape_grad_f32(tape, b) : NULL;
     if (tape->status) return;
-    tape->kernels->matmul_bwd(dx, dw, db, out->grad, x->data, w->data, N, C, OC);
+    const ct_kernels *k = tape->kernels;
+    k->matmul_bwd(&k->ctx, dx, dw, db, ct_tensor_grad_f32(out), ct_tensor_f32(x), ct_tensor_f32(w),
+                  N, C, OC);
 }
 
 // x is (...,C), weight (OC,C), bias (OC) or NULL -> out (...,OC)
@@ -21,6 +23,7 @@ ct_tensor *ct_op_linear(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_tenso
     int C = (int)weight->shape[1], OC = (int)weight->shape[0];
     CT_ASSERT(x->shape[x->ndim - 1] == C, "linear: x has %lld channels, weight wants %d",
               (long long)x->shape[x->ndim - 1], C);
+    if (!ct_tape_check_dtype(tape, "linear", CT_F32, x, weight, bias)) return NULL;
     int N = (int)(ct_tensor_numel(x) / C);
     int64_t shape[CT_MAX_DIMS];
     for (int d = 0; d < x->ndim; d++)
@@ -28,7 +31,9 @@ ct_tensor *ct_op_linear(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_tenso
     shape[x->ndim - 1] = OC;
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, x->ndim, shape);
     if (!out) return NULL;
-    tape->kernels->matmul_fwd(out->data, x->data, weight->data, bias ? bias->data : NULL, N, C, OC);
+    const ct_kernels *k = tape->kernels;
+    k->matmul_fwd(&k->ctx, ct_tensor_f32(out), ct_tensor_f32(x), ct_tensor_f32(weight),
+                  bias ? ct_tensor_f32(bias) : NULL, N, C, OC);
     ct_tape_record(tape, "linear", linear_bwd, out, x, weight, bias, NULL);
     return out;
 }

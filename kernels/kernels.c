@@ -1,0 +1,29 @@
+/*
+ * What kernels/ offers whatever the backend: the sizes and names of element types, and the one
+ * place a backend is chosen from device.type.
+ */
+#include "kernels/kernels.h"
+
+#include <string.h>
+
+size_t ct_dtype_size(ct_dtype dtype) {
+    return dtype == CT_BF16 || dtype == CT_F16 ? 2 : 4;
+}
+
+const char *ct_dtype_name(ct_dtype dtype) {
+    static const char *names[] = {"f32", "bf16", "f16", "i32"};
+    return (unsigned)dtype < CT_ARRAY_LEN(names) ? names[dtype] : "unknown dtype";
+}
+
+ct_status ct_kernels_for_device(const char *type, int cpu_threads, const ct_kernels **kernels) {
+    *kernels = NULL;
+    if (strcmp(type, "cuda") == 0)
+        return ct_error(CT_ERR_INVALID,
+                        "device.type = \"cuda\": CUDA training is not built yet (it arrives "
+                        "with the CUDA backend); use \"cpu\" or \"auto\"");
+    if (strcmp(type, "cpu") != 0 && strcmp(type, "auto") != 0)
+        return ct_error(CT_ERR_INVALID, "device.type = \"%s\": expected auto, cpu or cuda", type);
+    ct_kern_cpu_set_threads(cpu_threads);
+    *kernels = ct_kern_cpu();
+    return CT_OK;
+}
