@@ -27,16 +27,33 @@ ct_status ct_ckpt_check_units(const ct_ckpt_step *ck, const char *path, const ct
     return CT_OK;
 }
 
+/* Elements [lo, hi) of unit u's `kind` from the rank files into the shard layer: decoded in
+ * place where its storage is host memory, else through a host buffer and the kernel table. */
+static ct_status load_piece(const ct_ckpt_step *ck, ct_shard *shard, const ct_gpt *gpt, int u,
+                            ct_ckpt_kind kind) {
+    ct_shard_state state = ct_ckpt_kind_state(kind);
+    int64_t lo, hi;
+    ct_shard_state_range(shard, u, state, &lo, &hi);
+    if (lo == hi) return CT_OK;
+    const char *name = gpt->units[u].name;
+    float *host = ct_shard_state_host(shard, u, state);
+    if (host)
+        return ct_ckpt_read_range(ck->readers, ck->manifest.world_size, u, name, kind, lo, hi,
+                                  host);
+    size_t bytes = sizeof(float) * (size_t)(hi - lo);
+    float *staging = ct_alloc(CT_MEM_CHECKPOINT, bytes);
+    if (!staging) return ct_error(CT_ERR_NOMEM, "checkpoint: %zu bytes to load %s", bytes, name);
+    ct_status status =
+        ct_ckpt_read_range(ck->readers, ck->manifest.world_size, u, name, kind, lo, hi, staging);
+    if (status == CT_OK) status = ct_shard_state_from_host(shard, u, state, lo, hi, staging);
+    ct_free(CT_MEM_CHECKPOINT, staging, bytes);
+    return status;
+}
+
 ct_status ct_ckpt_load_shard(const ct_ckpt_step *ck, ct_shard *shard, const ct_gpt *gpt) {
     for (int u = 0; u < gpt->n_units; u++)
-        for (int k = 0; k < CT_CKPT_KIND_COUNT; k++) {
-            int64_t lo, hi;
-            float *data =
-                ct_shard_unit_state(shard, u, ct_ckpt_kind_state((ct_ckpt_kind)k), &lo, &hi);
-            if (lo < hi)
-                CT_CHECK(ct_ckpt_read_range(ck->readers, ck->manifest.world_size, u,
-                                            gpt->units[u].name, (ct_ckpt_kind)k, lo, hi, data));
-        }
+        for (int k = 0; k < CT_CKPT_KIND_COUNT; k++)
+            CT_CHECK(load_piece(ck, shard, gpt, u, (ct_ckpt_kind)k));
     ct_shard_set_step_count(shard, ck->manifest.step);
     return CT_OK;
 }

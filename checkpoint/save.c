@@ -18,6 +18,9 @@
  * rest, all-gathering on a communicator of its own so that its collective never meets the
  * training's; the next save and the end of the run wait for it. A failure anywhere leaves the
  * .tmp directory, which resume ignores and the next save of that step replaces.
+ *
+ * The state is read through the shard layer: in place where it is host memory (the CPU), and
+ * otherwise (a device) copied to the host copy first, by the kernel table, for every save.
  */
 #include "checkpoint/sharded.h"
 #include "common/fault.h"
@@ -35,7 +38,7 @@ typedef struct {
     int unit;
     ct_ckpt_kind kind;
     int64_t lo, hi;
-    const float *src; /* the shard layer's storage of element lo */
+    const float *src; /* the shard layer's storage of element lo, when it is host memory */
 } save_piece;
 
 /* What each rank tells the others after writing its file. */
@@ -51,13 +54,15 @@ struct ct_ckpt_saver {
     int rank, world_size, layout_ranks;
     save_piece *pieces;
     int n_pieces;
-    float *copy; /* async: the pieces' host copy, in piece order */
+    float *copy; /* async or staged: the pieces' host copy, in piece order */
     size_t copy_floats;
+    bool staged;   /* the state is not host memory: every save goes through the host copy */
     ct_comm *comm; /* async with more than one rank: the background thread's own */
     pthread_t thread;
     bool running;
     /* the save in flight */
-    bool background; /* from the host copy, in the thread */
+    bool background; /* in the thread */
+    bool from_copy;  /* written from the host copy */
     int64_t step;
     ct_ckpt_save_info info; /* its strings point into the copies below */
     char dir[PATH_BYTES], tmp_path[PATH_BYTES], strategy[64];
@@ -98,30 +103,48 @@ ct_status ct_ckpt_saver_new(ct_ckpt_saver **saver, ct_shard *shard, const ct_gpt
         ct_shard_range mine = ct_shard_layout(gpt->units[u].numel, s->layout_ranks, s->rank);
         int64_t a = mine.lo, b = mine.hi;
         for (int k = 0; k < CT_CKPT_KIND_COUNT; k++) {
+            ct_shard_state state = ct_ckpt_kind_state((ct_ckpt_kind)k);
             int64_t lo, hi;
-            float *data =
-                ct_shard_unit_state(shard, u, ct_ckpt_kind_state((ct_ckpt_kind)k), &lo, &hi);
+            ct_shard_state_range(shard, u, state, &lo, &hi);
             CT_ASSERT(a == b || (lo <= a && b <= hi), "unit %d: [%lld, %lld) outside [%lld, %lld)",
                       u, (long long)a, (long long)b, (long long)lo, (long long)hi);
-            s->pieces[u * CT_CKPT_KIND_COUNT + k] = (save_piece){
-                .unit = u, .kind = (ct_ckpt_kind)k, .lo = a, .hi = b, .src = data + (a - lo)};
+            const float *host = ct_shard_state_host(shard, u, state);
+            if (!host && a < b) s->staged = true;
+            s->pieces[u * CT_CKPT_KIND_COUNT + k] =
+                (save_piece){.unit = u,
+                             .kind = (ct_ckpt_kind)k,
+                             .lo = a,
+                             .hi = b,
+                             .src = host ? host + (a - lo) : NULL};
             s->copy_floats += (size_t)(b - a);
         }
     }
     return CT_OK;
 }
 
-/* Async only, at the first save: the host copy and the thread's communicator (a collective:
- * every rank makes its first save at the same step). */
-static ct_status prepare_async(ct_ckpt_saver *s) {
+/* At the first save that needs it: the host copy, and for async the thread's communicator (a
+ * collective: every rank makes its first save at the same step). */
+static ct_status prepare_copy(ct_ckpt_saver *s, bool async) {
     if (!s->copy && s->copy_floats > 0) {
         s->copy = ct_alloc(CT_MEM_CHECKPOINT, sizeof(float) * s->copy_floats);
         if (!s->copy)
-            return ct_error(CT_ERR_NOMEM, "checkpoint.async: a host copy of %zu floats",
-                            s->copy_floats);
+            return ct_error(CT_ERR_NOMEM, "checkpoint: a host copy of %zu floats", s->copy_floats);
     }
-    if (!s->comm && s->world && s->world_size > 1)
+    if (async && !s->comm && s->world && s->world_size > 1)
         CT_CHECK(ct_comm_split(s->world, 0, s->rank, &s->comm));
+    return CT_OK;
+}
+
+/* The pieces into the host copy, in piece order, through the shard layer's kernel table. */
+static ct_status copy_pieces(ct_ckpt_saver *s) {
+    float *copy = s->copy;
+    for (int i = 0; i < s->n_pieces; i++) {
+        const save_piece *p = &s->pieces[i];
+        if (p->hi == p->lo) continue; /* a rank past the layout's (hsdp) has no copy at all */
+        CT_CHECK(ct_shard_state_to_host(s->shard, p->unit, ct_ckpt_kind_state(p->kind), p->lo,
+                                        p->hi, copy));
+        copy += p->hi - p->lo;
+    }
     return CT_OK;
 }
 
@@ -135,7 +158,7 @@ static ct_status write_rank_file(ct_ckpt_saver *s, uint64_t *file_bytes, uint64_
     size_t at = 0; /* of the piece in the host copy */
     for (int i = 0; i < s->n_pieces; i++) {
         const save_piece *p = &s->pieces[i];
-        const float *data = !s->background ? p->src : p->hi > p->lo ? s->copy + at : NULL;
+        const float *data = !s->from_copy ? p->src : p->hi > p->lo ? s->copy + at : NULL;
         at += (size_t)(p->hi - p->lo);
         ct_status status = ct_ckpt_writer_add(w, p->unit, p->kind, p->lo, p->hi, data);
         if (status != CT_OK) {
@@ -257,8 +280,9 @@ ct_status ct_ckpt_save(ct_ckpt_saver *s, int64_t step, const ct_ckpt_save_info *
     CT_CHECK(ct_ckpt_saver_wait(s));
     CT_CHECK(keep_info(s, info));
     bool async = info->async;
-    if (async) CT_CHECK(prepare_async(s));
     s->background = async;
+    s->from_copy = async || s->staged;
+    if (s->from_copy) CT_CHECK(prepare_copy(s, async));
     s->t0 = ct_time_s();
     s->step = step;
     ct_comm *world = s->world && s->world_size > 1 ? s->world : NULL;
@@ -270,6 +294,8 @@ ct_status ct_ckpt_save(ct_ckpt_saver *s, int64_t step, const ct_ckpt_save_info *
     else
         ct_ckpt_step_path(s->dir, s->step, true, s->tmp_path, sizeof(s->tmp_path));
     CT_CHECK(ct_shard_agree(s->shard, begun, "creating the checkpoint directory"));
+    if (s->from_copy)
+        CT_CHECK(ct_shard_agree(s->shard, copy_pieces(s), "copying the state to the host"));
     if (!async) {
         /* Returning CT_OK means committed, on every rank (rank 0's commit included). */
         ct_status status =
@@ -277,13 +303,6 @@ ct_status ct_ckpt_save(ct_ckpt_saver *s, int64_t step, const ct_ckpt_save_info *
         s->blocking_s = ct_time_s() - s->t0;
         if (status == CT_OK) report_saved(s);
         return status;
-    }
-    float *copy = s->copy;
-    for (int i = 0; i < s->n_pieces; i++) {
-        const save_piece *p = &s->pieces[i];
-        if (p->hi == p->lo) continue; /* a rank past the layout's (hsdp) has no copy at all */
-        memcpy(copy, p->src, sizeof(float) * (size_t)(p->hi - p->lo));
-        copy += p->hi - p->lo;
     }
     s->blocking_s = ct_time_s() - s->t0;
     s->running = true;

@@ -21,7 +21,7 @@ ct_status ct_ckpt_model_into_shard(const char *path, const ct_gpt_config *config
     ct_status status = full_model_new(&full, config);
     if (status == CT_OK) status = ct_ckpt_model_read(path, &full);
     for (int u = 0; status == CT_OK && u < full.n_units; u++)
-        ct_shard_load_unit(shard, u, full.units[u].data);
+        status = ct_shard_load_unit(shard, u, full.units[u].data);
     full_model_free(&full);
     return status;
 }

@@ -4,7 +4,7 @@
  * Weight decay follows each parameter's flag (2-D weights only), so a range that cuts through
  * several parameters is updated parameter piece by parameter piece.
  */
-#include "model/model.h"
+#include "model/optim.h"
 
 #include <math.h>
 #include <string.h>

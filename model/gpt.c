@@ -3,7 +3,7 @@
  * pass as a sequence of units. Unit 0, "embed", holds wte, wpe and the final LayerNorm and is
  * entered twice per pass (the LM head is tied to wte); unit 1+l is transformer block l.
  */
-#include "model/model.h"
+#include "model/gpt.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
  * Learning-rate schedules and the gradient-clipping factor: pure functions of the step, so a
  * resumed run computes exactly what the uninterrupted run computed.
  */
-#include "model/model.h"
+#include "model/optim.h"
 
 #include <math.h>
 

@@ -8,7 +8,7 @@
  * gradients in the data arena, which is the kernels' device memory and is therefore written
  * only by kernels: zeroed through the table's memset, filled from the host by its copy.
  */
-#include "model/model.h"
+#include "model/tape.h"
 
 #include <string.h>
 

@@ -3,7 +3,7 @@
  * gradients views into a flat gradient buffer of the same layout. Rebinding the views is all a
  * sharding strategy does to make a gathered buffer the unit's parameters.
  */
-#include "model/model.h"
+#include "model/unit.h"
 
 void ct_unit_bind(ct_unit *unit, void *data, ct_dtype dtype, void *grad, ct_dtype grad_dtype) {
     unit->data = data;

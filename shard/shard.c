@@ -29,13 +29,25 @@ bool ct_shard_is_fsdp(const ct_shard *shard) {
     return shard->cfg.strategy == CT_SHARD_FSDP || shard->cfg.strategy == CT_SHARD_HSDP;
 }
 
-/* ---------------------------------------------------------------- pool */
+/* ---------------------------------------------------------------- buffers */
 
-float *ct_shard_pool_take(ct_shard *shard, bool zero) {
-    float *buffer;
+ct_status ct_shard_zero(ct_shard *shard, void *buffer, int64_t n) {
+    const ct_kernels *k = shard->kernels;
+    return k->memset_bytes(&k->ctx, buffer, 0, (size_t)n * shard->elem);
+}
+
+ct_status ct_shard_copy(ct_shard *shard, void *dst, const void *src, int64_t n, ct_copy_kind kind) {
+    const ct_kernels *k = shard->kernels;
+    return k->copy(&k->ctx, dst, src, (size_t)n * shard->elem, kind);
+}
+
+void *ct_shard_pool_take(ct_shard *shard, bool zero) {
+    void *buffer;
     if (shard->pool_free > 0) {
-        buffer = shard->pool[--shard->pool_free];
-        if (zero) memset(buffer, 0, sizeof(float) * (size_t)shard->pool_floats);
+        const ct_kernels *k = shard->kernels;
+        buffer = shard->pool[shard->pool_free - 1];
+        if (zero && k->memset_bytes(&k->ctx, buffer, 0, shard->pool_bytes) != CT_OK) return NULL;
+        shard->pool_free--;
         return buffer;
     }
     /* Warm-up: a new buffer. The pool never shrinks, so a warm step allocates nothing. */
@@ -44,21 +56,38 @@ float *ct_shard_pool_take(ct_shard *shard, bool zero) {
                  shard->pool_total);
         return NULL;
     }
-    buffer = ct_alloc(CT_MEM_GATHERED, sizeof(float) * (size_t)shard->pool_floats);
+    buffer = ct_alloc(CT_MEM_GATHERED, shard->pool_bytes);
     if (buffer) shard->pool_total++;
     return buffer;
 }
 
-void ct_shard_pool_give(ct_shard *shard, float *buffer) {
+void ct_shard_pool_give(ct_shard *shard, void *buffer) {
     if (buffer) shard->pool[shard->pool_free++] = buffer;
 }
 
 void ct_shard_bind(ct_shard *shard, int u) {
-    ct_unit_bind(&shard->gpt->units[u], shard->units[u].params, CT_F32, shard->units[u].grads,
-                 CT_F32);
+    ct_unit_bind(&shard->gpt->units[u], shard->units[u].params, shard->dtype, shard->units[u].grads,
+                 shard->dtype);
 }
 
 /* ---------------------------------------------------------------- lifecycle */
+
+/* How the process group names the unit buffers' element type. */
+static ct_status comm_dtype_of(ct_dtype dtype, ct_comm_dtype *comm_dtype) {
+    switch (dtype) {
+    case CT_F32:
+        *comm_dtype = CT_COMM_F32;
+        return CT_OK;
+    case CT_BF16:
+        *comm_dtype = CT_COMM_BF16;
+        return CT_OK;
+    case CT_F16:
+    case CT_I32:
+        break;
+    }
+    return ct_error(CT_ERR_INVALID, "shard: %s unit buffers cannot be communicated",
+                    ct_dtype_name(dtype));
+}
 
 static ct_status make_groups(ct_shard *s) {
     s->world_size = s->world ? ct_comm_size(s->world) : 1;
@@ -97,7 +126,7 @@ static void lay_out(ct_shard *s) {
         su->hi = r.hi;
         max_padded = CT_MAX(max_padded, su->padded);
     }
-    s->pool_floats = max_padded;
+    s->pool_bytes = (size_t)max_padded * s->elem;
 }
 
 /* Persistent storage by strategy; weights initialised as a single process would. */
@@ -112,18 +141,18 @@ static ct_status allocate(ct_shard *s, uint64_t seed) {
             s->flat_offset[u] = total;
             total += s->units[u].numel;
         }
-        s->flat_params = ct_alloc(CT_MEM_PARAMS, sizeof(float) * (size_t)total);
-        s->flat_grads = ct_alloc(CT_MEM_GRADS, sizeof(float) * (size_t)total);
+        s->flat_params = ct_alloc(CT_MEM_PARAMS, s->elem * (size_t)total);
+        s->flat_grads = ct_alloc(CT_MEM_GRADS, s->elem * (size_t)total);
         if (!s->flat_params || !s->flat_grads) return CT_ERR_NOMEM;
     }
     for (int u = 0; u < n; u++) {
         ct_shard_unit *su = &s->units[u];
-        size_t padded = sizeof(float) * (size_t)su->padded;
-        size_t shard_bytes = sizeof(float) * (size_t)su->shard_len;
+        size_t padded = s->elem * (size_t)su->padded;
+        size_t shard_bytes = s->elem * (size_t)su->shard_len;
         switch (s->cfg.strategy) {
         case CT_SHARD_DDP:
-            su->params = s->flat_params + s->flat_offset[u];
-            su->grads = s->flat_grads + s->flat_offset[u];
+            su->params = ct_shard_at(s, s->flat_params, s->flat_offset[u]);
+            su->grads = ct_shard_at(s, s->flat_grads, s->flat_offset[u]);
             break;
         case CT_SHARD_ZERO1:
             su->params = ct_alloc(CT_MEM_PARAMS, padded);
@@ -164,8 +193,8 @@ static ct_status make_optimizer(ct_shard *s) {
         hi[u] = su->hi;
         bool sharded_params = ct_shard_is_fsdp(s);
         bool sharded_grads = s->cfg.strategy != CT_SHARD_DDP && s->cfg.strategy != CT_SHARD_ZERO1;
-        s->opt_params[u] = sharded_params ? su->param_shard : su->params + su->lo;
-        s->opt_grads[u] = sharded_grads ? su->grad_shard : su->grads + su->lo;
+        s->opt_params[u] = sharded_params ? su->param_shard : ct_shard_at(s, su->params, su->lo);
+        s->opt_grads[u] = sharded_grads ? su->grad_shard : ct_shard_at(s, su->grads, su->lo);
     }
     return ct_adamw_init(&s->opt, s->gpt, lo, hi);
 }
@@ -178,6 +207,9 @@ ct_status ct_shard_new(ct_shard **out, ct_gpt *gpt, ct_comm *world, const ct_sha
     s->cfg = *cfg;
     s->gpt = gpt;
     s->kernels = kernels;
+    s->dtype = CT_F32; /* masters, gradients and gathered params alike, until [precision] */
+    s->elem = ct_dtype_size(s->dtype);
+    CT_CHECK(comm_dtype_of(s->dtype, &s->comm_dtype));
     s->world = world;
     s->bucket_hi = -1;
     CT_CHECK(make_groups(s));
@@ -196,8 +228,8 @@ void ct_shard_free(ct_shard *s) {
     if (s->opt.m) ct_adamw_free(&s->opt);
     for (int u = 0; s->units && u < n; u++) {
         ct_shard_unit *su = &s->units[u];
-        size_t padded = sizeof(float) * (size_t)su->padded;
-        size_t shard_bytes = sizeof(float) * (size_t)su->shard_len;
+        size_t padded = s->elem * (size_t)su->padded;
+        size_t shard_bytes = s->elem * (size_t)su->shard_len;
         ct_shard_wait(&su->gather);
         ct_shard_wait(&su->reduce);
         if (su->params_pooled) ct_shard_pool_give(s, su->params);
@@ -210,11 +242,11 @@ void ct_shard_free(ct_shard *s) {
         ct_unit_bind(&s->gpt->units[u], NULL, CT_F32, NULL, CT_F32);
     }
     for (int i = 0; i < s->pool_free; i++)
-        ct_free(CT_MEM_GATHERED, s->pool[i], sizeof(float) * (size_t)s->pool_floats);
+        ct_free(CT_MEM_GATHERED, s->pool[i], s->pool_bytes);
     if (s->flat_offset) {
         int64_t total = s->flat_offset[n - 1] + s->units[n - 1].numel;
-        ct_free(CT_MEM_PARAMS, s->flat_params, sizeof(float) * (size_t)total);
-        ct_free(CT_MEM_GRADS, s->flat_grads, sizeof(float) * (size_t)total);
+        ct_free(CT_MEM_PARAMS, s->flat_params, s->elem * (size_t)total);
+        ct_free(CT_MEM_GRADS, s->flat_grads, s->elem * (size_t)total);
         ct_free(CT_MEM_OTHER, s->flat_offset, sizeof(int64_t) * (size_t)n);
     }
     ct_free(CT_MEM_OTHER, s->opt_params, sizeof(void *) * (size_t)n);
@@ -231,15 +263,11 @@ const ct_unit_hooks *ct_shard_hooks(ct_shard *shard) {
     return &shard->hooks;
 }
 
-void ct_shard_load_unit(ct_shard *s, int u, const float *full) {
-    ct_shard_unit *su = &s->units[u];
-    if (ct_shard_is_fsdp(s))
-        memcpy(su->param_shard, full + su->lo, sizeof(float) * (size_t)(su->hi - su->lo));
-    else
-        memcpy(su->params, full, sizeof(float) * (size_t)su->numel);
-}
+/* ---------------------------------------------------------------- persistent state */
 
-float *ct_shard_unit_state(ct_shard *s, int u, ct_shard_state state, int64_t *lo, int64_t *hi) {
+/* Where this rank keeps unit u's `state`: elements [*lo, *hi) of the unit, at the pointer
+ * returned. Params and Adam state are fp32 masters whatever s->dtype becomes. */
+static float *state_storage(ct_shard *s, int u, ct_shard_state state, int64_t *lo, int64_t *hi) {
     ct_shard_unit *su = &s->units[u];
     if (state == CT_SHARD_STATE_PARAMS) {
         bool sharded = ct_shard_is_fsdp(s);
@@ -250,6 +278,48 @@ float *ct_shard_unit_state(ct_shard *s, int u, ct_shard_state state, int64_t *lo
     *lo = s->opt.lo[u];
     *hi = s->opt.hi[u];
     return state == CT_SHARD_STATE_ADAM_M ? s->opt.m[u] : s->opt.v[u];
+}
+
+void ct_shard_state_range(ct_shard *s, int u, ct_shard_state state, int64_t *lo, int64_t *hi) {
+    state_storage(s, u, state, lo, hi);
+}
+
+float *ct_shard_state_host(ct_shard *s, int u, ct_shard_state state) {
+    int64_t lo, hi;
+    float *storage = state_storage(s, u, state, &lo, &hi);
+    return s->kernels->ctx.device == CT_DEVICE_CPU ? storage : NULL;
+}
+
+/* The storage of elements [a, b) of unit u's state, checked against what this rank holds. */
+static float *state_at(ct_shard *s, int u, ct_shard_state state, int64_t a, int64_t b) {
+    int64_t lo, hi;
+    float *storage = state_storage(s, u, state, &lo, &hi);
+    CT_ASSERT(a == b || (lo <= a && a <= b && b <= hi),
+              "unit %d: [%lld, %lld) outside the held [%lld, %lld)", u, (long long)a, (long long)b,
+              (long long)lo, (long long)hi);
+    return storage + (a - lo);
+}
+
+ct_status ct_shard_state_to_host(ct_shard *s, int u, ct_shard_state state, int64_t a, int64_t b,
+                                 float *host) {
+    if (a == b) return CT_OK;
+    const ct_kernels *k = s->kernels;
+    return k->copy(&k->ctx, host, state_at(s, u, state, a, b), sizeof(float) * (size_t)(b - a),
+                   CT_COPY_DEVICE_TO_HOST);
+}
+
+ct_status ct_shard_state_from_host(ct_shard *s, int u, ct_shard_state state, int64_t a, int64_t b,
+                                   const float *host) {
+    if (a == b) return CT_OK;
+    const ct_kernels *k = s->kernels;
+    return k->copy(&k->ctx, state_at(s, u, state, a, b), host, sizeof(float) * (size_t)(b - a),
+                   CT_COPY_HOST_TO_DEVICE);
+}
+
+ct_status ct_shard_load_unit(ct_shard *s, int u, const float *full) {
+    int64_t lo, hi;
+    ct_shard_state_range(s, u, CT_SHARD_STATE_PARAMS, &lo, &hi);
+    return ct_shard_state_from_host(s, u, CT_SHARD_STATE_PARAMS, lo, hi, full + lo);
 }
 
 int64_t ct_shard_step_count(const ct_shard *s) {

@@ -78,11 +78,19 @@ typedef enum {
     CT_SHARD_STATE_ADAM_V
 } ct_shard_state;
 
-/* Writable pointer to this rank's persistent copy of unit u's `state`, which holds elements
- * [*lo, *hi) of the unit's flat buffer (pointer[0] is element *lo). Params: fsdp/hsdp the own
- * shard, ddp/zero1/zero2 the full unit ([0, numel)); Adam m and v: the own range (ddp: all).
- * Not while a step is in flight (fsdp's gathered copies would go stale). */
-float *ct_shard_unit_state(ct_shard *shard, int u, ct_shard_state state, int64_t *lo, int64_t *hi);
+/* The range [*lo, *hi) of unit u's flat buffer this rank keeps of `state` (fp32): params
+ * fsdp/hsdp the own shard, ddp/zero1/zero2 the full unit ([0, numel)); Adam m and v the own
+ * range (ddp: all). Not while a step is in flight (fsdp's gathered copies would go stale). */
+void ct_shard_state_range(ct_shard *shard, int u, ct_shard_state state, int64_t *lo, int64_t *hi);
+/* That storage as host memory (pointer[0] is element *lo) when the kernel table's device is
+ * the host, so a checkpoint can read and write it in place; NULL on any other device. */
+float *ct_shard_state_host(ct_shard *shard, int u, ct_shard_state state);
+/* Copies elements [a, b) of unit u's state, inside the range this rank keeps, to or from the
+ * host floats `host`, through the kernel table; complete when they return. */
+ct_status ct_shard_state_to_host(ct_shard *shard, int u, ct_shard_state state, int64_t a, int64_t b,
+                                 float *host);
+ct_status ct_shard_state_from_host(ct_shard *shard, int u, ct_shard_state state, int64_t a,
+                                   int64_t b, const float *host);
 /* Optimizer steps taken (AdamW's bias correction counts them); set when resuming. */
 int64_t ct_shard_step_count(const ct_shard *shard);
 void ct_shard_set_step_count(ct_shard *shard, int64_t t);
@@ -90,8 +98,9 @@ ct_shard_strategy ct_shard_get_strategy(const ct_shard *shard);
 /* Ranks in this rank's shard group (ddp: 1, everything is replicated). */
 int ct_shard_group_size(const ct_shard *shard);
 
-/* Replaces unit u's parameters by `full` (the unit's numel floats, the same on every rank). */
-void ct_shard_load_unit(ct_shard *shard, int u, const float *full);
+/* Replaces unit u's parameters by `full` (the unit's numel floats on the host, the same on
+ * every rank). */
+ct_status ct_shard_load_unit(ct_shard *shard, int u, const float *full);
 
 /* Step protocol, on every rank:
  *   ct_shard_begin_step; for each micro-batch: ct_shard_begin_micro(first?, last?), forward,
@@ -105,7 +114,7 @@ ct_status ct_shard_finish_grads(ct_shard *shard);
 ct_status ct_shard_grad_norm(ct_shard *shard, double *norm);
 /* AdamW on this rank's shard (ddp: everything), then whatever makes params whole again. */
 ct_status ct_shard_optimizer_step(ct_shard *shard, const ct_adamw_hparams *hp, float grad_scale);
-/* Collective: unit u's full parameters into dest (numel floats) on every rank. */
+/* Collective: unit u's full parameters into dest (numel floats on the host) on every rank. */
 ct_status ct_shard_gather_unit(ct_shard *shard, int u, float *dest);
 
 /* The run's own collectives (run_comm.c), over the world; no-ops in a world of one. The

@@ -1,6 +1,11 @@
 /*
  * The state shared by the files of shard/: layout and buffers per unit, the buffer pool, and
  * the requests in flight. shard.c owns the lifecycle and the step protocol, hooks.c the hooks.
+ *
+ * Unit buffers live on the kernel table's device and hold elements of s->dtype: they are
+ * `void *`, indexed with ct_shard_at, zeroed and copied only through the table (ct_shard_zero,
+ * ct_shard_copy) and communicated as s->comm_dtype. Only fp32 is used today; bf16 gradients
+ * and gathered params (the [precision] section) change s->dtype, not this code.
  */
 #ifndef CT_SHARD_INTERNAL_H
 #define CT_SHARD_INTERNAL_H
@@ -10,14 +15,14 @@
 #define CT_SHARD_POOL_MAX 8
 
 typedef struct {
-    int64_t numel;      /* elements of the unit */
-    int64_t shard_len;  /* S: padded / group size */
-    int64_t padded;     /* S * G */
-    int64_t lo, hi;     /* the own range, clipped to numel (lo == hi: nothing owned) */
-    float *params;      /* full params: persistent (ddp, zero) or a pooled buffer (fsdp) */
-    float *grads;       /* full grads: persistent (ddp, zero1) or a pooled buffer (zero2, fsdp) */
-    float *param_shard; /* fsdp/hsdp: S persistent floats */
-    float *grad_shard;  /* zero2/fsdp/hsdp: S persistent floats */
+    int64_t numel;     /* elements of the unit */
+    int64_t shard_len; /* S: padded / group size */
+    int64_t padded;    /* S * G */
+    int64_t lo, hi;    /* the own range, clipped to numel (lo == hi: nothing owned) */
+    void *params;      /* full params: persistent (ddp, zero) or a pooled buffer (fsdp) */
+    void *grads;       /* full grads: persistent (ddp, zero1) or a pooled buffer (zero2, fsdp) */
+    void *param_shard; /* fsdp/hsdp: S persistent elements */
+    void *grad_shard;  /* zero2/fsdp/hsdp: S persistent elements */
     ct_comm_request *gather; /* fsdp: a pending (prefetched) all-gather into params */
     ct_comm_request *reduce; /* a pending reduction of grads */
     bool params_pooled, grads_pooled;
@@ -27,20 +32,23 @@ struct ct_shard {
     ct_shard_config cfg;
     ct_gpt *gpt;
     const ct_kernels *kernels; /* every touch of unit memory goes through it */
+    ct_dtype dtype;            /* of every unit buffer (CT_F32 until [precision]) */
+    size_t elem;               /* bytes per element of dtype */
+    ct_comm_dtype comm_dtype;  /* dtype as the process group names it */
     ct_comm *world;            /* may be NULL: a world of one */
     ct_comm *group;            /* the shard group (hsdp: a split; else world) */
     ct_comm *replica;          /* hsdp: ranks holding the same shard; else NULL */
     bool owns_groups;
     int world_size, group_size, group_rank;
     ct_shard_unit *units;
-    float *flat_params, *flat_grads; /* ddp: one contiguous buffer each, for buckets */
-    int64_t *flat_offset;            /* ddp: each unit's offset in the flat buffers */
-    int bucket_hi;                   /* ddp: highest unit of the bucket being filled; -1 none */
-    ct_comm_request *buckets[64];    /* ddp: all-reduces in flight */
+    void *flat_params, *flat_grads; /* ddp: one contiguous buffer each, for buckets */
+    int64_t *flat_offset;           /* ddp: each unit's offset in the flat buffers */
+    int bucket_hi;                  /* ddp: highest unit of the bucket being filled; -1 none */
+    ct_comm_request *buckets[64];   /* ddp: all-reduces in flight */
     int n_buckets;
-    float *pool[CT_SHARD_POOL_MAX]; /* free pooled buffers (max padded unit each) */
+    void *pool[CT_SHARD_POOL_MAX]; /* free pooled buffers (the largest padded unit each) */
     int pool_free, pool_total;
-    int64_t pool_floats;
+    size_t pool_bytes;
     bool last_micro;
     bool first_micro; /* the step's first micro-batch: no earlier partial sums to carry */
     ct_adamw opt;
@@ -61,9 +69,19 @@ static inline ct_comm *ct_shard_live(ct_comm *comm) {
     return comm && ct_comm_size(comm) > 1 ? comm : NULL;
 }
 
-/* A pooled buffer of pool_floats floats (zeroed when `zero`); NULL on failure. */
-float *ct_shard_pool_take(ct_shard *shard, bool zero);
-void ct_shard_pool_give(ct_shard *shard, float *buffer);
+/* Element `index` of a unit buffer. */
+static inline void *ct_shard_at(const ct_shard *shard, void *buffer, int64_t index) {
+    return (char *)buffer + (size_t)index * shard->elem;
+}
+
+/* n elements of a unit buffer := 0, through the kernel table. */
+ct_status ct_shard_zero(ct_shard *shard, void *buffer, int64_t n);
+/* n elements from src to dst, through the kernel table; `kind` says which side is the host. */
+ct_status ct_shard_copy(ct_shard *shard, void *dst, const void *src, int64_t n, ct_copy_kind kind);
+
+/* A pooled buffer of pool_bytes (zeroed when `zero`); NULL on failure. */
+void *ct_shard_pool_take(ct_shard *shard, bool zero);
+void ct_shard_pool_give(ct_shard *shard, void *buffer);
 /* Points unit u's views at its current params and grads. */
 void ct_shard_bind(ct_shard *shard, int u);
 bool ct_shard_is_fsdp(const ct_shard *shard);

@@ -13,9 +13,8 @@
 ct_status ct_shard_begin_step(ct_shard *s) {
     for (int u = 0; u < s->gpt->n_units; u++) {
         ct_shard_unit *su = &s->units[u];
-        if (su->grads && !su->grads_pooled)
-            memset(su->grads, 0, sizeof(float) * (size_t)su->padded);
-        if (su->grad_shard) memset(su->grad_shard, 0, sizeof(float) * (size_t)su->shard_len);
+        if (su->grads && !su->grads_pooled) CT_CHECK(ct_shard_zero(s, su->grads, su->padded));
+        if (su->grad_shard) CT_CHECK(ct_shard_zero(s, su->grad_shard, su->shard_len));
     }
     return CT_OK;
 }
@@ -53,8 +52,8 @@ ct_status ct_shard_finish_grads(ct_shard *s) {
         CT_CHECK(release_grads(s, u));
         /* hsdp: the shard group reduced its ranks; now sum across the groups. */
         if (replica)
-            CT_CHECK(ct_comm_allreduce(replica, su->grad_shard, (size_t)su->shard_len, CT_COMM_F32,
-                                       &su->reduce));
+            CT_CHECK(ct_comm_allreduce(replica, su->grad_shard, (size_t)su->shard_len,
+                                       s->comm_dtype, &su->reduce));
     }
     for (int u = 0; replica && u < s->gpt->n_units; u++)
         CT_CHECK(ct_shard_wait(&s->units[u].reduce));
@@ -89,8 +88,8 @@ ct_status ct_shard_optimizer_step(ct_shard *s, const ct_adamw_hparams *hp, float
     if (s->cfg.strategy == CT_SHARD_DDP || !group) return CT_OK;
     for (int u = 0; u < n; u++) {
         ct_shard_unit *su = &s->units[u];
-        CT_CHECK(ct_comm_allgather(group, su->params + s->group_rank * su->shard_len, su->params,
-                                   (size_t)su->shard_len, CT_COMM_F32, &su->gather));
+        CT_CHECK(ct_comm_allgather(group, ct_shard_at(s, su->params, s->group_rank * su->shard_len),
+                                   su->params, (size_t)su->shard_len, s->comm_dtype, &su->gather));
     }
     for (int u = 0; u < n; u++)
         CT_CHECK(ct_shard_wait(&s->units[u].gather));
@@ -101,9 +100,9 @@ ct_status ct_shard_gather_unit(ct_shard *s, int u, float *dest) {
     ct_shard_unit *su = &s->units[u];
     bool held = su->params != NULL;
     if (ct_shard_is_fsdp(s)) CT_CHECK(ct_shard_gather_params(s, u, true));
-    memcpy(dest, su->params, sizeof(float) * (size_t)su->numel);
+    ct_status status = ct_shard_copy(s, dest, su->params, su->numel, CT_COPY_DEVICE_TO_HOST);
     if (ct_shard_is_fsdp(s) && !held) ct_shard_release_params(s, u);
-    return CT_OK;
+    return status;
 }
 
 void ct_shard_get_memory(const ct_shard *s, ct_shard_memory *memory) {

@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
 import torch_gpt as tg  # noqa: E402  (re-executes with a python that has torch, or exits 77)
 sys.path.insert(0, HERE)
-from mpi_equivalence import run as must, synth_data  # noqa: E402  (must: exits 1 if it fails)
+from mpi_equivalence import model_section, run as must, synth_data  # noqa: E402  (must: exits 1 if it fails)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -42,15 +42,8 @@ TOL = 1e-5
 
 
 def job_text(data, run_dir):
-    m = MODEL
     return f"""
-[model]
-n_layer = {m['n_layer']}
-n_head = {m['n_head']}
-n_embd = {m['n_embd']}
-vocab_size = {m['vocab_size']}
-seq_len = {m['seq_len']}
-[data]
+{model_section(MODEL)}[data]
 train = "{data}/train_*.bin"
 [train]
 batch_size = 2

@@ -35,15 +35,14 @@ ACCUM = 2  # micro-batches per step on each rank
 MODEL = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=64, seq_len=16)
 
 
+def model_section(model):
+    """The [model] table of a job.toml for a dict of its keys (in the dict's order)."""
+    return "[model]\n" + "".join(f"{key} = {value}\n" for key, value in model.items())
+
+
 def job_text(data_dir, run_dir, batch, accum, strategy, group, every_micro=False):
     return f"""
-[model]
-n_layer = {MODEL['n_layer']}
-n_head = {MODEL['n_head']}
-n_embd = {MODEL['n_embd']}
-vocab_size = {MODEL['vocab_size']}
-seq_len = {MODEL['seq_len']}
-[data]
+{model_section(MODEL)}[data]
 train = "{data_dir}/train_*.bin"
 [train]
 batch_size = {batch}

@@ -50,4 +50,32 @@ if [ -n "$layout_copies" ]; then
   echo "$layout_copies"
   failures=$((failures + 1))
 fi
+# One chooser of the kernel table: the CPU table is named only in kernels/ (kernels.c's
+# ct_kernels_for_device and the CPU backend itself). Everything else is handed a table.
+cpu_table=$(grep -rn --include='*.c' --include='*.h' --include='*.cu' -E '\bct_kern_cpu\(\)' . |
+  grep -v -E '^\./(kernels|build[^/]*|wip)/' | grep -v -E '^\./tests/test_kernels\.c:' || true)
+if [ -n "$cpu_table" ]; then
+  echo "the CPU kernel table named outside kernels/ (use ct_kernels_for_device):"
+  echo "$cpu_table"
+  failures=$((failures + 1))
+fi
+
+# shard/ and checkpoint/ touch unit buffers (params, grads, pooled and flat buffers, Adam
+# state) only through the kernel table: no memcpy or memset naming one of them.
+unit_buffer='(params|grads|param_shard|grad_shard|flat_params|flat_grads|pool|opt\.m|opt\.v|src|copy|buffer|recv|own|dest|full)\b'
+raw_copies=$(grep -rn --include='*.c' -E "\b(memcpy|memset|memmove)\([^;]*$unit_buffer" shard/ checkpoint/save.c checkpoint/load.c checkpoint/whole_model.c || true)
+if [ -n "$raw_copies" ]; then
+  echo "memcpy/memset on a unit buffer in shard/ or checkpoint/ (use the kernel table):"
+  echo "$raw_copies"
+  failures=$((failures + 1))
+fi
+
+# Tensors and units carry their dtype: no float * data or grad field in their structs.
+float_fields=$(awk '/^(typedef )?struct (ct_tensor|ct_unit) /, /^\}/ {print FILENAME ":" FNR ": " $0}' \
+  model/*.h | grep -E 'float \*(data|grad)' || true)
+if [ -n "$float_fields" ]; then
+  echo "a float * data or grad field in ct_tensor or ct_unit (use void * and a dtype):"
+  echo "$float_fields"
+  failures=$((failures + 1))
+fi
 [ "$checked" -gt 0 ] && [ "$failures" -eq 0 ]

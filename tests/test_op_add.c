@@ -46,9 +46,7 @@ static void check_add(op_errors *e, int ndim, const int64_t *shape, bool same, f
     ct_tensor *a = op_tensor(&tape, ndim, shape, r.a, prefill);
     ct_tensor *b = same ? a : op_tensor(&tape, ndim, shape, r.b, prefill);
     ct_tensor *out = ct_op_add(&tape, a, b);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
-    CU_ASSERT_EQUAL(out->ndim, ndim);
-    CU_ASSERT_EQUAL(memcmp(out->shape, shape, sizeof(int64_t) * ndim), 0);
+    op_check_shape(out, ndim, shape);
 
     add_ref_forward(&r);
     op_check_fwd(e, label, ct_tensor_f32(out), r.out, n);
@@ -57,14 +55,9 @@ static void check_add(op_errors *e, int ndim, const int64_t *shape, bool same, f
     CU_ASSERT_EQUAL(ct_tape_backward(&tape), CT_OK);
 
     double *fd = op_zeros(n);
-    char glabel[128];
-    op_fd_grad(add_ref_objective, &r, r.a, n, fd);
-    snprintf(glabel, sizeof(glabel), "%s da", label);
-    op_check_grad(e, glabel, a->grad, prefill, fd, n);
+    op_check_input_grad(e, label, "da", add_ref_objective, &r, r.a, n, a->grad, prefill, fd);
     if (!same) {
-        op_fd_grad(add_ref_objective, &r, r.b, n, fd);
-        snprintf(glabel, sizeof(glabel), "%s db", label);
-        op_check_grad(e, glabel, b->grad, prefill, fd, n);
+        op_check_input_grad(e, label, "db", add_ref_objective, &r, r.b, n, b->grad, prefill, fd);
     }
 
     free(fd);
@@ -134,17 +127,8 @@ static void test_a_gradient_is_sized_by_its_dtype(void) {
     ct_tape_free(&tape);
 }
 
-int main(void) {
-    const ct_test_case cases[] = {
-        {"test_add_fwd_and_grad_match_float64_fd_odd_shapes",
-         test_add_fwd_and_grad_match_float64_fd_odd_shapes},
-        {"test_add_of_a_tensor_to_itself_gives_twice_the_gradient",
-         test_add_of_a_tensor_to_itself_gives_twice_the_gradient},
-        {"test_add_grads_accumulate_into_prefilled_buffers",
-         test_add_grads_accumulate_into_prefilled_buffers},
-        {"test_add_of_bf16_tensors_is_an_error_not_a_reinterpretation",
-         test_add_of_bf16_tensors_is_an_error_not_a_reinterpretation},
-        {"test_a_gradient_is_sized_by_its_dtype", test_a_gradient_is_sized_by_its_dtype},
-    };
-    return ct_test_run("op_add", cases, (int)(sizeof(cases) / sizeof(cases[0])));
-}
+CT_TEST_MAIN("op_add", CT_TEST(test_add_fwd_and_grad_match_float64_fd_odd_shapes),
+             CT_TEST(test_add_of_a_tensor_to_itself_gives_twice_the_gradient),
+             CT_TEST(test_add_grads_accumulate_into_prefilled_buffers),
+             CT_TEST(test_add_of_bf16_tensors_is_an_error_not_a_reinterpretation),
+             CT_TEST(test_a_gradient_is_sized_by_its_dtype))

@@ -84,9 +84,8 @@ static void check_attention(op_errors *e, int B, int T, int C, int NH, float pre
 
     double *fd = op_zeros(nqkv);
     char glabel[128];
-    op_fd_grad(att_ref_objective, &r, r.qkv, nqkv, fd);
-    snprintf(glabel, sizeof(glabel), "%s dqkv", label);
-    op_check_grad(e, glabel, qkv->grad, prefill, fd, nqkv);
+    op_check_input_grad(e, label, "dqkv", att_ref_objective, &r, r.qkv, nqkv, qkv->grad, prefill,
+                        fd);
     /* The q, k and v slices separately too, so a small slice cannot hide in the whole. T = 1
      * has no gradient for q and k (a softmax over one key is constant): exactly the fill. */
     const char *part[3] = {"dq", "dk", "dv"};
@@ -141,14 +140,6 @@ static void test_attention_grads_accumulate_into_prefilled_buffers(void) {
     op_report("attention accumulate", &e);
 }
 
-int main(void) {
-    const ct_test_case cases[] = {
-        {"test_attention_fwd_and_grad_match_float64_fd_odd_shapes",
-         test_attention_fwd_and_grad_match_float64_fd_odd_shapes},
-        {"test_attention_single_position_passes_v_and_gives_q_k_no_grad",
-         test_attention_single_position_passes_v_and_gives_q_k_no_grad},
-        {"test_attention_grads_accumulate_into_prefilled_buffers",
-         test_attention_grads_accumulate_into_prefilled_buffers},
-    };
-    return ct_test_run("op_attention", cases, (int)(sizeof(cases) / sizeof(cases[0])));
-}
+CT_TEST_MAIN("op_attention", CT_TEST(test_attention_fwd_and_grad_match_float64_fd_odd_shapes),
+             CT_TEST(test_attention_single_position_passes_v_and_gives_q_k_no_grad),
+             CT_TEST(test_attention_grads_accumulate_into_prefilled_buffers))

@@ -79,13 +79,10 @@ static void check_embedding(op_errors *e, int B, int T, int C, int V, int maxT, 
     CU_ASSERT_PTR_NULL(tok->grad); /* token ids get no gradient */
 
     double *fd = op_zeros(nte > npe ? nte : npe);
-    char glabel[128];
-    op_fd_grad(emb_ref_objective, &r, r.wte, nte, fd);
-    snprintf(glabel, sizeof(glabel), "%s dwte", label);
-    op_check_grad(e, glabel, wte->grad, prefill, fd, nte);
-    op_fd_grad(emb_ref_objective, &r, r.wpe, npe, fd);
-    snprintf(glabel, sizeof(glabel), "%s dwpe", label);
-    op_check_grad(e, glabel, wpe->grad, prefill, fd, npe);
+    op_check_input_grad(e, label, "dwte", emb_ref_objective, &r, r.wte, nte, wte->grad, prefill,
+                        fd);
+    op_check_input_grad(e, label, "dwpe", emb_ref_objective, &r, r.wpe, npe, wpe->grad, prefill,
+                        fd);
 
     for (int i = 0; i < B * T; i++)
         used[tokens[i]] = true;
@@ -120,12 +117,5 @@ static void test_embedding_grads_accumulate_into_prefilled_buffers(void) {
     op_report("embedding accumulate", &e);
 }
 
-int main(void) {
-    const ct_test_case cases[] = {
-        {"test_embedding_fwd_and_grad_match_float64_fd_odd_shapes",
-         test_embedding_fwd_and_grad_match_float64_fd_odd_shapes},
-        {"test_embedding_grads_accumulate_into_prefilled_buffers",
-         test_embedding_grads_accumulate_into_prefilled_buffers},
-    };
-    return ct_test_run("op_embedding", cases, (int)(sizeof(cases) / sizeof(cases[0])));
-}
+CT_TEST_MAIN("op_embedding", CT_TEST(test_embedding_fwd_and_grad_match_float64_fd_odd_shapes),
+             CT_TEST(test_embedding_grads_accumulate_into_prefilled_buffers))

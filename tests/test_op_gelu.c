@@ -49,9 +49,7 @@ static void check_gelu(op_errors *e, int ndim, const int64_t *shape, float prefi
     ct_tape_init(&tape, op_kernels());
     ct_tensor *x = op_tensor(&tape, ndim, shape, r.x, prefill);
     ct_tensor *out = ct_op_gelu(&tape, x);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
-    CU_ASSERT_EQUAL(out->ndim, ndim);
-    CU_ASSERT_EQUAL(memcmp(out->shape, shape, sizeof(int64_t) * ndim), 0);
+    op_check_shape(out, ndim, shape);
 
     gelu_ref_forward(&r);
     op_check_fwd(e, label, ct_tensor_f32(out), r.out, n);
@@ -60,10 +58,7 @@ static void check_gelu(op_errors *e, int ndim, const int64_t *shape, float prefi
     CU_ASSERT_EQUAL(ct_tape_backward(&tape), CT_OK);
 
     double *fd = op_zeros(n);
-    char glabel[128];
-    op_fd_grad(gelu_ref_objective, &r, r.x, n, fd);
-    snprintf(glabel, sizeof(glabel), "%s dx", label);
-    op_check_grad(e, glabel, x->grad, prefill, fd, n);
+    op_check_input_grad(e, label, "dx", gelu_ref_objective, &r, r.x, n, x->grad, prefill, fd);
     /* Elementwise, so every element is held to a bound, not just a sample: |a - f| <= 1e-4 *
      * max(|f|, 1). The floor is 1 (GELU' lies in [-0.17, 1.13]) because where the tanh
      * saturates, GELU' is a difference of O(1) fp32 terms (0.5 (1 + t) and 1 - t^2), so its
@@ -89,26 +84,13 @@ static void test_gelu_fwd_and_grad_match_float64_fd_odd_shapes(void) {
     const int64_t s1[1] = {37}, s2[2] = {9, 13};
     check_gelu(&e, 1, s1, 0.0f, 1);
     check_gelu(&e, 2, s2, 0.0f, 2);
-    for (int k = 0; k < 3; k++) {
-        int64_t s3[3] = {op_int(&rng, 2, 3), op_int(&rng, 5, 13), op_int(&rng, 6, 20)};
-        check_gelu(&e, 3, s3, 0.0f, 10 + k);
-    }
+    op_check_random_btc(&e, &rng, 3, check_gelu, 10);
     op_report("gelu", &e);
 }
 
 static void test_gelu_grads_accumulate_into_prefilled_buffers(void) {
-    op_errors e = {0};
-    const int64_t s3[3] = {3, 11, 15};
-    check_gelu(&e, 3, s3, OP_PREFILL, 20);
-    op_report("gelu accumulate", &e);
+    op_check_prefilled("gelu accumulate", check_gelu, 3, 11, 15);
 }
 
-int main(void) {
-    const ct_test_case cases[] = {
-        {"test_gelu_fwd_and_grad_match_float64_fd_odd_shapes",
-         test_gelu_fwd_and_grad_match_float64_fd_odd_shapes},
-        {"test_gelu_grads_accumulate_into_prefilled_buffers",
-         test_gelu_grads_accumulate_into_prefilled_buffers},
-    };
-    return ct_test_run("op_gelu", cases, (int)(sizeof(cases) / sizeof(cases[0])));
-}
+CT_TEST_MAIN("op_gelu", CT_TEST(test_gelu_fwd_and_grad_match_float64_fd_odd_shapes),
+             CT_TEST(test_gelu_grads_accumulate_into_prefilled_buffers))

@@ -64,9 +64,7 @@ static void check_layernorm(op_errors *e, int ndim, const int64_t *shape, float 
     ct_tensor *w = op_tensor(&tape, 1, cshape, r.w, prefill);
     ct_tensor *b = op_tensor(&tape, 1, cshape, r.b, prefill);
     ct_tensor *out = ct_op_layernorm(&tape, x, w, b);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
-    CU_ASSERT_EQUAL(out->ndim, ndim);
-    CU_ASSERT_EQUAL(memcmp(out->shape, shape, sizeof(int64_t) * ndim), 0);
+    op_check_shape(out, ndim, shape);
 
     ln_ref_forward(&r);
     op_check_fwd(e, label, ct_tensor_f32(out), r.out, nx);
@@ -75,16 +73,9 @@ static void check_layernorm(op_errors *e, int ndim, const int64_t *shape, float 
     CU_ASSERT_EQUAL(ct_tape_backward(&tape), CT_OK);
 
     double *fd = op_zeros(nx);
-    char glabel[128];
-    op_fd_grad(ln_ref_objective, &r, r.x, nx, fd);
-    snprintf(glabel, sizeof(glabel), "%s dx", label);
-    op_check_grad(e, glabel, x->grad, prefill, fd, nx);
-    op_fd_grad(ln_ref_objective, &r, r.w, C, fd);
-    snprintf(glabel, sizeof(glabel), "%s dweight", label);
-    op_check_grad(e, glabel, w->grad, prefill, fd, C);
-    op_fd_grad(ln_ref_objective, &r, r.b, C, fd);
-    snprintf(glabel, sizeof(glabel), "%s dbias", label);
-    op_check_grad(e, glabel, b->grad, prefill, fd, C);
+    op_check_input_grad(e, label, "dx", ln_ref_objective, &r, r.x, nx, x->grad, prefill, fd);
+    op_check_input_grad(e, label, "dweight", ln_ref_objective, &r, r.w, C, w->grad, prefill, fd);
+    op_check_input_grad(e, label, "dbias", ln_ref_objective, &r, r.b, C, b->grad, prefill, fd);
 
     free(fd);
     free(r.x), free(r.w), free(r.b), free(r.R), free(r.out);
@@ -98,26 +89,13 @@ static void test_layernorm_fwd_and_grad_match_float64_fd_odd_shapes(void) {
     const int64_t s2[2] = {7, 9}, s4[4] = {2, 3, 5, 11};
     check_layernorm(&e, 2, s2, 0.0f, 1);
     check_layernorm(&e, 4, s4, 0.0f, 2);
-    for (int k = 0; k < 4; k++) {
-        int64_t s3[3] = {op_int(&rng, 2, 3), op_int(&rng, 5, 13), op_int(&rng, 6, 20)};
-        check_layernorm(&e, 3, s3, 0.0f, 10 + k);
-    }
+    op_check_random_btc(&e, &rng, 4, check_layernorm, 10);
     op_report("layernorm", &e);
 }
 
 static void test_layernorm_grads_accumulate_into_prefilled_buffers(void) {
-    op_errors e = {0};
-    const int64_t s3[3] = {3, 13, 17};
-    check_layernorm(&e, 3, s3, OP_PREFILL, 20);
-    op_report("layernorm accumulate", &e);
+    op_check_prefilled("layernorm accumulate", check_layernorm, 3, 13, 17);
 }
 
-int main(void) {
-    const ct_test_case cases[] = {
-        {"test_layernorm_fwd_and_grad_match_float64_fd_odd_shapes",
-         test_layernorm_fwd_and_grad_match_float64_fd_odd_shapes},
-        {"test_layernorm_grads_accumulate_into_prefilled_buffers",
-         test_layernorm_grads_accumulate_into_prefilled_buffers},
-    };
-    return ct_test_run("op_layernorm", cases, (int)(sizeof(cases) / sizeof(cases[0])));
-}
+CT_TEST_MAIN("op_layernorm", CT_TEST(test_layernorm_fwd_and_grad_match_float64_fd_odd_shapes),
+             CT_TEST(test_layernorm_grads_accumulate_into_prefilled_buffers))

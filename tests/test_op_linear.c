@@ -74,21 +74,15 @@ static void check_linear(op_errors *e, int ndim, const int64_t *xshape, int OC, 
     CU_ASSERT_EQUAL(ct_tape_backward(&tape), CT_OK);
 
     double *fd = op_zeros(nx > nw ? nx : nw);
-    char glabel[128];
     if (x_grad) {
-        op_fd_grad(lin_ref_objective, &r, r.x, nx, fd);
-        snprintf(glabel, sizeof(glabel), "%s dx", label);
-        op_check_grad(e, glabel, x->grad, prefill, fd, nx);
+        op_check_input_grad(e, label, "dx", lin_ref_objective, &r, r.x, nx, x->grad, prefill, fd);
     } else {
         CU_ASSERT_PTR_NULL(x->grad); /* no gradient was made for an input that needs none */
     }
-    op_fd_grad(lin_ref_objective, &r, r.w, nw, fd);
-    snprintf(glabel, sizeof(glabel), "%s dweight", label);
-    op_check_grad(e, glabel, w->grad, prefill, fd, nw);
+    op_check_input_grad(e, label, "dweight", lin_ref_objective, &r, r.w, nw, w->grad, prefill, fd);
     if (with_bias) {
-        op_fd_grad(lin_ref_objective, &r, r.b, OC, fd);
-        snprintf(glabel, sizeof(glabel), "%s dbias", label);
-        op_check_grad(e, glabel, b->grad, prefill, fd, OC);
+        op_check_input_grad(e, label, "dbias", lin_ref_objective, &r, r.b, OC, b->grad, prefill,
+                            fd);
     }
 
     free(fd);
@@ -131,16 +125,7 @@ static void test_linear_grads_accumulate_into_prefilled_buffers(void) {
     op_report("linear accumulate", &e);
 }
 
-int main(void) {
-    const ct_test_case cases[] = {
-        {"test_linear_fwd_and_grad_match_float64_fd_odd_shapes",
-         test_linear_fwd_and_grad_match_float64_fd_odd_shapes},
-        {"test_linear_without_bias_matches_float64_fd",
-         test_linear_without_bias_matches_float64_fd},
-        {"test_linear_x_without_grad_gets_none_and_weight_grads_match",
-         test_linear_x_without_grad_gets_none_and_weight_grads_match},
-        {"test_linear_grads_accumulate_into_prefilled_buffers",
-         test_linear_grads_accumulate_into_prefilled_buffers},
-    };
-    return ct_test_run("op_linear", cases, (int)(sizeof(cases) / sizeof(cases[0])));
-}
+CT_TEST_MAIN("op_linear", CT_TEST(test_linear_fwd_and_grad_match_float64_fd_odd_shapes),
+             CT_TEST(test_linear_without_bias_matches_float64_fd),
+             CT_TEST(test_linear_x_without_grad_gets_none_and_weight_grads_match),
+             CT_TEST(test_linear_grads_accumulate_into_prefilled_buffers))

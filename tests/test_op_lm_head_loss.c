@@ -99,13 +99,8 @@ static void check_lm_head_loss(op_errors *e, int B, int T, int C, int V, float g
     CU_ASSERT_EQUAL(ct_tape_backward(&tape), CT_OK);
 
     double *fd = op_zeros(nx > nw ? nx : nw);
-    char glabel[128];
-    op_fd_grad(lm_ref_objective, &r, r.x, nx, fd);
-    snprintf(glabel, sizeof(glabel), "%s dx", label);
-    op_check_grad(e, glabel, x->grad, prefill, fd, nx);
-    op_fd_grad(lm_ref_objective, &r, r.wte, nw, fd);
-    snprintf(glabel, sizeof(glabel), "%s dwte", label);
-    op_check_grad(e, glabel, wte->grad, prefill, fd, nw);
+    op_check_input_grad(e, label, "dx", lm_ref_objective, &r, r.x, nx, x->grad, prefill, fd);
+    op_check_input_grad(e, label, "dwte", lm_ref_objective, &r, r.wte, nw, wte->grad, prefill, fd);
     /* An ignored row gets exactly nothing added to its d(x). */
     for (int k = 0; k < n_ignored; k++)
         for (int i = 0; i < C; i++)
@@ -234,16 +229,7 @@ static void test_lm_head_loss_all_targets_ignored_gives_zero_loss_and_no_grad(vo
     ct_tape_free(&tape);
 }
 
-int main(void) {
-    const ct_test_case cases[] = {
-        {"test_lm_head_loss_fwd_and_grad_match_float64_fd_odd_shapes",
-         test_lm_head_loss_fwd_and_grad_match_float64_fd_odd_shapes},
-        {"test_lm_head_loss_grads_accumulate_into_prefilled_buffers",
-         test_lm_head_loss_grads_accumulate_into_prefilled_buffers},
-        {"test_lm_head_loss_kernel_chunk_rows_1_3_5_n_agree",
-         test_lm_head_loss_kernel_chunk_rows_1_3_5_n_agree},
-        {"test_lm_head_loss_all_targets_ignored_gives_zero_loss_and_no_grad",
-         test_lm_head_loss_all_targets_ignored_gives_zero_loss_and_no_grad},
-    };
-    return ct_test_run("op_lm_head_loss", cases, (int)(sizeof(cases) / sizeof(cases[0])));
-}
+CT_TEST_MAIN("op_lm_head_loss", CT_TEST(test_lm_head_loss_fwd_and_grad_match_float64_fd_odd_shapes),
+             CT_TEST(test_lm_head_loss_grads_accumulate_into_prefilled_buffers),
+             CT_TEST(test_lm_head_loss_kernel_chunk_rows_1_3_5_n_agree),
+             CT_TEST(test_lm_head_loss_all_targets_ignored_gives_zero_loss_and_no_grad))

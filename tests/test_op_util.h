@@ -32,6 +32,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define OP_FWD_TOL 1e-5
 #define OP_GRAD_L2_TOL 1e-4
@@ -77,6 +78,28 @@ static inline double *op_zeros(size_t n) {
     return x;
 }
 
+/* The largest errors a test measured, printed at its end. */
+typedef struct {
+    double fwd;       /* max |a - r| / max(|r|, 1) */
+    double grad_l2;   /* max over gradients of ||a - f|| / ||f|| */
+    double grad_elem; /* max over sampled elements of |a - f| / max(|f|, rms f) */
+} op_errors;
+
+/* One op check at an input shape: the op at (ndim, shape), gradients prefilled with `prefill`,
+ * inputs drawn from `seed`. */
+typedef void (*op_shape_check)(op_errors *e, int ndim, const int64_t *shape, float prefill,
+                               uint64_t seed);
+
+/* `count` checks at 3-D (B,T,C) shapes drawn with odd ranges (B 2..3, T 5..13, C 6..20), the
+ * k-th with seed first_seed + k. */
+static inline void op_check_random_btc(op_errors *e, op_rng *rng, int count, op_shape_check check,
+                                       uint64_t first_seed) {
+    for (int k = 0; k < count; k++) {
+        int64_t s3[3] = {op_int(rng, 2, 3), op_int(rng, 5, 13), op_int(rng, 6, 20)};
+        check(e, 3, s3, 0.0f, first_seed + (uint64_t)k);
+    }
+}
+
 /* ---------------------------------------------------------------- tensors on the tape */
 
 /* The CPU kernel table, through the one chooser, at its default thread count. */
@@ -112,6 +135,13 @@ static inline void op_seed_grad(ct_tape *tape, ct_tensor *out, const double *R) 
         g[i] = (float)R[i];
 }
 
+/* An op's output: not NULL, with `ndim` dimensions of `shape`. */
+static inline void op_check_shape(const ct_tensor *out, int ndim, const int64_t *shape) {
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL(out->ndim, ndim);
+    CU_ASSERT_EQUAL(memcmp(out->shape, shape, sizeof(int64_t) * (size_t)ndim), 0);
+}
+
 /* ---------------------------------------------------------------- float64 helpers */
 
 static inline double op_dot(const double *a, const double *b, size_t n) {
@@ -140,13 +170,6 @@ static inline void op_fd_grad(op_objective objective, void *ctx, double *x, size
 }
 
 /* ---------------------------------------------------------------- comparisons */
-
-/* The largest errors a test measured, printed at its end. */
-typedef struct {
-    double fwd;       /* max |a - r| / max(|r|, 1) */
-    double grad_l2;   /* max over gradients of ||a - f|| / ||f|| */
-    double grad_elem; /* max over sampled elements of |a - f| / max(|f|, rms f) */
-} op_errors;
 
 static inline void op_check_fwd(op_errors *e, const char *label, const float *a, const double *r,
                                 size_t n) {
@@ -191,9 +214,30 @@ static inline void op_check_grad(op_errors *e, const char *label, const float *a
     }
 }
 
+/* The gradient of one input against finite differences: fd (n doubles, the caller's) receives
+ * the FD gradient of `objective` with respect to x (the reference's copy of the input), and
+ * `grad` (the op's, which started at prefill) is checked against it; `input` names it. */
+static inline void op_check_input_grad(op_errors *e, const char *label, const char *input,
+                                       op_objective objective, void *ctx, double *x, size_t n,
+                                       const void *grad, float prefill, double *fd) {
+    char glabel[160];
+    op_fd_grad(objective, ctx, x, n, fd);
+    snprintf(glabel, sizeof(glabel), "%s %s", label, input);
+    op_check_grad(e, glabel, grad, prefill, fd, n);
+}
+
 static inline void op_report(const char *what, const op_errors *e) {
     printf("\n  %s: max forward error %.2e, max gradient rel L2 %.2e, max element error %.2e ",
            what, e->fwd, e->grad_l2, e->grad_elem);
+}
+
+/* The accumulation check of an op: its gradients, prefilled with OP_PREFILL, at a 3-D shape. */
+static inline void op_check_prefilled(const char *what, op_shape_check check, int64_t B, int64_t T,
+                                      int64_t C) {
+    op_errors e = {0};
+    const int64_t s3[3] = {B, T, C};
+    check(&e, 3, s3, OP_PREFILL, 20);
+    op_report(what, &e);
 }
 
 #endif

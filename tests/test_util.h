@@ -14,6 +14,18 @@ typedef struct {
     void (*fn)(void);
 } ct_test_case;
 
+/* A case named after its function, and the run of an array of them. */
+#define CT_TEST(fn)                                                                                \
+    { #fn, fn }
+#define CT_TEST_RUN(suite_name, cases)                                                             \
+    ct_test_run(suite_name, cases, (int)(sizeof(cases) / sizeof(cases[0])))
+/* A main() that runs the CT_TEST cases given as one suite. */
+#define CT_TEST_MAIN(suite_name, ...)                                                              \
+    int main(void) {                                                                               \
+        const ct_test_case cases[] = {__VA_ARGS__};                                                \
+        return CT_TEST_RUN(suite_name, cases);                                                     \
+    }
+
 /* Runs the cases as one suite; returns the process exit code (0 = every assertion held). A
  * suite init failure counts as a failure record too, which the plain failures count misses. */
 static inline int ct_test_run(const char *suite_name, const ct_test_case *cases, int n_cases) {

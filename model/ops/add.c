@@ -1,7 +1,7 @@
 /*
  * Elementwise sum (residual connections): the gradient passes unchanged to both inputs.
  */
-#include "model/model.h"
+#include "model/ops/ops.h"
 
 static void add_bwd(ct_tape *tape, ct_tape_node *node) {
     ct_tensor *out = node->out;

@@ -2,7 +2,7 @@
  * Causal multi-head self-attention over a fused q,k,v projection. Saves the softmax
  * probabilities (B,NH,T,T) for backward.
  */
-#include "model/model.h"
+#include "model/ops/ops.h"
 
 typedef struct {
     float *att; /* (B,NH,T,T) */

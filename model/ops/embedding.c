@@ -1,7 +1,7 @@
 /*
  * Token + position embedding: out[b,t] = wte[tokens[b,t]] + wpe[t].
  */
-#include "model/model.h"
+#include "model/ops/ops.h"
 
 static void embedding_bwd(ct_tape *tape, ct_tape_node *node) {
     ct_tensor *tokens = node->in[0], *wte = node->in[1], *wpe = node->in[2], *out = node->out;

@@ -1,7 +1,7 @@
 /*
  * GELU, tanh approximation (GPT-2).
  */
-#include "model/model.h"
+#include "model/ops/ops.h"
 
 static void gelu_bwd(ct_tape *tape, ct_tape_node *node) {
     ct_tensor *x = node->in[0], *out = node->out;

@@ -1,7 +1,7 @@
 /*
  * LayerNorm over the last dimension (GPT-2's eps 1e-5). Saves each row's mean and 1/std.
  */
-#include "model/model.h"
+#include "model/ops/ops.h"
 
 #define LAYERNORM_EPS 1e-5f
 

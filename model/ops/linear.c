@@ -1,7 +1,7 @@
 /*
  * Linear layer: out = x @ weight^T + bias, weight (OC, C) as in PyTorch and llm.c.
  */
-#include "model/model.h"
+#include "model/ops/ops.h"
 
 static void linear_bwd(ct_tape *tape, ct_tape_node *node) {
     ct_tensor *x = node->in[0], *w = node->in[1], *b = node->in[2], *out = node->out;

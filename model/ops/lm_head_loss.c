@@ -5,7 +5,7 @@
  * is the last of the tape and backward starts from it with d(loss) = 1; the scale of the
  * gradient (1/grad_accum, say) is given up front as grad_scale.
  */
-#include "model/model.h"
+#include "model/ops/ops.h"
 
 typedef struct {
     float *dx; /* (N,C), already scaled */
