@@ -1,10 +1,17 @@
 /*
- * checkpoint: model and training state on disk. For now, llm.c's model file (the format of
- * final weights until sharded checkpoints arrive, and a way to start from llm.c's weights):
- * int32 header[256] = {20240326, 3, maxT, V, L, NH, C, Vp, 0...}, then fp32 parameters in
- * llm.c's order: wte (Vp,C) [rows V..Vp-1 zero], wpe (maxT,C), ln1w (L,C), ln1b (L,C),
- * qkvw (L,3C,C), qkvb (L,3C), attprojw (L,C,C), attprojb (L,C), ln2w (L,C), ln2b (L,C),
- * fcw (L,4C,C), fcb (L,4C), fcprojw (L,C,4C), fcprojb (L,C), lnfw (C), lnfb (C).
+ * checkpoint: the storage layer of model and training state on disk, used by the command-line
+ * tools and, through checkpoint/sharded.h, by training. In the order of this header:
+ *   - llm.c's model file (llmc.c; final weights and model.init_from):
+ *     int32 header[256] = {20240326, 3, maxT, V, L, NH, C, Vp, 0...}, then fp32 parameters in
+ *     llm.c's order: wte (Vp,C) [rows V..Vp-1 zero], wpe (maxT,C), ln1w (L,C), ln1b (L,C),
+ *     qkvw (L,3C,C), qkvb (L,3C), attprojw (L,C,C), attprojb (L,C), ln2w (L,C), ln2b (L,C),
+ *     fcw (L,4C,C), fcb (L,4C), fcprojw (L,C,4C), fcprojb (L,C), lnfw (C), lnfb (C);
+ *   - frames (zframe.c): a range of floats, optionally byte-shuffled, as zstd frames of 2 MiB
+ *     of input with an XXH3-64 checksum (format version 2; version 1's FNV-1a still read);
+ *   - rank files (ckpt_file.c): one per rank, header, frames, index, trailer;
+ *   - manifest.json (manifest.c, read with jansson) and step directories (ckpt_dir.c);
+ *   - whole checkpoints read at any layout (ct_ckpt_step), safetensors (safetensors.c).
+ * docs/checkpoints.md has the formats byte by byte.
  */
 #ifndef CT_CHECKPOINT_H
 #define CT_CHECKPOINT_H
