@@ -120,6 +120,11 @@ static ct_status start(ct_comm *comm, ct_coll_kind kind, const void *send, void 
     ct_log(CT_LOG_DEBUG, "comm", "#%llu %s %llu bytes (group of %d)", (unsigned long long)req->seq,
            kind_names[kind], (unsigned long long)bytes, comm->size);
 
+    /* Pending from here, before the launch: a launch that does not return (NCCL's, polling a
+     * nonblocking communicator) is the watchdog's to report, as a queued collective. */
+    pthread_mutex_lock(&comm->lock);
+    req->state = CT_REQ_QUEUED;
+    pthread_mutex_unlock(&comm->lock);
     ct_status status = comm->ops->launch ? comm->ops->launch(comm, req) : CT_OK;
     if (status != CT_OK) {
         ct_comm_mark_done(req, status, ct_error_message());
