@@ -77,7 +77,7 @@ void ct_comm_finalize(void);
 /* Ends the whole job now with `code` (after printing the error): every NCCL communicator of
  * this process is aborted (ncclCommAbort), then MPI_Abort. `comm` may be NULL. */
 _Noreturn void ct_comm_abort(ct_comm *comm, int code);
-/* "NCCL 2.28.9", or why there is none (a build without CUDA), for `ctrain info`. */
+/* "NCCL 2.28.9", or why there is none ("built without CUDA ..."), for `ctrain info`. */
 void ct_comm_describe_nccl(char *info, size_t info_bytes);
 
 int ct_comm_rank(const ct_comm *comm);

@@ -15,5 +15,5 @@ ct_status ct_comm_init_nccl(ct_comm *group, int device, ct_comm **nccl) {
 }
 
 void ct_comm_describe_nccl(char *info, size_t info_bytes) {
-    snprintf(info, info_bytes, "NCCL: not built (configure with -DCTRAIN_CUDA=ON)");
+    snprintf(info, info_bytes, "built without CUDA (configure with -DCTRAIN_CUDA=ON)");
 }
