@@ -3,13 +3,22 @@
  * numbers it (one sequence per process: in an SPMD program every rank issues the same
  * collectives in the same order, so #seq names the same operation on every rank), counts its
  * bytes (nccl-tests convention) and time per kind, keeps the last 32 in a ring for the
- * watchdog, then hands a request from the group's fixed pool to the backend. ct_comm_wait
- * blocks on the request and raises the backend thread's error message on the caller's thread.
- * Nothing here allocates: a warm step costs no malloc.
+ * watchdog, then hands a request from the group's fixed pool to the group's backend (its
+ * launch on this thread, then group.c's queue). ct_comm_wait blocks on the request and raises
+ * the group thread's error message on the caller's thread. Nothing here allocates: a warm step
+ * costs no malloc. Nothing here knows MPI or NCCL: the backend is the group's table.
+ *
+ * Also here, under the same lock: the registry of live groups, which the watchdog reads and
+ * the end of a job walks to abort every backend; and the training step with the test-only
+ * stall fault (CTRAIN_FAULT=stall:rank=R:step=S, parsed by common/fault.c, makes world rank R
+ * sleep forever at its first collective while the step set by ct_comm_set_step is S).
  */
 #include "comm/comm_internal.h"
+#include "common/fault.h"
 
+#include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     uint64_t seq, bytes;
@@ -28,6 +37,8 @@ static struct {
     int world_rank;
 } accounting = {PTHREAD_MUTEX_INITIALIZER, 0, 0, {{0}}, NULL, -1};
 
+static _Atomic int64_t current_step;
+
 static const char *const kind_names[CT_COLL_KINDS] = {"allreduce", "reduce_scatter", "allgather",
                                                       "broadcast", "barrier"};
 static const char *const state_names[] = {"free", "queued", "running", "done", "failed"};
@@ -41,6 +52,19 @@ static void ring_set_state(uint64_t seq, ct_comm_req_state state) {
 
 static bool is_reduction(ct_coll_kind kind) {
     return kind == CT_COLL_ALLREDUCE || kind == CT_COLL_REDUCE_SCATTER;
+}
+
+/* Stalls this rank forever when CTRAIN_FAULT has a stall fault for its world rank and the
+ * current step. */
+static void fault_check(void) {
+    int rank = accounting.world_rank;
+    int64_t step = atomic_load(&current_step);
+    if (!ct_fault_fires("stall", rank, step)) return;
+    fprintf(stderr, "[rank %d] CTRAIN_FAULT: stalling before the first collective of step %lld\n",
+            rank, (long long)step);
+    fflush(stderr);
+    for (;;)
+        sleep(1000);
 }
 
 /* Validates, numbers and queues one collective; *out receives the request. */
@@ -63,7 +87,7 @@ static ct_status start(ct_comm *comm, ct_coll_kind kind, const void *send, void 
     if (kind == CT_COLL_REDUCE_SCATTER || kind == CT_COLL_ALLGATHER) bytes *= (uint64_t)comm->size;
 
     /* A test-only stall happens before numbering, so the stalled rank is visibly behind. */
-    ct_comm_fault_check();
+    fault_check();
 
     pthread_mutex_lock(&comm->lock);
     ct_comm_request *req = comm->free_list;
@@ -96,7 +120,12 @@ static ct_status start(ct_comm *comm, ct_coll_kind kind, const void *send, void 
     ct_log(CT_LOG_DEBUG, "comm", "#%llu %s %llu bytes (group of %d)", (unsigned long long)req->seq,
            kind_names[kind], (unsigned long long)bytes, comm->size);
 
-    ct_status status = comm->launch ? comm->launch(comm, req) : CT_OK;
+    /* Pending from here, before the launch: a launch that does not return (NCCL's, polling a
+     * nonblocking communicator) is the watchdog's to report, as a queued collective. */
+    pthread_mutex_lock(&comm->lock);
+    req->state = CT_REQ_QUEUED;
+    pthread_mutex_unlock(&comm->lock);
+    ct_status status = comm->ops->launch ? comm->ops->launch(comm, req) : CT_OK;
     if (status != CT_OK) {
         ct_comm_mark_done(req, status, ct_error_message());
         return ct_comm_wait(req);
@@ -118,27 +147,16 @@ static ct_status finish(ct_status status, ct_comm_request *req, ct_comm_request 
 
 /* ---------------------------------------------------------------- internal interface */
 
-size_t ct_comm_dtype_bytes(ct_comm_dtype dtype) {
-    switch (dtype) {
-    case CT_COMM_F32:
-    case CT_COMM_I32:
-        return 4;
-    case CT_COMM_BF16:
-        return 2;
-    case CT_COMM_U8:
-        return 1;
-    case CT_COMM_F64:
-        return 8;
-    }
-    return 0;
-}
-
 int ct_comm_world_rank(void) {
     return accounting.world_rank;
 }
 
 void ct_comm_set_world_rank(int rank) {
     accounting.world_rank = rank;
+}
+
+int64_t ct_comm_current_step(void) {
+    return atomic_load(&current_step);
 }
 
 void ct_comm_register(ct_comm *comm) {
@@ -166,6 +184,20 @@ int ct_comm_live_groups(void) {
         n++;
     pthread_mutex_unlock(&accounting.lock);
     return n;
+}
+
+void ct_comm_set_backend(ct_comm *comm, const ct_comm_ops *ops, void *state) {
+    pthread_mutex_lock(&accounting.lock);
+    comm->ops = ops;
+    comm->backend = state;
+    pthread_mutex_unlock(&accounting.lock);
+}
+
+void ct_comm_abort_backends(void) {
+    pthread_mutex_lock(&accounting.lock);
+    for (ct_comm *c = accounting.registry; c; c = c->next_registered)
+        if (c->ops->abort) c->ops->abort(c);
+    pthread_mutex_unlock(&accounting.lock);
 }
 
 void ct_comm_pool_init(ct_comm *comm) {
@@ -298,7 +330,12 @@ ct_status ct_comm_wait(ct_comm_request *request) {
     return CT_OK;
 }
 
-/* ---------------------------------------------------------------- public: stats */
+ct_status ct_comm_order_after(ct_comm *comm, void *event) {
+    if (!comm) return ct_error(CT_ERR_INVALID, "ct_comm_order_after on a NULL group");
+    return comm->ops->order_after ? comm->ops->order_after(comm, event) : CT_OK;
+}
+
+/* ---------------------------------------------------------------- public: stats and step */
 
 void ct_comm_get_stats(const ct_comm *comm, ct_comm_stats *stats) {
     ct_comm *c = (ct_comm *)comm; /* the lock is not part of the group's value */
@@ -316,4 +353,9 @@ void ct_comm_reset_stats(ct_comm *comm) {
 const char *ct_comm_kind_name(ct_coll_kind kind) {
     if ((unsigned)kind >= CT_COLL_KINDS) return "unknown";
     return kind_names[kind];
+}
+
+void ct_comm_set_step(ct_comm *comm, int64_t step) {
+    (void)comm;
+    atomic_store(&current_step, step);
 }

@@ -1,12 +1,15 @@
 /*
- * comm: process groups and collectives. One interface, two backends: MPI for host buffers
- * (every build) and NCCL for device buffers (builds with CUDA; the unique id travels over MPI).
+ * comm: process groups and collectives. One interface, two backends behind one table: MPI for
+ * host buffers (every build) and NCCL for device buffers (builds with CUDA; the unique id
+ * travels over MPI). A group keeps its backend: a split of an NCCL group is an NCCL group.
  *
  * Every collective goes through one checked entry (comm.c) that numbers it, counts its bytes
- * and time per kind, and keeps the last 32 in a ring for the watchdog. On the MPI backend the
- * collectives run on a communication thread, so they overlap the caller's compute: a call
- * queues the operation and returns a request; ct_comm_wait blocks until it is done. Requests
- * come from a fixed pool: a warm training step allocates nothing.
+ * and time per kind, and keeps the last 32 in a ring for the watchdog. Each group has a
+ * communication thread: a call queues the operation and returns a request, ct_comm_wait
+ * blocks until it is done. On MPI the thread makes the MPI calls, so they overlap the caller's
+ * compute; on NCCL the call enqueues on the group's stream and the thread watches for its
+ * completion and for NCCL's asynchronous errors. Requests come from a fixed pool: a warm
+ * training step allocates nothing. docs/architecture.md (comm/) has the file map.
  *
  * Conventions (NCCL's, which the MPI backend follows):
  * - all-reduce sums in place: buf (count elements) on every rank.
@@ -47,21 +50,37 @@ typedef struct ct_comm_request ct_comm_request;
  * communication thread, and the node-local rank (MPI_COMM_TYPE_SHARED). Without an MPI launcher
  * around it (a plain process), this is a world of one. */
 ct_status ct_comm_init_world(ct_comm **world, int *argc, char ***argv);
-/* The NCCL backend, for device buffers: a group of the same ranks as `group` whose collectives
- * take buffers on CUDA device `device`, run on a stream of the group's own and are numbered,
- * counted and watched like the MPI ones. Collective over `group` (rank 0's ncclUniqueId is
- * broadcast over it). A build without CUDA returns CT_ERR_INVALID with a message. */
+/* The NCCL backend, for device buffers: a group of the same ranks as the MPI group `group`
+ * whose collectives take buffers on CUDA device `device`, run on a stream of the group's own
+ * and are numbered, counted and watched like the MPI ones. Collective over `group`: the ranks
+ * agree on success (over MPI) before the unique id is broadcast and after the communicator is
+ * made, so when one rank fails (no such device, ncclGetUniqueId, the init) every rank returns
+ * an error and none waits for it; a rank whose init fails tells the others at once, so they
+ * stop waiting inside theirs. Making the communicator takes at most the watchdog's timeout
+ * (ct_comm_set_timeout; none when it is off). A build without CUDA returns CT_ERR_INVALID with
+ * a message. */
 ct_status ct_comm_init_nccl(ct_comm *group, int device, ct_comm **nccl);
 /* The NCCL group's cudaStream_t (NULL on MPI). A collective's input must be complete when it is
- * queued, or produced by work ordered before it on this stream. */
+ * queued, or produced by work ordered before it on this stream (ct_comm_order_after). */
 void *ct_comm_stream(const ct_comm *comm);
-/* Sub-groups: ranks with equal `color` form one group, ordered by `key` (MPI_Comm_split). */
+/* Orders the group's later collectives after `event`, a cudaEvent_t the caller recorded on its
+ * compute stream (cudaEventRecord before this call): on NCCL, cudaStreamWaitEvent on the
+ * group's stream, so the collective reads what the compute wrote without the host waiting; on
+ * MPI a no-op (host buffers are complete when the call is made; `event` may be NULL there). */
+ct_status ct_comm_order_after(ct_comm *comm, void *event);
+/* Sub-groups: ranks with equal `color` (>= 0) form one group, ordered by `key`. Collective over
+ * `parent`; the group has parent's backend: MPI_Comm_split on MPI, and on NCCL ncclCommSplit
+ * as well (with the same agreements and bound as ct_comm_init_nccl; a rank whose ncclCommSplit
+ * fails is waited for until that bound). */
 ct_status ct_comm_split(ct_comm *parent, int color, int key, ct_comm **group);
 void ct_comm_free(ct_comm *comm);
 /* Ends MPI after every group is freed. */
 void ct_comm_finalize(void);
-/* Ends the whole job now with `code` (after printing the error): MPI_Abort. */
+/* Ends the whole job now with `code` (after printing the error): every NCCL communicator of
+ * this process is aborted (ncclCommAbort), then MPI_Abort. `comm` may be NULL. */
 _Noreturn void ct_comm_abort(ct_comm *comm, int code);
+/* "NCCL 2.28.9", or why there is none ("built without CUDA ..."), for `ctrain info`. */
+void ct_comm_describe_nccl(char *info, size_t info_bytes);
 
 int ct_comm_rank(const ct_comm *comm);
 int ct_comm_size(const ct_comm *comm);
@@ -97,7 +116,8 @@ const char *ct_comm_kind_name(ct_coll_kind kind);
 /* The watchdog: a collective not finished within `timeout_s`, or a rank that has sent no
  * heartbeat for that long (frozen, stopped or dead), makes every rank print its last 32
  * collectives (kind, sequence number, bytes, state) and which rank is behind or silent, then
- * the job ends with exit code 3. 0 turns it off. */
+ * the job ends with exit code 3 (NCCL communicators aborted first). 0 turns it off. The same
+ * timeout bounds making an NCCL communicator. Process-wide: `comm` is not used. */
 void ct_comm_set_timeout(ct_comm *comm, double timeout_s);
 /* The training step, for messages and for test-only fault injection
  * (CTRAIN_FAULT=stall:rank=R:step=S stalls rank R before its first collective of step S). */

@@ -1,8 +1,10 @@
 /*
- * The answer to "NCCL?" for builds without the CUDA backend. Builds with it compile comm/nccl.c
- * instead.
+ * The NCCL backend's public entries for builds without CUDA: an NCCL group cannot be made.
+ * Builds with CUDA compile comm/nccl.c instead.
  */
-#include "comm/comm_internal.h"
+#include "comm/comm.h"
+
+#include <stdio.h>
 
 ct_status ct_comm_init_nccl(ct_comm *group, int device, ct_comm **nccl) {
     (void)group;
@@ -12,7 +14,6 @@ ct_status ct_comm_init_nccl(ct_comm *group, int device, ct_comm **nccl) {
                                     "-DCTRAIN_CUDA=ON where CUDA and NCCL are installed)");
 }
 
-void *ct_comm_stream(const ct_comm *comm) {
-    (void)comm;
-    return NULL;
+void ct_comm_describe_nccl(char *info, size_t info_bytes) {
+    snprintf(info, info_bytes, "built without CUDA (configure with -DCTRAIN_CUDA=ON)");
 }

@@ -31,12 +31,13 @@
  * never declared silent, so one that has left holds nobody up, and send errors to it (its MPI
  * may be finalizing) are ignored.
  *
- * CTRAIN_FAULT=stall:rank=R:step=S (parsed by common/fault.c) makes world rank R sleep forever
- * (until the job is killed) at its first collective while the step set by ct_comm_set_step is
- * S: the watchdog's test.
+ * Ending the job: every live group's backend communicator is torn down first (NCCL:
+ * ncclCommAbort, so that kernels waiting on a peer end and no GPU is left held), then MPI_Abort.
+ *
+ * The watchdog's test is the stall fault (CTRAIN_FAULT=stall:rank=R:step=S, comm.c): world rank
+ * R sleeps forever at its first collective of step S.
  */
 #include "comm/comm_internal.h"
-#include "common/fault.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -91,7 +92,13 @@ struct ct_watchdog {
 };
 
 static _Atomic int64_t timeout_us; /* 0: off */
-static _Atomic int64_t current_step;
+
+/* Tears down every backend, then ends the job with exit code 3. */
+_Noreturn static void end_job(void) {
+    ct_comm_abort_backends();
+    MPI_Abort(MPI_COMM_WORLD, 3);
+    _exit(3);
+}
 
 /* ---------------------------------------------------------------- heartbeats */
 
@@ -100,8 +107,7 @@ _Noreturn static void heartbeat_failed(int rc, const char *call, int peer) {
     fprintf(stderr, "%s (watchdog heartbeat with rank %d): ending the job\n", ct_error_message(),
             peer);
     fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 3);
-    _exit(3);
+    end_job();
 }
 
 /* An MPI failure towards a peer already seen stopping means it left: forget it. Any other
@@ -128,7 +134,7 @@ static void build_record(struct ct_watchdog *wd, bool stopping, int silent, bool
     mine[HB_BYTES] = (int64_t)p.oldest_bytes;
     mine[HB_EXPIRED] = limit_us > 0 && p.pending && age_us > limit_us;
     mine[HB_STOPPING] = stopping;
-    mine[HB_STEP] = atomic_load(&current_step);
+    mine[HB_STEP] = ct_comm_current_step();
     mine[HB_SILENT] = silent + 1;
     mine[HB_REPORTED] = reported;
     wd->peers[wd->rank].seen = true;
@@ -236,7 +242,7 @@ static void describe_last(const struct peer *peer, char *text, size_t text_bytes
 
 /* A peer (or, told by `by`, this rank itself) stopped beating. */
 static void report_silent(const struct ct_watchdog *wd, int silent, int by) {
-    double limit_s = (double)atomic_load(&timeout_us) * 1e-6;
+    double limit_s = ct_comm_timeout_s();
     if (silent == wd->rank) {
         fprintf(stderr,
                 "[rank %d] watchdog: rank %d has had no heartbeat from this rank for longer than "
@@ -283,8 +289,8 @@ static void report_pending(const struct ct_watchdog *wd) {
             "[rank %d] watchdog: collective #%lld %s (%lld bytes) pending for %.1f s on rank %d "
             "(timeout %.1f s, step %lld); %s\n",
             wd->rank, (long long)s[HB_SEQ], ct_comm_kind_name((ct_coll_kind)s[HB_KIND]),
-            (long long)s[HB_BYTES], (double)s[HB_AGE_US] * 1e-6, stuck,
-            (double)atomic_load(&timeout_us) * 1e-6, (long long)s[HB_STEP], behind_text);
+            (long long)s[HB_BYTES], (double)s[HB_AGE_US] * 1e-6, stuck, ct_comm_timeout_s(),
+            (long long)s[HB_STEP], behind_text);
     /* A peer quiet for several periods (but not yet past the timeout) is a likely cause. */
     for (int r = 0; r < wd->size; r++) {
         if (r == wd->rank || wd->peers[r].last[HB_STOPPING]) continue;
@@ -302,7 +308,7 @@ _Noreturn static void finish_report(struct ct_watchdog *wd, bool stopping, int s
     ct_comm_print_ring(stderr);
     fflush(stderr);
     fflush(stdout);
-    double limit_s = (double)atomic_load(&timeout_us) * 1e-6;
+    double limit_s = ct_comm_timeout_s();
     double alive_s = limit_s > 1.0 ? limit_s : 1.0;
     double until = ct_time_s() + REPORT_GRACE_S;
     for (;;) {
@@ -326,8 +332,7 @@ _Noreturn static void finish_report(struct ct_watchdog *wd, bool stopping, int s
         if (!peer->gone && peer->last[HB_REPORTED] && quiet_s(wd, p) < alive_s) first = false;
     }
     usleep(first ? 200000 : (useconds_t)(ABORT_FALLBACK_S * 1e6)); /* lines through mpirun */
-    MPI_Abort(MPI_COMM_WORLD, 3);
-    _exit(3);
+    end_job();
 }
 
 /* The two rules of the header comment over the table of last records. */
@@ -452,15 +457,8 @@ void ct_comm_watchdog_stop(ct_comm *world) {
     world->watchdog = NULL;
 }
 
-void ct_comm_fault_check(void) {
-    int rank = ct_comm_world_rank();
-    int64_t step = atomic_load(&current_step);
-    if (!ct_fault_fires("stall", rank, step)) return;
-    fprintf(stderr, "[rank %d] CTRAIN_FAULT: stalling before the first collective of step %lld\n",
-            rank, (long long)step);
-    fflush(stderr);
-    for (;;)
-        sleep(1000);
+double ct_comm_timeout_s(void) {
+    return (double)atomic_load(&timeout_us) * 1e-6;
 }
 
 /* ---------------------------------------------------------------- public */
@@ -469,9 +467,4 @@ void ct_comm_fault_check(void) {
 void ct_comm_set_timeout(ct_comm *comm, double timeout_s) {
     (void)comm;
     atomic_store(&timeout_us, timeout_s > 0 ? (int64_t)(timeout_s * 1e6) : 0);
-}
-
-void ct_comm_set_step(ct_comm *comm, int64_t step) {
-    (void)comm;
-    atomic_store(&current_step, step);
 }

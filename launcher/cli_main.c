@@ -49,17 +49,19 @@ static const char *bench_usage =
 
 static const char *info_usage = "usage: ctrain info\n"
                                 "The version, the CPU threads and OpenBLAS configuration, and\n"
-                                "the CUDA devices this build sees.\n";
+                                "the CUDA devices and the NCCL this build sees.\n";
 
 static int cli_info(void) {
-    char cuda[1024];
+    char cuda[1024], nccl[128];
     int devices = 0;
     ct_kern_cuda_describe(cuda, sizeof(cuda), &devices);
+    ct_comm_describe_nccl(nccl, sizeof(nccl));
     ct_kern_cpu_set_threads(0); /* the default: all cores */
     printf("ctrain %s\n", CTRAIN_VERSION);
     printf("cpu: %d threads by default | OpenBLAS: %s\n", ct_kern_cpu_threads(),
            openblas_get_config());
     printf("cuda: %s\n", cuda);
+    printf("nccl: %s\n", nccl);
     return 0;
 }
 

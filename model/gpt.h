@@ -7,8 +7,8 @@
 
 #include "model/ops/ops.h"
 
-#include <stdint.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct {
     int n_layer;

@@ -15,8 +15,8 @@
 #include "model/unit.h"
 
 #include <stdbool.h>
-#include <stdint.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct ct_tape_node ct_tape_node;
 typedef struct ct_tape ct_tape;

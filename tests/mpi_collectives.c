@@ -2,14 +2,15 @@
  * The collectives of comm/ on every world size CTest runs (mpirun -np 1..4, and a plain process)
  * against a serial reference that every rank computes from the deterministic inputs of all
  * ranks. Every op, every dtype it takes, odd lengths (1, 7, 1001 and ~3M), the in-place forms,
- * asynchronous requests, the byte counters, split groups and bad input.
+ * asynchronous requests, the byte counters, split groups and bad input; and the agreement on
+ * success while a communicator is made (an NCCL group that fails on one rank fails on all).
  *
  * Tolerance: zero. Inputs are small integers (|x| <= 8) and sums over at most 4 ranks stay
  * below 2^8 in magnitude, which f32, f64 and bf16 (8 significant bits) hold exactly, so every
  * reduction order gives the same exact value. The one rounding test picks sums on bf16's
  * halfway points and states the expected rounding (to nearest even).
  */
-#include "comm/comm_internal.h" /* CT_MPI and the group's communicator, for the error test */
+#include "comm/comm_internal.h" /* CT_MPI, the group's communicator, the agreement */
 #include "mpi_test_util.h"
 
 #include <stdlib.h>
@@ -402,6 +403,58 @@ static void test_mpi_errors_return_a_status_with_mpi_text(void) {
     ct_comm_free(group);
 }
 
+/* A split of an MPI group is an MPI group; ordering after a compute event is a no-op on MPI
+ * (host buffers are complete when the call is made), with or without an event. */
+static void test_split_keeps_the_mpi_backend_and_order_after_is_a_no_op(void) {
+    ct_comm *group = NULL;
+    CU_ASSERT_EQUAL(ct_comm_split(ct_mpi_world, 0, rank_, &group), CT_OK);
+    if (!group) return;
+    CU_ASSERT_STRING_EQUAL(ct_comm_backend(group), "mpi");
+    CU_ASSERT_PTR_NULL(ct_comm_stream(group));
+    int dummy_event = 0;
+    CU_ASSERT_EQUAL(ct_comm_order_after(group, NULL), CT_OK);
+    CU_ASSERT_EQUAL(ct_comm_order_after(ct_mpi_world, &dummy_event), CT_OK);
+    CU_ASSERT_EQUAL(ct_comm_order_after(NULL, NULL), CT_ERR_INVALID);
+    ct_comm_free(group);
+}
+
+/* While a communicator is made the ranks agree on success: all succeed only together; a failed
+ * rank keeps its own status and message, the others get an error naming the lowest failed
+ * rank. */
+static void test_agreement_names_the_lowest_failed_rank(void) {
+    CU_ASSERT_EQUAL(ct_comm_agree(ct_mpi_world, CT_OK, "making a test group"), CT_OK);
+    int first = size_ > 1 ? 1 : 0; /* ranks first.. fail */
+    ct_status mine = CT_OK;
+    if (rank_ >= first) mine = ct_error(CT_ERR_INVALID, "rank %d's own reason", rank_);
+    ct_status got = ct_comm_agree(ct_mpi_world, mine, "making a test group");
+    char want[96];
+    if (rank_ >= first) {
+        CU_ASSERT_EQUAL(got, CT_ERR_INVALID);
+        snprintf(want, sizeof(want), "rank %d's own reason", rank_);
+    } else {
+        CU_ASSERT_EQUAL(got, CT_ERR_EXTERNAL);
+        snprintf(want, sizeof(want), "making a test group failed on rank %d", first);
+    }
+    CU_ASSERT(strstr(ct_error_message(), want) != NULL);
+}
+
+/* One rank asks for a device that does not exist: every rank returns an error from
+ * ct_comm_init_nccl (no rank waits for the one that failed), no group is left behind, and the
+ * world still works. The same holds in builds without CUDA or without a GPU, where every rank
+ * fails by itself. */
+static void test_nccl_init_failing_on_one_rank_fails_on_every_rank(void) {
+    int groups = ct_comm_live_groups();
+    ct_comm *nccl = NULL;
+    int device = rank_ == size_ - 1 ? 1 << 20 : ct_comm_local_rank(ct_mpi_world);
+    CU_ASSERT_NOT_EQUAL(ct_comm_init_nccl(ct_mpi_world, device, &nccl), CT_OK);
+    CU_ASSERT_PTR_NULL(nccl);
+    CU_ASSERT(strlen(ct_error_message()) > 0);
+    CU_ASSERT_EQUAL(ct_comm_live_groups(), groups);
+    int32_t one = 1;
+    CU_ASSERT_EQUAL(ct_comm_allreduce(ct_mpi_world, &one, 1, CT_COMM_I32, NULL), CT_OK);
+    CU_ASSERT_EQUAL(one, size_);
+}
+
 int main(int argc, char **argv) {
     static const ct_test_case cases[] = {
         {"ranks_local_ranks_and_backend", test_ranks_local_ranks_and_backend},
@@ -425,6 +478,11 @@ int main(int argc, char **argv) {
          test_bad_input_and_a_full_pool_are_errors_not_hangs},
         {"warm_collectives_allocate_nothing", test_warm_collectives_allocate_nothing},
         {"mpi_errors_return_a_status_with_mpi_text", test_mpi_errors_return_a_status_with_mpi_text},
+        {"split_keeps_the_mpi_backend_and_order_after_is_a_no_op",
+         test_split_keeps_the_mpi_backend_and_order_after_is_a_no_op},
+        {"agreement_names_the_lowest_failed_rank", test_agreement_names_the_lowest_failed_rank},
+        {"nccl_init_failing_on_one_rank_fails_on_every_rank",
+         test_nccl_init_failing_on_one_rank_fails_on_every_rank},
     };
     return ct_mpi_test_main(&argc, &argv, "mpi_collectives", setup, cases,
                             (int)CT_ARRAY_LEN(cases));

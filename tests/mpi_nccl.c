@@ -3,13 +3,15 @@
  * whole suite exits 77 (skip) unless every rank has a GPU of its own. The same serial reference
  * as tests/mpi_collectives.c: small-integer inputs, so every sum is exact in f32 and bf16 and
  * the comparisons are exact (tolerance zero). Also: NCCL's in-place rules, the request path,
- * the byte counters (the same convention as MPI) and the backend's name.
+ * the byte counters (the same convention as MPI), the backend's name, a split that stays on
+ * NCCL and a collective ordered after another stream's event.
  */
 #include "mpi_test_util.h"
 
 #include <cuda_runtime.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int rank_, size_;
 static ct_comm *nccl_;
@@ -135,6 +137,62 @@ static void test_nccl_broadcast_barrier_and_byte_counts(void) {
     free(h);
 }
 
+/* A split of an NCCL group is an NCCL group (ncclCommSplit), with a stream of its own: its
+ * all-reduce of a device buffer sums over the sub-group only. */
+static void test_nccl_split_keeps_the_backend(void) {
+    ct_comm *half = NULL;
+    CU_ASSERT_EQUAL(ct_comm_split(nccl_, rank_ % 2, rank_, &half), CT_OK);
+    if (!half) return;
+    CU_ASSERT_STRING_EQUAL(ct_comm_backend(half), "nccl");
+    CU_ASSERT_PTR_NOT_NULL(ct_comm_stream(half));
+    CU_ASSERT(ct_comm_stream(half) != ct_comm_stream(nccl_));
+    int gsize = (size_ + 1 - rank_ % 2) / 2;
+    CU_ASSERT_EQUAL(ct_comm_size(half), gsize);
+    float one = 1, got = 0;
+    float *d = to_device(&one, 1, 1);
+    CU_ASSERT_EQUAL(ct_comm_allreduce(half, d, 1, CT_COMM_F32, NULL), CT_OK);
+    CU_ASSERT_EQUAL(cudaMemcpy(&got, d, 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    CU_ASSERT_EQUAL(got, (float)gsize);
+    cudaFree(d);
+    ct_comm_free(half);
+}
+
+static void CUDART_CB sleep_100ms(void *arg) {
+    (void)arg;
+    usleep(100000);
+}
+
+/* A collective ordered after an event of another stream (ct_comm_order_after) reads what that
+ * stream wrote. The stream zeroes the buffer, sleeps 100 ms (a host function), then copies the
+ * input in: an all-reduce not ordered after it would sum zeros. */
+static void test_nccl_collective_waits_for_the_compute_event(void) {
+    size_t n = 1001, bad = 0;
+    float *h = NULL, *d = NULL;
+    cudaStream_t compute;
+    cudaEvent_t written;
+    CU_ASSERT_EQUAL(cudaMallocHost((void **)&h, n * 4), cudaSuccess);
+    CU_ASSERT_EQUAL(cudaMalloc((void **)&d, n * 4), cudaSuccess);
+    CU_ASSERT_EQUAL(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking), cudaSuccess);
+    CU_ASSERT_EQUAL(cudaEventCreateWithFlags(&written, cudaEventDisableTiming), cudaSuccess);
+    for (size_t i = 0; i < n; i++)
+        h[i] = (float)value(rank_, i);
+    CU_ASSERT_EQUAL(cudaMemsetAsync(d, 0, n * 4, compute), cudaSuccess);
+    CU_ASSERT_EQUAL(cudaLaunchHostFunc(compute, sleep_100ms, NULL), cudaSuccess);
+    CU_ASSERT_EQUAL(cudaMemcpyAsync(d, h, n * 4, cudaMemcpyHostToDevice, compute), cudaSuccess);
+    CU_ASSERT_EQUAL(cudaEventRecord(written, compute), cudaSuccess);
+    CU_ASSERT_EQUAL(ct_comm_order_after(nccl_, written), CT_OK);
+    CU_ASSERT_EQUAL(ct_comm_allreduce(nccl_, d, n, CT_COMM_F32, NULL), CT_OK);
+    CU_ASSERT_EQUAL(cudaMemcpy(h, d, n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (size_t i = 0; i < n; i++)
+        bad += h[i] != (float)sum_at(i);
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(ct_comm_order_after(nccl_, NULL), CT_ERR_INVALID);
+    cudaEventDestroy(written);
+    cudaStreamDestroy(compute);
+    cudaFree(d);
+    cudaFreeHost(h);
+}
+
 /* Skips unless every local rank has a GPU of its own; otherwise makes the NCCL group. */
 static int setup(void) {
     rank_ = ct_comm_rank(ct_mpi_world);
@@ -161,6 +219,9 @@ int main(int argc, char **argv) {
         {"nccl_reduce_scatter_then_allgather_in_place",
          test_nccl_reduce_scatter_then_allgather_in_place},
         {"nccl_broadcast_barrier_and_byte_counts", test_nccl_broadcast_barrier_and_byte_counts},
+        {"nccl_split_keeps_the_backend", test_nccl_split_keeps_the_backend},
+        {"nccl_collective_waits_for_the_compute_event",
+         test_nccl_collective_waits_for_the_compute_event},
     };
     return ct_mpi_test_main(&argc, &argv, "mpi_nccl", setup, cases, (int)CT_ARRAY_LEN(cases));
 }

@@ -78,4 +78,25 @@ if [ -n "$float_fields" ]; then
   echo "$float_fields"
   failures=$((failures + 1))
 fi
+
+# comm/'s own layering (simple greps): one internal header and no include circle (comm/ files
+# include only comm/comm.h and comm/comm_internal.h of comm/, no .c file, and comm_internal.h
+# stays in comm/); NCCL and CUDA only in comm/nccl.c (NCCL in no other folder); the checked
+# entry (comm.c) names no MPI; MPI collectives only in mpi.c and group.c (the agreement).
+comm_rules=$( (
+  grep -rnE '#include "comm/' comm | grep -vE '#include "comm/(comm|comm_internal)\.h"'
+  grep -rnE '#include "[^"]*\.c"' comm
+  for m in "${!allowed[@]}"; do [ "$m" != comm ] && [ -d "$m" ] && echo "$m"; done |
+    xargs grep -rlE --include='*.c' --include='*.h' --include='*.cu' 'comm_internal\.h|<nccl\.h>'
+  grep -rlE '#include <(nccl|cuda[a-z_]*)\.h>' comm | grep -vx comm/nccl.c
+  grep -nE '\b(nccl|cuda)[A-Z][A-Za-z]*\(' comm/comm.c comm/group.c comm/mpi.c comm/watchdog.c
+  grep -n 'MPI_' comm/comm.c
+  grep -nE 'MPI_(Allreduce|Reduce_scatter_block|Reduce_scatter|Allgather|Bcast|Reduce|Barrier)\(' \
+    comm/comm.c comm/watchdog.c comm/nccl.c comm/nccl_none.c comm/bind.c
+) 2>/dev/null)
+if [ -n "$comm_rules" ]; then
+  echo "comm/ layering violations:"
+  echo "$comm_rules"
+  failures=$((failures + 1))
+fi
 [ "$checked" -gt 0 ] && [ "$failures" -eq 0 ]
