@@ -14,6 +14,8 @@
 #
 # Prints a Markdown table on stdout (and to --out FILE); progress goes to stderr.
 # CTRAIN_BIN=DIR measures the binaries in DIR instead of build/bin (use with --no-build).
+# CTRAIN_TORCH_PYTHON=PY makes PY the PyTorch reference (e.g. a venv with PyTorch 2 from PyPI:
+# `python3 -m venv V && V/bin/pip install torch numpy`); else python3, then Debian's 1.13.
 # --before DIR also measures the binaries in DIR (an older build), each run right after the
 # new one on the same data, and adds a table of new / old medians: a before/after in one run.
 set -euo pipefail
@@ -24,7 +26,7 @@ source scripts/bench_lib.sh
 
 THREADS=2
 BEFORE=
-usage() { sed -n '2,17s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,20s/^# \{0,1\}//p' "$0"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --runs) RUNS=$2; shift 2 ;;

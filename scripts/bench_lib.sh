@@ -59,10 +59,12 @@ bench_build() {
     done
 }
 
-# The first python that can import torch, or nothing (as torch_gpt.py looks for it).
+# The first python that can import torch, or nothing (as torch_gpt.py looks for it):
+# $CTRAIN_TORCH_PYTHON when set (e.g. a venv with PyTorch 2 from PyPI, the reference BENCH.md
+# asks for), then python3, then /usr/bin/python3 (Debian's python3-torch, PyTorch 1.13).
 torch_python() {
     local p
-    for p in python3 /usr/bin/python3; do
+    for p in ${CTRAIN_TORCH_PYTHON:+"$CTRAIN_TORCH_PYTHON"} python3 /usr/bin/python3; do
         if command -v "$p" >/dev/null && "$p" -c 'import torch' 2>/dev/null; then
             command -v "$p"
             return 0

@@ -8,8 +8,9 @@ causal attention scaled by 1/sqrt(head size), no dropout. No `transformers`.
 
 Importing this module makes sure torch is importable: when the running
 interpreter lacks it (the default python3 here is a pyenv build without torch),
-the calling script is re-executed with the first of `python3`, `/usr/bin/python3`
-that has it; when none does, the process exits with 77 (CTest's "skipped").
+the calling script is re-executed with the first of `$CTRAIN_TORCH_PYTHON` (when
+set: a venv with PyTorch 2, say), `python3`, `/usr/bin/python3` that has it; when
+none does, the process exits with 77 (CTest's "skipped").
 
 llm.c parameter order (the model file's and ct-parity's):
   wte (V,C) wpe (maxT,C) ln1w ln1b (L,C) qkvw (L,3C,C) qkvb (L,3C) attprojw (L,C,C)
@@ -28,15 +29,17 @@ _REEXEC_ENV = "CTRAIN_TORCH_REEXEC"
 
 
 def _python_candidates():
-    """Interpreters to try for torch, in order, excluding the running one."""
-    seen = {os.path.realpath(sys.executable)}
-    for cand in (shutil.which("python3"), "/usr/bin/python3"):
+    """Interpreters to try for torch, in order, excluding the running one. By path, not by
+    realpath: a venv's python is a link to its base interpreter but imports other packages."""
+    seen = {os.path.abspath(sys.executable)}
+    for cand in (os.environ.get("CTRAIN_TORCH_PYTHON"), shutil.which("python3"),
+                 "/usr/bin/python3"):
         if not cand or not os.path.exists(cand):
             continue
-        real = os.path.realpath(cand)
-        if real in seen:
+        path = os.path.abspath(cand)
+        if path in seen:
             continue
-        seen.add(real)
+        seen.add(path)
         yield cand
 
 
