@@ -1,14 +1,17 @@
 /*
  * The CPU backend's one GEMM seam: every matrix product of the CPU kernels (matmul.c, lm_head.c)
  * goes through ct_cpu_gemm, which runs it on the library the table's context names
- * (device.blas): OpenBLAS sgemm, or oneDNN's matmul primitive, which is up to twice as fast on
- * AVX-512 hosts (docs/performance.md).
+ * (device.blas): OpenBLAS sgemm, or oneDNN's matmul primitive, measured 1.9x faster on one
+ * AVX-512 Xeon and about even on another (docs/performance.md, "GEMMs through oneDNN").
  *
  * oneDNN's primitives are compiled (JIT) for one shape, so they are made on first use of a shape
  * and kept in a small fixed cache keyed by every parameter of the call and the thread count:
  * the primitive, its memory objects (pointed at the caller's buffers on each call) and its
- * scratchpad (user-managed, allocated once with the primitive) are made during warm-up, and a
- * steady-state step reuses them. Transposes are strides of the memory descriptors; beta = 1 is
+ * scratchpad (user-managed, allocated once with the primitive) are made during warm-up and live
+ * as long as the process, and a steady-state step reuses them. oneDNN 2.6 still builds a small
+ * argument map (C++ containers) inside each dnnl_primitive_execute; no call of its API avoids
+ * that, so a oneDNN step makes a few small libc allocations per GEMM, never a buffer
+ * (tests/test_gpt.c states both). Transposes are strides of the memory descriptors; beta = 1 is
  * a `sum` post-op. One CPU engine and one stream serve every primitive.
  *
  * Threads: Debian's oneDNN is built on OpenMP and uses omp_get_max_threads() of the calling
