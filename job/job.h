@@ -77,6 +77,7 @@ typedef struct {
     /* [device] */
     char device_type[CT_JOB_STR]; /* "auto" | "cpu" | "cuda" */
     int device_threads_per_rank;  /* 0 = all cores / local ranks */
+    char device_blas[CT_JOB_STR]; /* "auto" | "onednn" | "openblas" */
 
     /* Not keys: where the job came from, for messages and the run directory. */
     char source_path[CT_JOB_STR];

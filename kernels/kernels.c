@@ -1,6 +1,6 @@
 /*
  * What kernels/ offers whatever the backend: the sizes and names of element types, and the one
- * place a backend is chosen from device.type.
+ * place a backend is chosen from the device keys.
  */
 #include "kernels/kernels.h"
 
@@ -15,7 +15,8 @@ const char *ct_dtype_name(ct_dtype dtype) {
     return (unsigned)dtype < CT_ARRAY_LEN(names) ? names[dtype] : "unknown dtype";
 }
 
-ct_status ct_kernels_for_device(const char *type, int cpu_threads, const ct_kernels **kernels) {
+ct_status ct_kernels_for_device(const ct_kernels_options *options, const ct_kernels **kernels) {
+    const char *type = options->type;
     *kernels = NULL;
     if (strcmp(type, "cuda") == 0)
         return ct_error(CT_ERR_INVALID,
@@ -23,7 +24,9 @@ ct_status ct_kernels_for_device(const char *type, int cpu_threads, const ct_kern
                         "with the CUDA backend); use \"cpu\" or \"auto\"");
     if (strcmp(type, "cpu") != 0 && strcmp(type, "auto") != 0)
         return ct_error(CT_ERR_INVALID, "device.type = \"%s\": expected auto, cpu or cuda", type);
-    ct_kern_cpu_set_threads(cpu_threads);
-    *kernels = ct_kern_cpu();
+    ct_blas blas;
+    CT_CHECK(ct_kern_cpu_blas_for(options->blas, &blas));
+    ct_kern_cpu_set_threads(options->cpu_threads);
+    *kernels = ct_kern_cpu(blas);
     return CT_OK;
 }

@@ -13,10 +13,11 @@
  *
  * The context: every entry takes the table's ct_kern_ctx first. A CUDA table is made per device
  * with its stream, its cuBLASLt (and cuDNN) handles and a workspace filled in, and its entries
- * launch on that stream with those handles; the CPU table's context is all NULL and its entries
- * ignore it. A context per table, passed to every call, rather than globals, keeps two tables
- * (two streams, two devices) apart, and lets one table be a const static (CPU) or a per-device
- * instance (CUDA) behind the same call sites: `k->gelu_fwd(&k->ctx, out, inp, n)`.
+ * launch on that stream with those handles; the CPU tables' context names only the library of
+ * their GEMMs (one table per library, so tests can hold both), which their GEMMs read. A context
+ * per table, passed to every call, rather than globals, keeps two tables (two streams, two devices)
+ * apart, and lets one table be a const static (CPU) or a per-device instance (CUDA) behind the same
+ * call sites: `k->gelu_fwd(&k->ctx, out, inp, n)`.
  *
  * Shapes use B batch, T time, C channels, OC output channels, NH heads, V vocabulary.
  * Matrices are row-major; Linear weights are (OC, C) as in PyTorch and llm.c.
@@ -43,9 +44,13 @@ size_t ct_dtype_size(ct_dtype dtype);
 /* "f32", "bf16", "f16", "i32" (messages). */
 const char *ct_dtype_name(ct_dtype dtype);
 
-/* What a backend needs on every call; NULL (and 0) fields on the CPU. */
+/* Which library runs the CPU backend's GEMMs (device.blas). */
+typedef enum { CT_BLAS_OPENBLAS = 0, CT_BLAS_ONEDNN } ct_blas;
+
+/* What a backend needs on every call; NULL (and 0) fields on the CPU but cpu_blas. */
 typedef struct {
     ct_device device;
+    ct_blas cpu_blas;       /* the CPU GEMMs' library; OPENBLAS (unused) on CUDA */
     int device_index;       /* which GPU (CUDA); 0 on the CPU */
     void *stream;           /* cudaStream_t every entry is ordered on */
     void *blas;             /* cublasLtHandle_t */
@@ -161,14 +166,21 @@ typedef struct ct_kernels {
     void (*scale)(const ct_kern_ctx *ctx, float *x, size_t n, float scale);
 } ct_kernels;
 
-/* The one place a backend is chosen: the table for device.type "auto", "cpu" or "cuda".
- * cpu_threads sets the CPU kernels' threads (ct_kern_cpu_set_threads; 0 = all cores). "auto"
- * is the CPU until a CUDA backend exists; "cuda" fails with a message saying so. */
-ct_status ct_kernels_for_device(const char *type, int cpu_threads, const ct_kernels **kernels);
+/* The device keys of a job, as ct_kernels_for_device reads them. */
+typedef struct {
+    const char *type; /* device.type: "auto", "cpu" or "cuda" */
+    int cpu_threads;  /* device.threads_per_rank: the CPU kernels' threads; 0 = all cores */
+    const char *blas; /* device.blas: "auto", "onednn" or "openblas" */
+} ct_kernels_options;
 
-/* The CPU backend's table (OpenBLAS sgemm and OpenMP loops); only ct_kernels_for_device and
- * kernels/ name it. */
-const ct_kernels *ct_kern_cpu(void);
+/* The one place a backend is chosen: the table for device.type. It sets the CPU kernels'
+ * threads (ct_kern_cpu_set_threads) and the library of the CPU GEMMs (ct_kern_cpu_blas_for).
+ * "auto" is the CPU until a CUDA backend exists; "cuda" fails with a message saying so. */
+ct_status ct_kernels_for_device(const ct_kernels_options *options, const ct_kernels **kernels);
+
+/* The CPU backend's table (GEMMs on `blas`, the rest OpenMP loops); only ct_kernels_for_device
+ * and kernels/ name it. */
+const ct_kernels *ct_kern_cpu(ct_blas blas);
 
 /* ---- CPU tuning: host threads, not part of any table. The CPU kernels use them, and so does
  * host-side work that is no kernel (checkpoint compression threads, the MFU ceiling). */
@@ -178,8 +190,14 @@ const ct_kernels *ct_kern_cpu(void);
 void ct_kern_cpu_set_threads(int threads);
 int ct_kern_cpu_threads(void);
 
-/* GFLOP/s of an n x n x n sgemm on the CPU at the current thread count (best of reps). */
-double ct_kern_cpu_sgemm_gflops(int n, int reps);
+/* The GEMM library for device.blas "onednn", "openblas" or "auto" (oneDNN where the CPU has
+ * AVX-512, else OpenBLAS); CT_ERR_INVALID for another name. */
+ct_status ct_kern_cpu_blas_for(const char *name, ct_blas *blas);
+/* "onednn" or "openblas" (banners). */
+const char *ct_kern_cpu_blas_name(ct_blas blas);
+
+/* GFLOP/s of an n x n x n fp32 GEMM on `blas` at the current thread count (best of reps). */
+double ct_kern_cpu_sgemm_gflops(int n, int reps, ct_blas blas);
 
 /* What the CUDA runtime reports; *device_count = 0 and a reason in `info` where there is no
  * CUDA build or no device. Always available: the CPU build answers "built without CUDA". */

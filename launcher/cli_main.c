@@ -41,14 +41,16 @@ static const char *config_usage =
     "      marked '# default'.\n";
 
 static const char *bench_usage =
-    "usage: ctrain bench sgemm [--threads N] [--size N]\n"
+    "usage: ctrain bench sgemm [--threads N] [--size N] [--blas auto|onednn|openblas]\n"
     "       ctrain bench comm [...]   (ctrain bench comm --help)\n"
     "       ctrain bench ckpt [...]   (ctrain bench ckpt --help)\n"
     "sgemm: the single-precision matrix multiply rate of N x N matrices (default 1024) on N\n"
-    "       threads (default: all cores), the ceiling MFU is measured against; prints JSON.\n";
+    "       threads (default: all cores), the ceiling MFU is measured against, on the GEMM\n"
+    "       library of device.blas (default auto); prints JSON.\n";
 
 static const char *info_usage = "usage: ctrain info\n"
-                                "The version, the CPU threads and OpenBLAS configuration, and\n"
+                                "The version, the CPU threads, the GEMM library device.blas =\n"
+                                "\"auto\" picks, the OpenBLAS configuration, and\n"
                                 "the CUDA devices and the NCCL this build sees.\n";
 
 static int cli_info(void) {
@@ -58,8 +60,10 @@ static int cli_info(void) {
     ct_comm_describe_nccl(nccl, sizeof(nccl));
     ct_kern_cpu_set_threads(0); /* the default: all cores */
     printf("ctrain %s\n", CTRAIN_VERSION);
-    printf("cpu: %d threads by default | OpenBLAS: %s\n", ct_kern_cpu_threads(),
-           openblas_get_config());
+    ct_blas blas;
+    CT_ASSERT(ct_kern_cpu_blas_for("auto", &blas) == CT_OK, "\"auto\" is a device.blas name");
+    printf("cpu: %d threads by default | GEMMs (device.blas = auto): %s | OpenBLAS: %s\n",
+           ct_kern_cpu_threads(), ct_kern_cpu_blas_name(blas), openblas_get_config());
     printf("cuda: %s\n", cuda);
     printf("nccl: %s\n", nccl);
     return 0;
@@ -147,6 +151,8 @@ static int cli_bench(int argc, char **argv) {
     if (argc < 1 || strcmp(argv[0], "sgemm") != 0)
         return ct_cli_usage_error("bench", bench_usage, "expected 'sgemm', 'comm' or 'ckpt'");
     int threads = 0, size = 1024;
+    ct_blas blas;
+    CT_ASSERT(ct_kern_cpu_blas_for("auto", &blas) == CT_OK, "\"auto\" is a device.blas name");
     for (int i = 1; i < argc; i++) {
         bool ok = i + 1 < argc;
         if (ct_cli_is_help(argv[i]))
@@ -155,15 +161,17 @@ static int cli_bench(int argc, char **argv) {
             ok = ct_cli_parse_int(argv[++i], 0, 1024, &threads);
         else if (strcmp(argv[i], "--size") == 0 && ok)
             ok = ct_cli_parse_int(argv[++i], 16, 16384, &size);
+        else if (strcmp(argv[i], "--blas") == 0 && ok)
+            ok = ct_kern_cpu_blas_for(argv[++i], &blas) == CT_OK;
         else
             return ct_cli_bad_flag("bench sgemm", argv[i], bench_usage);
         if (!ok)
             return ct_cli_usage_error("bench sgemm", bench_usage, "bad value for %s", argv[i - 1]);
     }
     ct_kern_cpu_set_threads(threads);
-    double gflops = ct_kern_cpu_sgemm_gflops(size, 5);
-    printf("{\"gflops\": %.2f, \"threads\": %d, \"size\": %d}\n", gflops, ct_kern_cpu_threads(),
-           size);
+    double gflops = ct_kern_cpu_sgemm_gflops(size, 5, blas);
+    printf("{\"gflops\": %.2f, \"threads\": %d, \"size\": %d, \"blas\": \"%s\"}\n", gflops,
+           ct_kern_cpu_threads(), size, ct_kern_cpu_blas_name(blas));
     return 0;
 }
 

@@ -168,7 +168,7 @@ int ct_cli_sample(int argc, char **argv) {
     ct_tape tape;
     const ct_kernels *kernels;
     int code = 1;
-    bool read = ct_kernels_for_device("cpu", 0, &kernels) == CT_OK &&
+    bool read = ct_kernels_for_device(&(ct_kernels_options){"cpu", 0, "auto"}, &kernels) == CT_OK &&
                 ct_ckpt_llmc_read_config(o.init, &config) == CT_OK;
     ct_tape_init(&tape, kernels);
     tape.recording = false;

@@ -12,6 +12,7 @@ set -euo pipefail
 
 REQUIRED=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin
           libopenblas-openmp-dev  # OpenMP build: shares the thread pool of our loops (docs/architecture.md)
+          libdnnl-dev  # oneDNN: the CPU GEMMs where it beats OpenBLAS (device.blas)
           libzstd-dev libhwloc-dev libcunit1-dev python3
           libjansson-dev libxxhash-dev  # checkpoint/: JSON reading, XXH3 frame checksums
           # the demo's text: bible-kjv-text holds it compressed, bible-kjv's `bible` reads it

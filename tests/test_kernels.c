@@ -3,8 +3,11 @@
  * and copy in every direction, casts between f32, bf16 and f16 against references written
  * independently (decoding by ldexp, rounding in double with nearbyint, and, where the compiler
  * has _Float16, its own conversion), and the mean of the losses over the rows with a target.
- * Every comparison is exact: a cast has one right answer.
+ * Every comparison is exact: a cast has one right answer. Then the chooser, and the GEMMs on
+ * oneDNN against OpenBLAS (kernels/cpu/gemm.c), directly and through the matmul and LM head
+ * entries, to a stated tolerance: the two libraries round differently.
  */
+#include "kernels/cpu/cpu_internal.h" /* ct_cpu_gemm, the seam under test */
 #include "kernels/kernels.h"
 #include "test_util.h"
 
@@ -16,7 +19,8 @@
 
 static const ct_kernels *kernels(void) {
     const ct_kernels *k = NULL;
-    CU_ASSERT_EQUAL_FATAL(ct_kernels_for_device("cpu", 0, &k), CT_OK);
+    CU_ASSERT_EQUAL_FATAL(ct_kernels_for_device(&(ct_kernels_options){"cpu", 0, "auto"}, &k),
+                          CT_OK);
     return k;
 }
 
@@ -272,18 +276,147 @@ static void test_loss_mean_averages_the_rows_with_a_target(void) {
     CU_ASSERT_EQUAL(loss, 0.0f);
 }
 
+static ct_status choose(const char *type, const char *blas, const ct_kernels **k) {
+    return ct_kernels_for_device(&(ct_kernels_options){type, 0, blas}, k);
+}
+
 static void test_the_chooser_gives_the_cpu_for_auto_and_refuses_cuda(void) {
     const ct_kernels *k = NULL;
-    CU_ASSERT_EQUAL(ct_kernels_for_device("auto", 0, &k), CT_OK);
-    CU_ASSERT(k && strcmp(k->name, "cpu") == 0);
-    CU_ASSERT_EQUAL(ct_kernels_for_device("cuda", 0, &k), CT_ERR_INVALID);
+    CU_ASSERT_EQUAL(choose("auto", "auto", &k), CT_OK);
+    CU_ASSERT(k && k->ctx.device == CT_DEVICE_CPU && strncmp(k->name, "cpu", 3) == 0);
+    CU_ASSERT_EQUAL(choose("cuda", "auto", &k), CT_ERR_INVALID);
     CU_ASSERT_PTR_NULL(k);
     CU_ASSERT(strstr(ct_error_message(), "not built yet") != NULL);
-    CU_ASSERT_EQUAL(ct_kernels_for_device("tpu", 0, &k), CT_ERR_INVALID);
+    CU_ASSERT_EQUAL(choose("tpu", "auto", &k), CT_ERR_INVALID);
     CU_ASSERT_EQUAL(ct_dtype_size(CT_F32), 4);
     CU_ASSERT_EQUAL(ct_dtype_size(CT_BF16), 2);
     CU_ASSERT_EQUAL(ct_dtype_size(CT_F16), 2);
     CU_ASSERT_EQUAL(ct_dtype_size(CT_I32), 4);
+}
+
+static void test_the_chooser_takes_each_blas_and_auto_follows_avx512(void) {
+    const ct_kernels *k = NULL;
+    CU_ASSERT_EQUAL(choose("cpu", "onednn", &k), CT_OK);
+    CU_ASSERT(k && k->ctx.cpu_blas == CT_BLAS_ONEDNN);
+    CU_ASSERT_EQUAL(choose("cpu", "openblas", &k), CT_OK);
+    CU_ASSERT(k && k->ctx.cpu_blas == CT_BLAS_OPENBLAS);
+    CU_ASSERT_EQUAL(choose("cpu", "auto", &k), CT_OK);
+    __builtin_cpu_init();
+    ct_blas expected = __builtin_cpu_supports("avx512f") ? CT_BLAS_ONEDNN : CT_BLAS_OPENBLAS;
+    CU_ASSERT(k && k->ctx.cpu_blas == expected);
+    CU_ASSERT_EQUAL(choose("cpu", "mkl", &k), CT_ERR_INVALID);
+    CU_ASSERT_PTR_NULL(k);
+    CU_ASSERT(strstr(ct_error_message(), "device.blas") != NULL);
+}
+
+/* ---- the GEMMs on oneDNN against OpenBLAS. Two libraries sum in different orders, so they
+ * agree to rounding only: ||a - b|| <= 1e-5 ||b|| (fp32 epsilon 1.2e-7 times a few hundred
+ * products, with room to spare). */
+
+static const ct_kernels *table_on(const char *blas) {
+    const ct_kernels *k = NULL;
+    CU_ASSERT_EQUAL_FATAL(choose("cpu", blas, &k), CT_OK);
+    return k;
+}
+
+static float *random_floats(size_t n, uint32_t seed) {
+    float *x = malloc(n * sizeof(float));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(x);
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+    }
+    return x;
+}
+
+static bool close_in_norm(const float *a, const float *b, size_t n) {
+    double diff = 0.0, norm = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        diff += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        norm += (double)b[i] * b[i];
+    }
+    if (!(sqrt(diff) <= 1e-5 * sqrt(norm)))
+        printf("\n  relative error %.3g over %zu elements\n", sqrt(diff / norm), n);
+    return sqrt(diff) <= 1e-5 * sqrt(norm);
+}
+
+static const int odd_sizes[] = {1, 7, 33, 129};
+
+static void test_onednn_gemm_matches_openblas_on_odd_shapes(void) {
+    const ct_kernels *dnn = table_on("onednn"), *ob = table_on("openblas");
+    /* op(A) (M,K), op(B) (K,N), C (M,N), each padded by 3 columns (a leading dimension beyond
+     * the width); every transpose pair, beta 0 and 1. */
+    int cases = 0;
+    for (int mi = 0; mi < 4; mi++)
+        for (int ni = 0; ni < 4; ni++)
+            for (int ki = 0; ki < 4; ki++)
+                for (int t = 0; t < 8; t++) {
+                    int M = odd_sizes[mi], N = odd_sizes[ni], K = odd_sizes[ki];
+                    bool ta = t & 1, tb = t & 2;
+                    float beta = (t & 4) ? 1.0f : 0.0f;
+                    int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 3, ldc = N + 3;
+                    float *A = random_floats((size_t)(ta ? K : M) * lda, 1 + t);
+                    float *B = random_floats((size_t)(tb ? N : K) * ldb, 2 + mi);
+                    float *C1 = random_floats((size_t)M * ldc, 3 + ni);
+                    float *C2 = malloc((size_t)M * ldc * sizeof(float));
+                    memcpy(C2, C1, (size_t)M * ldc * sizeof(float));
+                    ct_cpu_gemm(&dnn->ctx, ta, tb, M, N, K, A, lda, B, ldb, beta, C1, ldc);
+                    ct_cpu_gemm(&ob->ctx, ta, tb, M, N, K, A, lda, B, ldb, beta, C2, ldc);
+                    bool ok = close_in_norm(C1, C2, (size_t)M * ldc);
+                    if (!ok)
+                        printf("  M %d N %d K %d trans %d %d beta %g\n", M, N, K, ta, tb, beta);
+                    CU_ASSERT(ok);
+                    cases += ok;
+                    free(A), free(B), free(C1), free(C2);
+                }
+    CU_ASSERT_EQUAL(cases, 4 * 4 * 4 * 8);
+}
+
+static void test_onednn_matmul_and_lm_head_match_openblas(void) {
+    const ct_kernels *tables[2] = {table_on("onednn"), table_on("openblas")};
+    int N = 33, C = 7, OC = 129, V = 129;
+    float *inp = random_floats((size_t)N * C, 11), *weight = random_floats((size_t)OC * C, 12);
+    float *bias = random_floats(OC, 13), *dout = random_floats((size_t)N * OC, 14);
+    int32_t targets[33];
+    for (int n = 0; n < N; n++)
+        targets[n] = n % 5 == 4 ? -1 : (n * 37) % V;
+    float *out[2], *dinp[2], *dweight[2], *losses[2], *dx[2], *dwte[2];
+    int chunk = 16; /* three chunks, the last one short */
+    float *scratch = malloc((size_t)chunk * V * sizeof(float));
+    for (int i = 0; i < 2; i++) {
+        const ct_kernels *k = tables[i];
+        out[i] = malloc((size_t)N * OC * sizeof(float));
+        dinp[i] = random_floats((size_t)N * C, 15); /* backward accumulates: prefilled */
+        dweight[i] = random_floats((size_t)OC * C, 16);
+        losses[i] = malloc(N * sizeof(float));
+        dx[i] = random_floats((size_t)N * C, 17);
+        dwte[i] = random_floats((size_t)V * C, 18);
+        k->matmul_fwd(&k->ctx, out[i], inp, weight, bias, N, C, OC);
+        k->matmul_bwd(&k->ctx, dinp[i], dweight[i], NULL, dout, inp, weight, N, C, OC);
+        k->lm_head_loss(&k->ctx, losses[i], dx[i], dwte[i], inp, weight, targets, N, C, V, 1.0f,
+                        scratch, chunk);
+    }
+    CU_ASSERT(close_in_norm(out[0], out[1], (size_t)N * OC));
+    CU_ASSERT(close_in_norm(dinp[0], dinp[1], (size_t)N * C));
+    CU_ASSERT(close_in_norm(dweight[0], dweight[1], (size_t)OC * C));
+    CU_ASSERT(close_in_norm(losses[0], losses[1], N));
+    CU_ASSERT(close_in_norm(dx[0], dx[1], (size_t)N * C));
+    CU_ASSERT(close_in_norm(dwte[0], dwte[1], (size_t)V * C));
+    for (int i = 0; i < 2; i++)
+        free(out[i]), free(dinp[i]), free(dweight[i]), free(losses[i]), free(dx[i]), free(dwte[i]);
+    free(inp), free(weight), free(bias), free(dout), free(scratch);
+}
+
+static void test_onednn_gemm_is_bitwise_repeatable(void) {
+    const ct_kernels *dnn = table_on("onednn");
+    int M = 129, N = 33, K = 257;
+    float *A = random_floats((size_t)M * K, 21), *B = random_floats((size_t)N * K, 22);
+    float *C1 = random_floats((size_t)M * N, 23), *C2 = malloc((size_t)M * N * sizeof(float));
+    memcpy(C2, C1, (size_t)M * N * sizeof(float));
+    ct_cpu_gemm(&dnn->ctx, false, true, M, N, K, A, K, B, K, 1.0f, C1, N);
+    ct_cpu_gemm(&dnn->ctx, false, true, M, N, K, A, K, B, K, 1.0f, C2, N);
+    CU_ASSERT(memcmp(C1, C2, (size_t)M * N * sizeof(float)) == 0);
+    free(A), free(B), free(C1), free(C2);
 }
 
 int main(void) {
@@ -302,6 +435,13 @@ int main(void) {
         {"test_memset_and_copy_in_every_direction", test_memset_and_copy_in_every_direction},
         {"test_loss_mean_averages_the_rows_with_a_target",
          test_loss_mean_averages_the_rows_with_a_target},
+        {"test_the_chooser_takes_each_blas_and_auto_follows_avx512",
+         test_the_chooser_takes_each_blas_and_auto_follows_avx512},
+        {"test_onednn_gemm_matches_openblas_on_odd_shapes",
+         test_onednn_gemm_matches_openblas_on_odd_shapes},
+        {"test_onednn_matmul_and_lm_head_match_openblas",
+         test_onednn_matmul_and_lm_head_match_openblas},
+        {"test_onednn_gemm_is_bitwise_repeatable", test_onednn_gemm_is_bitwise_repeatable},
         {"test_the_chooser_gives_the_cpu_for_auto_and_refuses_cuda",
          test_the_chooser_gives_the_cpu_for_auto_and_refuses_cuda},
     };

@@ -100,7 +100,8 @@ static void print_banner(const ct_trainer *tr, const char *run_dir) {
            tr->world_size * job->train_batch_size * job->model_seq_len * job->train_grad_accum,
            job->train_steps, job->train_lr, job->train_schedule, job->train_warmup_steps,
            job->train_min_lr);
-    printf("  sgemm ceiling %.1f GFLOP/s (1024^3, %d threads) | run dir %s\n", tr->ceiling_gflops,
+    printf("  GEMMs on %s | sgemm ceiling %.1f GFLOP/s (1024^3, %d threads) | run dir %s\n",
+           ct_kern_cpu_blas_name(tr->kernels->ctx.cpu_blas), tr->ceiling_gflops,
            ct_kern_cpu_threads(), run_dir);
     fflush(stdout);
 }
@@ -375,7 +376,8 @@ int ct_train_run(const ct_job *job, ct_comm *world) {
         if (status != CT_OK) {
             code = fail("", status);
         } else {
-            tr->ceiling_gflops = ct_kern_cpu_sgemm_gflops(1024, 10); /* best of 10: noisy host */
+            /* best of 10 (noisy host), on the library the run's GEMMs use */
+            tr->ceiling_gflops = ct_kern_cpu_sgemm_gflops(1024, 10, tr->kernels->ctx.cpu_blas);
             if (rank == 0) print_banner(tr, run_dir);
             code = train_steps(tr, &metrics, run_dir);
             /* A background save must be committed before the run reports success. */

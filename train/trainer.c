@@ -175,7 +175,10 @@ static ct_status build_model(ct_trainer *tr) {
 ct_status ct_trainer_new(ct_trainer **out, const ct_job *job, ct_comm *world) {
     *out = NULL;
     const ct_kernels *kernels;
-    if (ct_kernels_for_device(job->device_type, job->device_threads_per_rank, &kernels)) {
+    ct_kernels_options device = {.type = job->device_type,
+                                 .cpu_threads = job->device_threads_per_rank,
+                                 .blas = job->device_blas};
+    if (ct_kernels_for_device(&device, &kernels)) {
         char why[512];
         snprintf(why, sizeof(why), "%s", ct_error_message());
         return ct_error(CT_ERR_INVALID, "%s: %s", job->source_path, why);

@@ -1,50 +1,43 @@
 /*
- * The CPU backend's kernel table and its thread count (the CPU tuning of kernels.h). OpenBLAS runs
- * the GEMMs with its own threads and OpenMP runs our loops; both get the same count, set once, and
- * never run at the same time (no BLAS call is made inside an OpenMP region), so they do not
+ * The CPU backend's kernel tables and its thread count (the CPU tuning of kernels.h). Two tables,
+ * alike but for the library their GEMMs run on (the context's cpu_blas, read by gemm.c): OpenBLAS
+ * or oneDNN. Both libraries and our loops use the OpenMP threads, set once to the same count, and
+ * never run at the same time (no GEMM is made inside an OpenMP region), so they do not
  * oversubscribe.
  */
 #include "common/common.h"
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/kernels.h"
 
-#include <cblas.h>
+#include <cblas.h> /* openblas_set_num_threads */
 #include <omp.h>
+#include <string.h>
 #include <unistd.h>
 
 static int cpu_threads = 0;
 
-/* The context stays all zero: CT_DEVICE_CPU, no stream, handles or workspace. */
-static const ct_kernels cpu_kernels = {
-    .name = "cpu",
-    .memset_bytes = ct_cpu_memset_bytes,
-    .copy = ct_cpu_copy,
-    .cast = ct_cpu_cast,
-    .attention_scratch_floats = ct_cpu_attention_scratch_floats,
-    .lm_head_chunk_rows = ct_cpu_lm_head_chunk_rows,
-    .matmul_fwd = ct_cpu_matmul_fwd,
-    .matmul_bwd = ct_cpu_matmul_bwd,
-    .layernorm_fwd = ct_cpu_layernorm_fwd,
-    .layernorm_bwd = ct_cpu_layernorm_bwd,
-    .gelu_fwd = ct_cpu_gelu_fwd,
-    .gelu_bwd = ct_cpu_gelu_bwd,
-    .add_fwd = ct_cpu_add_fwd,
-    .add_inplace = ct_cpu_add_inplace,
-    .embedding_fwd = ct_cpu_embedding_fwd,
-    .embedding_bwd = ct_cpu_embedding_bwd,
-    .attention_fwd = ct_cpu_attention_fwd,
-    .attention_bwd = ct_cpu_attention_bwd,
-    .lm_head_loss = ct_cpu_lm_head_loss,
-    .lm_head_logits = ct_cpu_lm_head_logits,
-    .loss_mean = ct_cpu_loss_mean,
-    .adamw = ct_cpu_adamw,
-    .sum_squares = ct_cpu_sum_squares,
+/* The entries of both tables; the context is CT_DEVICE_CPU with no stream, handles or workspace,
+ * and the GEMM library. */
+#define CPU_TABLE(table_name, blas)                                                                \
+    .name = table_name, .ctx = {.cpu_blas = blas}, .memset_bytes = ct_cpu_memset_bytes,            \
+    .copy = ct_cpu_copy, .cast = ct_cpu_cast,                                                      \
+    .attention_scratch_floats = ct_cpu_attention_scratch_floats,                                   \
+    .lm_head_chunk_rows = ct_cpu_lm_head_chunk_rows, .matmul_fwd = ct_cpu_matmul_fwd,              \
+    .matmul_bwd = ct_cpu_matmul_bwd, .layernorm_fwd = ct_cpu_layernorm_fwd,                        \
+    .layernorm_bwd = ct_cpu_layernorm_bwd, .gelu_fwd = ct_cpu_gelu_fwd,                            \
+    .gelu_bwd = ct_cpu_gelu_bwd, .add_fwd = ct_cpu_add_fwd, .add_inplace = ct_cpu_add_inplace,     \
+    .embedding_fwd = ct_cpu_embedding_fwd, .embedding_bwd = ct_cpu_embedding_bwd,                  \
+    .attention_fwd = ct_cpu_attention_fwd, .attention_bwd = ct_cpu_attention_bwd,                  \
+    .lm_head_loss = ct_cpu_lm_head_loss, .lm_head_logits = ct_cpu_lm_head_logits,                  \
+    .loss_mean = ct_cpu_loss_mean, .adamw = ct_cpu_adamw, .sum_squares = ct_cpu_sum_squares,       \
     .scale = ct_cpu_scale,
-};
 
-const ct_kernels *ct_kern_cpu(void) {
+static const ct_kernels cpu_kernels_openblas = {CPU_TABLE("cpu (openblas)", CT_BLAS_OPENBLAS)};
+static const ct_kernels cpu_kernels_onednn = {CPU_TABLE("cpu (onednn)", CT_BLAS_ONEDNN)};
+
+const ct_kernels *ct_kern_cpu(ct_blas blas) {
     if (cpu_threads == 0) ct_kern_cpu_set_threads(0);
-    return &cpu_kernels;
+    return blas == CT_BLAS_ONEDNN ? &cpu_kernels_onednn : &cpu_kernels_openblas;
 }
 
 void ct_kern_cpu_set_threads(int threads) {
@@ -61,9 +54,31 @@ int ct_kern_cpu_threads(void) {
     return cpu_threads;
 }
 
-double ct_kern_cpu_sgemm_gflops(int n, int reps) {
-    /* The ceiling MFU is measured against (BENCH.md): an n^3 sgemm at the current thread
-     * count, best of `reps` after one warm-up run. */
+ct_status ct_kern_cpu_blas_for(const char *name, ct_blas *blas) {
+    if (strcmp(name, "auto") == 0) {
+        /* Measured with 2 threads (docs/performance.md): on an AVX-512 Xeon oneDNN's fp32
+         * matmul runs a 1024^3 GEMM at ~363 GFLOP/s against OpenBLAS's ~191; on an AVX2-only
+         * EPYC oneDNN was ~214, not clearly ahead, so OpenBLAS stays the default there. */
+        __builtin_cpu_init();
+        *blas = __builtin_cpu_supports("avx512f") ? CT_BLAS_ONEDNN : CT_BLAS_OPENBLAS;
+    } else if (strcmp(name, "onednn") == 0) {
+        *blas = CT_BLAS_ONEDNN;
+    } else if (strcmp(name, "openblas") == 0) {
+        *blas = CT_BLAS_OPENBLAS;
+    } else {
+        return ct_error(CT_ERR_INVALID, "device.blas = \"%s\": expected auto, onednn or openblas",
+                        name);
+    }
+    return CT_OK;
+}
+
+const char *ct_kern_cpu_blas_name(ct_blas blas) {
+    return blas == CT_BLAS_ONEDNN ? "onednn" : "openblas";
+}
+
+double ct_kern_cpu_sgemm_gflops(int n, int reps, ct_blas blas) {
+    /* The ceiling MFU is measured against (BENCH.md): an n^3 GEMM at the current thread
+     * count, best of `reps` after one warm-up run (which also makes oneDNN's primitive). */
     size_t elems = (size_t)n * n;
     float *a = ct_alloc(CT_MEM_OTHER, 3 * elems * sizeof(float));
     if (!a) return 0.0;
@@ -75,8 +90,7 @@ double ct_kern_cpu_sgemm_gflops(int n, int reps) {
     double best = 1e30;
     for (int r = 0; r <= reps; r++) {
         double t0 = ct_time_s();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
-                    n);
+        ct_cpu_gemm(&ct_kern_cpu(blas)->ctx, false, false, n, n, n, a, n, b, n, 0.0f, c, n);
         double dt = ct_time_s() - t0;
         if (r > 0 && dt < best) best = dt;
     }

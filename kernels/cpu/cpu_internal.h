@@ -11,6 +11,7 @@
 #include "kernels/kernels.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -59,6 +60,12 @@ static inline float ct_cpu_reduce_lanes(const float lane[8]) {
     return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
            ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
+
+/* C (M,N) = op(A) (M,K) @ op(B) (K,N) + beta * C, row-major, on the library of ctx->cpu_blas
+ * (gemm.c). A is (M,K) with leading dimension lda, or (K,M) when trans_a; B is (K,N) with ldb,
+ * or (N,K) when trans_b; C has leading dimension ldc. beta is 0 or 1 (alpha is always 1). */
+void ct_cpu_gemm(const ct_kern_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K,
+                 const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
 ct_status ct_cpu_memset_bytes(const ct_kern_ctx *ctx, void *dst, int value, size_t bytes);
 ct_status ct_cpu_copy(const ct_kern_ctx *ctx, void *dst, const void *src, size_t bytes,

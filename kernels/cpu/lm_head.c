@@ -8,7 +8,6 @@
  */
 #include "kernels/cpu/cpu_internal.h"
 
-#include <cblas.h>
 #include <math.h>
 
 /* x[i] = exp(x[i] - m) in place; returns the sum (eight lanes, then pairwise). */
@@ -39,10 +38,8 @@ int ct_cpu_lm_head_chunk_rows(const ct_kern_ctx *ctx, int N, int V) {
 
 void ct_cpu_lm_head_logits(const ct_kern_ctx *ctx, float *logits, const float *x, const float *wte,
                            int N, int C, int V) {
-    (void)ctx;
     // x (N,C), wte (V,C), logits (N,V)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, V, C, 1.0f, x, C, wte, C, 0.0f, logits,
-                V);
+    ct_cpu_gemm(ctx, false, true, N, V, C, x, C, wte, C, 0.0f, logits, V);
 }
 
 void ct_cpu_lm_head_loss(const ct_kern_ctx *ctx, float *losses, float *dx, float *dwte,
@@ -81,11 +78,9 @@ void ct_cpu_lm_head_loss(const ct_kern_ctx *ctx, float *losses, float *dx, float
             }
         }
         if (dx)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, C, V, 1.0f, scratch, V,
-                        wte, C, 1.0f, dx + (size_t)r0 * C, C);
-        if (dwte)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, rows, 1.0f, scratch, V, xc,
-                        C, 1.0f, dwte, C);
+            ct_cpu_gemm(ctx, false, false, rows, C, V, scratch, V, wte, C, 1.0f,
+                        dx + (size_t)r0 * C, C);
+        if (dwte) ct_cpu_gemm(ctx, true, false, V, C, rows, scratch, V, xc, C, 1.0f, dwte, C);
     }
 }
 

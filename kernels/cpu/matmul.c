@@ -1,35 +1,26 @@
 /*
- * Linear layers on OpenBLAS sgemm. The bias gradient is a column sum, computed with rows in
- * order and columns split across threads, so it is deterministic.
+ * Linear layers on the backend's GEMM (ct_cpu_gemm: OpenBLAS or oneDNN). The bias gradient is a
+ * column sum, computed with rows in order and columns split across threads, so it is deterministic.
  */
 #include "kernels/cpu/cpu_internal.h"
 
-#include <cblas.h>
-
 void ct_cpu_matmul_fwd(const ct_kern_ctx *ctx, float *out, const float *inp, const float *weight,
                        const float *bias, int N, int C, int OC) {
-    (void)ctx;
     // inp is (N,C), weight (OC,C), out (N,OC)
     if (bias) {
 #pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++)
             memcpy(out + (size_t)n * OC, bias, sizeof(float) * OC);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C,
-                bias ? 1.0f : 0.0f, out, OC);
+    ct_cpu_gemm(ctx, false, true, N, OC, C, inp, C, weight, C, bias ? 1.0f : 0.0f, out, OC);
 }
 
 void ct_cpu_matmul_bwd(const ct_kern_ctx *ctx, float *dinp, float *dweight, float *dbias,
                        const float *dout, const float *inp, const float *weight, int N, int C,
                        int OC) {
-    (void)ctx;
     // dout is (N,OC): dinp (N,C) += dout @ weight; dweight (OC,C) += dout^T @ inp
-    if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C,
-                    1.0f, dinp, C);
-    if (dweight)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f,
-                    dweight, C);
+    if (dinp) ct_cpu_gemm(ctx, false, false, N, C, OC, dout, OC, weight, C, 1.0f, dinp, C);
+    if (dweight) ct_cpu_gemm(ctx, true, false, OC, C, N, dout, OC, inp, C, 1.0f, dweight, C);
     if (dbias) {
         /* Each thread owns a block of 64 columns and sums every row into it in order. */
         int blocks = (OC + 63) / 64;
