@@ -203,9 +203,9 @@ static const ct_job_key keys[] = {
             "the machine's cores divided by the ranks on it."),
     CHOICE_KEY("device", "blas", device_blas, "auto", "auto|onednn|openblas",
                "Library of the CPU GEMMs (Linear layers, LM head): onednn (oneDNN's matmul "
-               "primitive), openblas (sgemm), or auto = onednn when the CPU has AVX-512 (where "
-               "it measured up to 1.9x faster), else openblas. Results differ between the two "
-               "in the last bits; each is deterministic."),
+               "primitive; a few small allocations per GEMM), openblas (sgemm), or auto = "
+               "openblas (for fp32 the two measured about even here: docs/performance.md). "
+               "Results differ between the two in the last bits; each is deterministic."),
 };
 #define N_KEYS CT_ARRAY_LEN(keys)
 

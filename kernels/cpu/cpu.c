@@ -56,11 +56,12 @@ int ct_kern_cpu_threads(void) {
 
 ct_status ct_kern_cpu_blas_for(const char *name, ct_blas *blas) {
     if (strcmp(name, "auto") == 0) {
-        /* Measured with 2 threads (docs/performance.md): on an AVX-512 Xeon oneDNN's fp32
-         * matmul runs a 1024^3 GEMM at ~363 GFLOP/s against OpenBLAS's ~191; on an AVX2-only
-         * EPYC oneDNN was ~214, not clearly ahead, so OpenBLAS stays the default there. */
-        __builtin_cpu_init();
-        *blas = __builtin_cpu_supports("avx512f") ? CT_BLAS_ONEDNN : CT_BLAS_OPENBLAS;
+        /* OpenBLAS for fp32 on every CPU so far (docs/performance.md, "GEMMs through oneDNN"):
+         * on this project's AVX-512 Xeon oneDNN's fp32 matmul measured even with OpenBLAS on a
+         * 1024^3 GEMM and 4% ahead in training (an earlier 363 against 191 GFLOP/s was not
+         * reproduced), and oneDNN 2.6 makes small libc allocations in every execute, which a
+         * warm step must not. oneDNN is the way to AMX's bf16, where it will pay. */
+        *blas = CT_BLAS_OPENBLAS;
     } else if (strcmp(name, "onednn") == 0) {
         *blas = CT_BLAS_ONEDNN;
     } else if (strcmp(name, "openblas") == 0) {

@@ -1,8 +1,9 @@
 /*
  * The CPU backend's one GEMM seam: every matrix product of the CPU kernels (matmul.c, lm_head.c)
  * goes through ct_cpu_gemm, which runs it on the library the table's context names
- * (device.blas): OpenBLAS sgemm, or oneDNN's matmul primitive, measured 1.9x faster on one
- * AVX-512 Xeon and about even on another (docs/performance.md, "GEMMs through oneDNN").
+ * (device.blas): OpenBLAS sgemm (the default), or oneDNN's matmul primitive, which measured
+ * about even with it in fp32 on this project's AVX-512 Xeon (docs/performance.md, "GEMMs
+ * through oneDNN") and is the way to AMX's bf16 GEMMs.
  *
  * oneDNN's primitives are compiled (JIT) for one shape, so they are made on first use of a shape
  * and kept in a small fixed cache keyed by every parameter of the call and the thread count:
