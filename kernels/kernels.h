@@ -190,8 +190,8 @@ const ct_kernels *ct_kern_cpu(ct_blas blas);
 void ct_kern_cpu_set_threads(int threads);
 int ct_kern_cpu_threads(void);
 
-/* The GEMM library for device.blas "onednn", "openblas" or "auto" (oneDNN where the CPU has
- * AVX-512, else OpenBLAS); CT_ERR_INVALID for another name. */
+/* The GEMM library for device.blas "onednn", "openblas" or "auto" (OpenBLAS for fp32: see
+ * cpu.c); CT_ERR_INVALID for another name. */
 ct_status ct_kern_cpu_blas_for(const char *name, ct_blas *blas);
 /* "onednn" or "openblas" (banners). */
 const char *ct_kern_cpu_blas_name(ct_blas blas);
