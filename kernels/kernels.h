@@ -198,6 +198,9 @@ const char *ct_kern_cpu_blas_name(ct_blas blas);
 
 /* GFLOP/s of an n x n x n fp32 GEMM on `blas` at the current thread count (best of reps). */
 double ct_kern_cpu_sgemm_gflops(int n, int reps, ct_blas blas);
+/* The same for inputs of `dtype`: CT_F32 on `blas`, or CT_BF16 (f32 sums) on oneDNN, which
+ * fails with a message on a CPU oneDNN has no bf16 matmul for. */
+ct_status ct_kern_cpu_gemm_gflops(int n, int reps, ct_blas blas, ct_dtype dtype, double *gflops);
 
 /* What the CUDA runtime reports; *device_count = 0 and a reason in `info` where there is no
  * CUDA build or no device. Always available: the CPU build answers "built without CUDA". */

@@ -24,7 +24,7 @@ static const char *ctrain_usage =
     "  config docs              print the job.toml key reference (docs/config.md)\n"
     "  config show JOB.toml [k=v ...]  print the job with defaults and overrides applied\n"
 
-    "  bench sgemm [--threads N] [--size N]  the sgemm rate MFU is measured against\n"
+    "  bench gemm [--dtype fp32|bf16] [...]  the GEMM rate MFU is measured against (sgemm: fp32)\n"
     "  bench comm [--nproc N] [...]  collective bandwidth, nccl-tests style (--help)\n"
     "  bench ckpt [--levels 1,3,9] [...]  checkpoint save/load GB/s and ratio (--help)\n"
     "  ckpt info|verify|export PATH ...  inspect, check or export a checkpoint (--help)\n"
@@ -41,12 +41,15 @@ static const char *config_usage =
     "      marked '# default'.\n";
 
 static const char *bench_usage =
-    "usage: ctrain bench sgemm [--threads N] [--size N] [--blas auto|onednn|openblas]\n"
+    "usage: ctrain bench gemm [--dtype fp32|bf16] [--threads N] [--size N]\n"
+    "                         [--blas auto|onednn|openblas]\n"
+    "       ctrain bench sgemm [...]  (the same as gemm --dtype fp32)\n"
     "       ctrain bench comm [...]   (ctrain bench comm --help)\n"
     "       ctrain bench ckpt [...]   (ctrain bench ckpt --help)\n"
-    "sgemm: the single-precision matrix multiply rate of N x N matrices (default 1024) on N\n"
-    "       threads (default: all cores), the ceiling MFU is measured against, on the GEMM\n"
-    "       library of device.blas (default auto); prints JSON.\n";
+    "gemm: the matrix multiply rate of N x N matrices (default 1024) on N threads (default:\n"
+    "      all cores), the ceiling MFU is measured against: fp32 on the GEMM library of\n"
+    "      device.blas (default auto), or bf16 inputs with fp32 sums on oneDNN (AMX where the\n"
+    "      CPU has it); prints JSON.\n";
 
 static const char *info_usage = "usage: ctrain info\n"
                                 "The version, the CPU threads, the GEMM library device.blas =\n"
@@ -148,9 +151,12 @@ static int cli_bench(int argc, char **argv) {
     if (argc >= 1 && strcmp(argv[0], "comm") == 0) return ct_cli_bench_comm(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "ckpt") == 0) return ct_cli_bench_ckpt(argc - 1, argv + 1);
     if (argc >= 1 && ct_cli_is_help(argv[0])) return ct_cli_help(bench_usage);
-    if (argc < 1 || strcmp(argv[0], "sgemm") != 0)
-        return ct_cli_usage_error("bench", bench_usage, "expected 'sgemm', 'comm' or 'ckpt'");
+    if (argc < 1 || (strcmp(argv[0], "sgemm") != 0 && strcmp(argv[0], "gemm") != 0))
+        return ct_cli_usage_error("bench", bench_usage,
+                                  "expected 'gemm', 'sgemm', 'comm' or 'ckpt'");
     int threads = 0, size = 1024;
+    ct_dtype dtype = CT_F32;
+    const char *command = strcmp(argv[0], "gemm") == 0 ? "bench gemm" : "bench sgemm";
     ct_blas blas;
     CT_ASSERT(ct_kern_cpu_blas_for("auto", &blas) == CT_OK, "\"auto\" is a device.blas name");
     for (int i = 1; i < argc; i++) {
@@ -163,15 +169,24 @@ static int cli_bench(int argc, char **argv) {
             ok = ct_cli_parse_int(argv[++i], 16, 16384, &size);
         else if (strcmp(argv[i], "--blas") == 0 && ok)
             ok = ct_kern_cpu_blas_for(argv[++i], &blas) == CT_OK;
-        else
-            return ct_cli_bad_flag("bench sgemm", argv[i], bench_usage);
-        if (!ok)
-            return ct_cli_usage_error("bench sgemm", bench_usage, "bad value for %s", argv[i - 1]);
+        else if (strcmp(argv[i], "--dtype") == 0 && ok && strcmp(argv[0], "gemm") == 0) {
+            const char *name = argv[++i];
+            ok = strcmp(name, "fp32") == 0 || strcmp(name, "bf16") == 0;
+            dtype = strcmp(name, "bf16") == 0 ? CT_BF16 : CT_F32;
+        } else
+            return ct_cli_bad_flag(command, argv[i], bench_usage);
+        if (!ok) return ct_cli_usage_error(command, bench_usage, "bad value for %s", argv[i - 1]);
     }
     ct_kern_cpu_set_threads(threads);
-    double gflops = ct_kern_cpu_sgemm_gflops(size, 5, blas);
-    printf("{\"gflops\": %.2f, \"threads\": %d, \"size\": %d, \"blas\": \"%s\"}\n", gflops,
-           ct_kern_cpu_threads(), size, ct_kern_cpu_blas_name(blas));
+    double gflops = 0.0;
+    if (ct_kern_cpu_gemm_gflops(size, 5, blas, dtype, &gflops) != CT_OK) {
+        fprintf(stderr, "ctrain %s: %s\n", command, ct_error_message());
+        return 1;
+    }
+    printf("{\"gflops\": %.2f, \"threads\": %d, \"size\": %d, \"dtype\": \"%s\", \"blas\": "
+           "\"%s\"}\n",
+           gflops, ct_kern_cpu_threads(), size, dtype == CT_BF16 ? "bf16" : "fp32",
+           dtype == CT_BF16 ? "onednn" : ct_kern_cpu_blas_name(blas));
     return 0;
 }
 

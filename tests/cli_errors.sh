@@ -28,7 +28,7 @@ expect 2 "synth needs --out DIR and --tokens N" -- "$bin/ctrain" data synth --ou
 # -h and --help on every command and subcommand: its usage on stdout, exit 0, nothing run
 # (`config show --help` opens no file named --help; `ckpt info PATH --help` reads no PATH).
 for cmd in "" data "data prepare" "data synth" sample worker train config "config docs" \
-  "config show" "config show $work/job.toml" bench "bench sgemm" "bench comm" "bench ckpt" \
+  "config show" "config show $work/job.toml" bench "bench sgemm" "bench gemm" "bench comm" "bench ckpt" \
   ckpt "ckpt info" "ckpt info $work/none" "ckpt verify" "ckpt export" info; do
   for flag in -h --help; do
     name=${cmd%% *}
@@ -50,6 +50,8 @@ expect 2 "^ctrain ckpt verify: verify needs PATH" -- "$bin/ctrain" ckpt verify
 expect 2 "^ctrain bench comm: unknown option '--bogus'" -- "$bin/ctrain" bench comm --bogus
 expect 2 "^ctrain bench ckpt: unknown option '--bogus'" -- "$bin/ctrain" bench ckpt --bogus
 expect 2 "^ctrain bench sgemm: bad value for --size" -- "$bin/ctrain" bench sgemm --size 1
+expect 2 "^ctrain bench gemm: bad value for --dtype" -- "$bin/ctrain" bench gemm --dtype fp16
+expect 2 "^ctrain bench sgemm: unknown" -- "$bin/ctrain" bench sgemm --dtype bf16
 expect 2 "^ctrain config show: expected a job file" -- "$bin/ctrain" config show
 expect 2 "^ctrain sample: --init is required" -- "$bin/ctrain" sample
 expect 2 "^ctrain info: takes no arguments" -- "$bin/ctrain" info extra

@@ -171,24 +171,43 @@ static void test_two_runs_are_bitwise_equal(void) {
     ct_trainer_free(b);
 }
 
-static void test_warm_step_allocates_nothing_with_openblas(void) {
+/* What five warm steps (after three of warm-up) of a small job on `blas` allocate. */
+typedef struct {
+    long ct_allocs;    /* through ct_alloc */
+    long libc[5];      /* libc malloc/calloc/realloc calls, per step */
+    size_t libc_bytes; /* their bytes, all five steps */
+} warm_allocations;
+
+static warm_allocations measure_warm_steps(const char *blas) {
     ct_job job;
     small_job(&job);
     job.train_grad_accum = 2;
-    snprintf(job.device_blas, sizeof(job.device_blas), "openblas");
+    snprintf(job.device_blas, sizeof(job.device_blas), "%s", blas);
     ct_trainer *tr = new_trainer(&job);
     ct_step_stats s;
     for (int i = 0; i < 3; i++)
         CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
+    warm_allocations w = {0};
     ct_mem_stats before, after;
     ct_mem_get_stats(&before);
-    long libc_before = libc_allocations;
-    for (int i = 0; i < 5; i++)
+    size_t bytes_before = libc_bytes;
+    for (int i = 0; i < 5; i++) {
+        long start = libc_allocations;
         CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
+        w.libc[i] = libc_allocations - start;
+    }
     ct_mem_get_stats(&after);
-    CU_ASSERT_EQUAL(after.allocations, before.allocations);
-    CU_ASSERT_EQUAL(libc_allocations, libc_before);
+    w.ct_allocs = (long)(after.allocations - before.allocations);
+    w.libc_bytes = libc_bytes - bytes_before;
     ct_trainer_free(tr);
+    return w;
+}
+
+static void test_warm_step_allocates_nothing_with_openblas(void) {
+    warm_allocations w = measure_warm_steps("openblas");
+    CU_ASSERT_EQUAL(w.ct_allocs, 0);
+    for (int i = 0; i < 5; i++)
+        CU_ASSERT_EQUAL(w.libc[i], 0);
 }
 
 /* oneDNN's primitive API builds a small argument map (C++ containers) inside every
@@ -197,31 +216,14 @@ static void test_warm_step_allocates_nothing_with_openblas(void) {
  * through ct_alloc, the same libc allocations in every step (no primitive is remade), and
  * small ones (under 1 KiB on average: bookkeeping, not data). */
 static void test_warm_step_with_onednn_allocates_only_its_execution_records(void) {
-    ct_job job;
-    small_job(&job);
-    job.train_grad_accum = 2;
-    snprintf(job.device_blas, sizeof(job.device_blas), "onednn");
-    ct_trainer *tr = new_trainer(&job);
-    ct_step_stats s;
-    for (int i = 0; i < 3; i++)
-        CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
-    ct_mem_stats before, after;
-    ct_mem_get_stats(&before);
-    long per_step[5];
-    size_t bytes_before = libc_bytes;
-    long libc_before = libc_allocations;
+    warm_allocations w = measure_warm_steps("onednn");
+    CU_ASSERT_EQUAL(w.ct_allocs, 0);
+    long count = 0;
     for (int i = 0; i < 5; i++) {
-        long start = libc_allocations;
-        CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
-        per_step[i] = libc_allocations - start;
+        CU_ASSERT_EQUAL(w.libc[i], w.libc[0]);
+        count += w.libc[i];
     }
-    ct_mem_get_stats(&after);
-    CU_ASSERT_EQUAL(after.allocations, before.allocations);
-    for (int i = 1; i < 5; i++)
-        CU_ASSERT_EQUAL(per_step[i], per_step[0]);
-    long count = libc_allocations - libc_before;
-    CU_ASSERT(count == 0 || (libc_bytes - bytes_before) / (size_t)count < 1024);
-    ct_trainer_free(tr);
+    CU_ASSERT(count == 0 || w.libc_bytes / (size_t)count < 1024);
 }
 
 /* The plan's activation bound (which sizes the arena's reservation) holds the measured peak of

@@ -405,6 +405,61 @@ static void test_onednn_matmul_and_lm_head_match_openblas(void) {
     free(inp), free(weight), free(bias), free(dout), free(scratch);
 }
 
+/* bf16 inputs rounded from random floats, and the same values as f32 (exact: bf16 is the top
+ * half of an f32). */
+static void random_bf16(size_t n, uint32_t seed, uint16_t **as_bf16, float **as_f32) {
+    const ct_kernels *k = table_on("openblas");
+    float *x = random_floats(n, seed);
+    *as_bf16 = malloc(n * sizeof(uint16_t));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(*as_bf16);
+    CU_ASSERT_EQUAL(k->cast(&k->ctx, *as_bf16, CT_BF16, x, CT_F32, n), CT_OK);
+    CU_ASSERT_EQUAL(k->cast(&k->ctx, x, CT_F32, *as_bf16, CT_BF16, n), CT_OK);
+    *as_f32 = x;
+}
+
+/* The bf16 GEMM (oneDNN; AMX here) against OpenBLAS's fp32 GEMM of the same bf16 values: a
+ * product of two bf16 numbers is exact in f32, so the two differ only in the order of their f32
+ * sums and agree to 1e-5 of the norm, as the fp32 GEMMs do. On a CPU where oneDNN has no bf16
+ * matmul, the call must fail with a message instead. */
+static void test_bf16_gemm_matches_fp32_gemm_of_the_same_values(void) {
+    const ct_kernels *ob = table_on("openblas");
+    uint16_t *a16, *b16;
+    float *a, *b, c = 0.0f;
+    random_bf16(1, 1, &a16, &a);
+    random_bf16(1, 2, &b16, &b);
+    ct_status probe = ct_cpu_gemm_bf16(false, false, 1, 1, 1, a16, 1, b16, 1, 0.0f, &c, 1);
+    free(a16), free(a), free(b16), free(b);
+    if (probe != CT_OK) {
+        CU_ASSERT_EQUAL(probe, CT_ERR_INVALID);
+        CU_ASSERT(strstr(ct_error_message(), "bf16") != NULL);
+        printf("\n  skipped: %s ", ct_error_message());
+        return;
+    }
+    int cases = 0;
+    for (int mi = 0; mi < 4; mi++)
+        for (int ki = 0; ki < 4; ki++)
+            for (int t = 0; t < 8; t++) {
+                int M = odd_sizes[mi], N = odd_sizes[3 - mi], K = odd_sizes[ki];
+                bool ta = t & 1, tb = t & 2;
+                float beta = (t & 4) ? 1.0f : 0.0f;
+                int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 3, ldc = N + 3;
+                random_bf16((size_t)(ta ? K : M) * lda, 31 + t, &a16, &a);
+                random_bf16((size_t)(tb ? N : K) * ldb, 32 + ki, &b16, &b);
+                float *C1 = random_floats((size_t)M * ldc, 33 + mi);
+                float *C2 = malloc((size_t)M * ldc * sizeof(float));
+                memcpy(C2, C1, (size_t)M * ldc * sizeof(float));
+                CU_ASSERT_EQUAL(
+                    ct_cpu_gemm_bf16(ta, tb, M, N, K, a16, lda, b16, ldb, beta, C1, ldc), CT_OK);
+                ct_cpu_gemm(&ob->ctx, ta, tb, M, N, K, a, lda, b, ldb, beta, C2, ldc);
+                bool ok = close_in_norm(C1, C2, (size_t)M * ldc);
+                if (!ok) printf("  M %d N %d K %d trans %d %d beta %g\n", M, N, K, ta, tb, beta);
+                CU_ASSERT(ok);
+                cases += ok;
+                free(a16), free(a), free(b16), free(b), free(C1), free(C2);
+            }
+    CU_ASSERT_EQUAL(cases, 4 * 4 * 8);
+}
+
 static void test_onednn_gemm_is_bitwise_repeatable(void) {
     const ct_kernels *dnn = table_on("onednn");
     int M = 129, N = 33, K = 257;
@@ -440,6 +495,8 @@ int main(void) {
         {"test_onednn_matmul_and_lm_head_match_openblas",
          test_onednn_matmul_and_lm_head_match_openblas},
         {"test_onednn_gemm_is_bitwise_repeatable", test_onednn_gemm_is_bitwise_repeatable},
+        {"test_bf16_gemm_matches_fp32_gemm_of_the_same_values",
+         test_bf16_gemm_matches_fp32_gemm_of_the_same_values},
         {"test_the_chooser_gives_the_cpu_for_auto_and_refuses_cuda",
          test_the_chooser_gives_the_cpu_for_auto_and_refuses_cuda},
     };

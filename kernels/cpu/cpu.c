@@ -78,23 +78,44 @@ const char *ct_kern_cpu_blas_name(ct_blas blas) {
 }
 
 double ct_kern_cpu_sgemm_gflops(int n, int reps, ct_blas blas) {
+    double gflops = 0.0;
+    return ct_kern_cpu_gemm_gflops(n, reps, blas, CT_F32, &gflops) == CT_OK ? gflops : 0.0;
+}
+
+ct_status ct_kern_cpu_gemm_gflops(int n, int reps, ct_blas blas, ct_dtype dtype, double *gflops) {
     /* The ceiling MFU is measured against (BENCH.md): an n^3 GEMM at the current thread
-     * count, best of `reps` after one warm-up run (which also makes oneDNN's primitive). */
+     * count, best of `reps` after one warm-up run (which also makes oneDNN's primitive). bf16
+     * inputs (f32 sums) always run on oneDNN, the one library here with bf16 matmuls. */
+    *gflops = 0.0;
+    if (dtype != CT_F32 && dtype != CT_BF16)
+        return ct_error(CT_ERR_INVALID, "a GEMM rate of %s: fp32 or bf16", ct_dtype_name(dtype));
     size_t elems = (size_t)n * n;
-    float *a = ct_alloc(CT_MEM_OTHER, 3 * elems * sizeof(float));
-    if (!a) return 0.0;
+    size_t bytes = 3 * elems * sizeof(float) + 2 * elems * sizeof(uint16_t);
+    float *a = ct_alloc(CT_MEM_OTHER, bytes);
+    if (!a) return ct_error(CT_ERR_NOMEM, "%zu bytes for a GEMM of %d^3", bytes, n);
     float *b = a + elems, *c = b + elems;
+    uint16_t *a16 = (uint16_t *)(c + elems), *b16 = a16 + elems;
     for (size_t i = 0; i < elems; i++) {
         a[i] = (float)(i % 17) * 0.01f;
         b[i] = (float)(i % 13) * 0.01f;
     }
+    const ct_kern_ctx *ctx = &ct_kern_cpu(blas)->ctx;
+    ct_status status = CT_OK;
+    if (dtype == CT_BF16) {
+        status = ct_cpu_cast(ctx, a16, CT_BF16, a, CT_F32, elems);
+        if (status == CT_OK) status = ct_cpu_cast(ctx, b16, CT_BF16, b, CT_F32, elems);
+    }
     double best = 1e30;
-    for (int r = 0; r <= reps; r++) {
+    for (int r = 0; status == CT_OK && r <= reps; r++) {
         double t0 = ct_time_s();
-        ct_cpu_gemm(&ct_kern_cpu(blas)->ctx, false, false, n, n, n, a, n, b, n, 0.0f, c, n);
+        if (dtype == CT_BF16)
+            status = ct_cpu_gemm_bf16(false, false, n, n, n, a16, n, b16, n, 0.0f, c, n);
+        else
+            ct_cpu_gemm(ctx, false, false, n, n, n, a, n, b, n, 0.0f, c, n);
         double dt = ct_time_s() - t0;
         if (r > 0 && dt < best) best = dt;
     }
-    ct_free(CT_MEM_OTHER, a, 3 * elems * sizeof(float));
-    return 2.0 * n * (double)n * n / best / 1e9;
+    ct_free(CT_MEM_OTHER, a, bytes);
+    if (status == CT_OK) *gflops = 2.0 * n * (double)n * n / best / 1e9;
+    return status;
 }

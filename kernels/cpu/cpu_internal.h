@@ -66,6 +66,10 @@ static inline float ct_cpu_reduce_lanes(const float lane[8]) {
  * or (N,K) when trans_b; C has leading dimension ldc. beta is 0 or 1 (alpha is always 1). */
 void ct_cpu_gemm(const ct_kern_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K,
                  const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* The same with bf16 A and B (C f32, products summed in f32), on oneDNN (AMX where the CPU
+ * has it); CT_ERR_INVALID where oneDNN has no bf16 matmul for this CPU. */
+ct_status ct_cpu_gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, const uint16_t *A,
+                           int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc);
 
 ct_status ct_cpu_memset_bytes(const ct_kern_ctx *ctx, void *dst, int value, size_t bytes);
 ct_status ct_cpu_copy(const ct_kern_ctx *ctx, void *dst, const void *src, size_t bytes,

@@ -34,6 +34,7 @@
 /* Everything a primitive depends on. */
 typedef struct {
     int trans_a, trans_b, M, N, K, lda, ldb, ldc, accumulate, threads;
+    int bf16_inputs; /* A and B bf16 (C stays f32, the products summed in f32) */
 } gemm_key;
 
 typedef struct {
@@ -67,10 +68,11 @@ static void onednn_init_once(void) {
 }
 
 /* A row-major (rows, cols) matrix with leading dimension ld, or its transpose when trans. */
-static void matrix_desc(dnnl_memory_desc_t *md, int rows, int cols, int ld, int trans) {
+static void matrix_desc(dnnl_memory_desc_t *md, int rows, int cols, int ld, int trans,
+                        dnnl_data_type_t type) {
     dnnl_dims_t dims = {rows, cols};
     dnnl_dims_t strides = {trans ? 1 : ld, trans ? ld : 1};
-    CT_DNNL(dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides));
+    CT_DNNL(dnnl_memory_desc_init_by_strides(md, 2, dims, type, strides));
 }
 
 static void entry_free(gemm_entry *e) {
@@ -84,11 +86,14 @@ static void entry_free(gemm_entry *e) {
     memset(e, 0, sizeof(*e));
 }
 
-static void entry_make(gemm_entry *e, const gemm_key *key) {
+/* Makes the entry's primitive; false (the entry left empty) when oneDNN has no implementation
+ * for the key on this CPU, as oneDNN 2.6 has none of bf16 matmul without AVX-512. */
+static bool entry_make(gemm_entry *e, const gemm_key *key) {
+    dnnl_data_type_t in = key->bf16_inputs ? dnnl_bf16 : dnnl_f32;
     dnnl_memory_desc_t src_md, weights_md, dst_md;
-    matrix_desc(&src_md, key->M, key->K, key->lda, key->trans_a);
-    matrix_desc(&weights_md, key->K, key->N, key->ldb, key->trans_b);
-    matrix_desc(&dst_md, key->M, key->N, key->ldc, 0);
+    matrix_desc(&src_md, key->M, key->K, key->lda, key->trans_a, in);
+    matrix_desc(&weights_md, key->K, key->N, key->ldb, key->trans_b, in);
+    matrix_desc(&dst_md, key->M, key->N, key->ldc, 0, dnnl_f32);
     dnnl_matmul_desc_t desc;
     CT_DNNL(dnnl_matmul_desc_init(&desc, &src_md, &weights_md, NULL, &dst_md));
 
@@ -104,8 +109,10 @@ static void entry_make(gemm_entry *e, const gemm_key *key) {
         dnnl_post_ops_destroy(post_ops);
     }
     dnnl_primitive_desc_t pd;
-    CT_DNNL(dnnl_primitive_desc_create(&pd, &desc, attr, onednn.engine, NULL));
+    dnnl_status_t made = dnnl_primitive_desc_create(&pd, &desc, attr, onednn.engine, NULL);
     dnnl_primitive_attr_destroy(attr);
+    if (made == dnnl_unimplemented) return false;
+    CT_DNNL(made);
     CT_DNNL(dnnl_primitive_create(&e->primitive, pd));
 
     CT_DNNL(dnnl_memory_create(&e->src, &src_md, onednn.engine, DNNL_MEMORY_NONE));
@@ -122,8 +129,10 @@ static void entry_make(gemm_entry *e, const gemm_key *key) {
     }
     dnnl_primitive_desc_destroy(pd);
     e->key = *key;
+    return true;
 }
 
+/* The cached primitive for `key`, made on first use; NULL when oneDNN has none for it. */
 static gemm_entry *entry_for(const gemm_key *key) {
     for (int i = 0; i < onednn.used; i++)
         if (memcmp(&onednn.entries[i].key, key, sizeof(*key)) == 0) return &onednn.entries[i];
@@ -135,34 +144,60 @@ static gemm_entry *entry_for(const gemm_key *key) {
         onednn.next_replaced = (onednn.next_replaced + 1) % GEMM_CACHE_ENTRIES;
         entry_free(e);
     }
-    entry_make(e, key);
-    return e;
+    if (entry_make(e, key)) return e;
+    memset(e, 0, sizeof(*e)); /* an empty slot: the next new shape takes it */
+    if (e == &onednn.entries[onednn.used - 1]) onednn.used--;
+    return NULL;
+}
+
+/* Runs C = op(A) op(B) (+ C) on oneDNN; false when oneDNN has no primitive for it. */
+static bool onednn_run(const gemm_key *key, const void *A, const void *B, float *C) {
+    pthread_mutex_lock(&onednn.lock);
+    onednn_init_once();
+    gemm_entry *e = entry_for(key);
+    if (e) {
+        CT_DNNL(dnnl_memory_set_data_handle(e->src, (void *)A));
+        CT_DNNL(dnnl_memory_set_data_handle(e->weights, (void *)B));
+        CT_DNNL(dnnl_memory_set_data_handle(e->dst, C));
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src},
+                                   {DNNL_ARG_WEIGHTS, e->weights},
+                                   {DNNL_ARG_DST, e->dst},
+                                   {DNNL_ARG_SCRATCHPAD, e->scratchpad}};
+        CT_DNNL(dnnl_primitive_execute(e->primitive, onednn.stream, e->scratchpad ? 4 : 3, args));
+        CT_DNNL(dnnl_stream_wait(onednn.stream));
+    }
+    pthread_mutex_unlock(&onednn.lock);
+    return e != NULL;
+}
+
+/* Whether a GEMM has no products to run; then C = beta * C is done here, as sgemm does. */
+static bool trivial(int M, int N, int K, float beta, float *C, int ldc) {
+    if (M == 0 || N == 0) return true;
+    if (K > 0) return false;
+    if (beta == 0.0f)
+        for (int m = 0; m < M; m++)
+            memset(C + (size_t)m * ldc, 0, sizeof(float) * N);
+    return true;
 }
 
 static void onednn_gemm(bool trans_a, bool trans_b, int M, int N, int K, const float *A, int lda,
                         const float *B, int ldb, float beta, float *C, int ldc) {
-    if (M == 0 || N == 0) return;
-    if (K == 0) { /* no products: C = beta * C, as sgemm does */
-        if (beta == 0.0f)
-            for (int m = 0; m < M; m++)
-                memset(C + (size_t)m * ldc, 0, sizeof(float) * N);
-        return;
-    }
+    if (trivial(M, N, K, beta, C, ldc)) return;
     /* ints only, no padding: compared with memcmp */
-    gemm_key key = {trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f, omp_get_max_threads()};
-    pthread_mutex_lock(&onednn.lock);
-    onednn_init_once();
-    gemm_entry *e = entry_for(&key);
-    CT_DNNL(dnnl_memory_set_data_handle(e->src, (void *)A));
-    CT_DNNL(dnnl_memory_set_data_handle(e->weights, (void *)B));
-    CT_DNNL(dnnl_memory_set_data_handle(e->dst, C));
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src},
-                               {DNNL_ARG_WEIGHTS, e->weights},
-                               {DNNL_ARG_DST, e->dst},
-                               {DNNL_ARG_SCRATCHPAD, e->scratchpad}};
-    CT_DNNL(dnnl_primitive_execute(e->primitive, onednn.stream, e->scratchpad ? 4 : 3, args));
-    CT_DNNL(dnnl_stream_wait(onednn.stream));
-    pthread_mutex_unlock(&onednn.lock);
+    gemm_key key = {trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f, omp_get_max_threads(),
+                    0};
+    CT_ASSERT(onednn_run(&key, A, B, C), "oneDNN has no fp32 matmul for %dx%dx%d", M, N, K);
+}
+
+ct_status ct_cpu_gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, const uint16_t *A,
+                           int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc) {
+    CT_ASSERT(beta == 0.0f || beta == 1.0f, "beta = %g: ct_cpu_gemm_bf16 takes 0 or 1", beta);
+    if (trivial(M, N, K, beta, C, ldc)) return CT_OK;
+    gemm_key key = {trans_a, trans_b, M, N, K, lda, ldb, ldc, beta != 0.0f, omp_get_max_threads(),
+                    1};
+    if (onednn_run(&key, A, B, C)) return CT_OK;
+    return ct_error(CT_ERR_INVALID,
+                    "oneDNN has no bf16 matmul on this CPU (oneDNN 2.6 needs AVX-512 for it)");
 }
 
 void ct_cpu_gemm(const ct_kern_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K,
