@@ -10,6 +10,7 @@
  * from comm.h's (NCCL's) rule: run_reduce_scatter adapts it.
  */
 #include "comm/comm_internal.h"
+#include "common/floats.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -20,22 +21,6 @@ static size_t max_count = INT_MAX;
 
 /* ---------------------------------------------------------------- bf16 sum */
 
-static float bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof(f));
-    return f;
-}
-
-/* Round to nearest even; NaN stays a (quiet) NaN. */
-static uint16_t f32_to_bf16(float f) {
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof(bits));
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    return (uint16_t)(bits >> 16);
-}
-
 /* The user op for MPI_UINT16_T buffers holding bf16: each pair is summed in fp32 and rounded
  * once. MPI combines ranks pairwise, so with more than two ranks the partial sums are rounded
  * to bf16 between steps; the result is deterministic for a given world size and algorithm. */
@@ -44,7 +29,7 @@ static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type) {
     const uint16_t *a = in;
     uint16_t *b = inout;
     for (int i = 0; i < *len; i++)
-        b[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
+        b[i] = ct_f32_to_bf16(ct_bf16_to_f32(a[i]) + ct_bf16_to_f32(b[i]));
 }
 
 static MPI_Datatype mpi_type(ct_comm_dtype dtype) {

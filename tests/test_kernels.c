@@ -7,6 +7,7 @@
  * oneDNN against OpenBLAS (kernels/cpu/gemm.c), directly and through the matmul and LM head
  * entries, to a stated tolerance: the two libraries round differently.
  */
+#include "common/floats.h"
 #include "kernels/cpu/cpu_internal.h" /* ct_cpu_gemm, the seam under test */
 #include "kernels/kernels.h"
 #include "test_util.h"
@@ -64,18 +65,6 @@ static double round16(format16 f, double x) {
     return copysign(r > max ? INFINITY : r, x);
 }
 
-static uint32_t f32_bits(float x) {
-    uint32_t bits;
-    memcpy(&bits, &x, sizeof(bits));
-    return bits;
-}
-
-static float bits_f32(uint32_t bits) {
-    float x;
-    memcpy(&x, &bits, sizeof(x));
-    return x;
-}
-
 /* Every 16-bit pattern decodes to its value and encodes back to itself; NaNs stay NaN. */
 static void check_every_pattern(format16 f) {
     const ct_kernels *k = kernels();
@@ -116,9 +105,9 @@ static float *rounding_inputs(const uint32_t *extra, size_t n_extra, size_t *n) 
     CU_ASSERT_PTR_NOT_NULL_FATAL(x);
     size_t i = 0;
     for (uint64_t b = 0; b <= UINT32_MAX; b += stride)
-        x[i++] = bits_f32((uint32_t)b);
+        x[i++] = ct_bits_f32((uint32_t)b);
     for (size_t j = 0; j < n_extra; j++)
-        x[i++] = bits_f32(extra[j]);
+        x[i++] = ct_bits_f32(extra[j]);
     *n = i;
     return x;
 }
@@ -140,7 +129,7 @@ static int check_rounding(format16 f, const float *x, size_t n) {
         }
         if (!ok && wrong++ < 5)
             printf("\n  f32 %.9g (0x%08x) -> %s 0x%04x = %.9g, want %.9g", (double)x[i],
-                   f32_bits(x[i]), ct_dtype_name(f.dtype), h[i], decode16(f, h[i]),
+                   ct_f32_bits(x[i]), ct_dtype_name(f.dtype), h[i], decode16(f, h[i]),
                    round16(f, x[i]));
     }
     free(h);

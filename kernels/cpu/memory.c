@@ -5,35 +5,11 @@
  * machine): bf16 is the top half of an f32 rounded to nearest even; f16 is IEEE binary16 with
  * subnormals, rounded to nearest even, overflowing to infinity.
  */
+#include "common/floats.h"
 #include "kernels/cpu/cpu_internal.h"
 
 #include <stdbool.h>
 #include <string.h>
-
-static uint32_t f32_bits(float x) {
-    uint32_t bits;
-    memcpy(&bits, &x, sizeof(bits));
-    return bits;
-}
-
-static float bits_f32(uint32_t bits) {
-    float x;
-    memcpy(&x, &bits, sizeof(x));
-    return x;
-}
-
-static uint16_t f32_to_bf16(float x) {
-    uint32_t bits = f32_bits(x);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x0040u); /* NaN */
-    /* Round to nearest, ties to even: add just under half an ulp of bf16, plus the kept
-     * part's lowest bit; a carry into the exponent (or to infinity) is the right answer. */
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    return (uint16_t)(bits >> 16);
-}
-
-static float bf16_to_f32(uint16_t h) {
-    return bits_f32((uint32_t)h << 16);
-}
 
 /* The lowest `shift` bits of `mantissa` dropped, rounding to nearest, ties to even
  * (1 <= shift <= 31). */
@@ -44,7 +20,7 @@ static uint32_t round_shift(uint32_t mantissa, int shift) {
 }
 
 static uint16_t f32_to_f16(float x) {
-    uint32_t bits = f32_bits(x);
+    uint32_t bits = ct_f32_bits(x);
     uint16_t sign = (uint16_t)((bits >> 16) & 0x8000u);
     uint32_t exponent = (bits >> 23) & 0xffu, mantissa = bits & 0x7fffffu;
     if (exponent == 0xff) /* infinity, or NaN kept quiet with its top mantissa bits */
@@ -64,15 +40,15 @@ static uint16_t f32_to_f16(float x) {
 static float f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
-    if (exponent == 0x1f) return bits_f32(sign | 0x7f800000u | (mantissa << 13));
+    if (exponent == 0x1f) return ct_bits_f32(sign | 0x7f800000u | (mantissa << 13));
     if (exponent == 0) /* zero or subnormal: m * 2^-24, exact in f32 */
         return sign ? -(float)mantissa * 0x1p-24f : (float)mantissa * 0x1p-24f;
-    return bits_f32(sign | ((exponent + 127 - 15) << 23) | (mantissa << 13));
+    return ct_bits_f32(sign | ((exponent + 127 - 15) << 23) | (mantissa << 13));
 }
 
 /* Element i of src as an f32 (exact for every source type). */
 static float load(const void *src, ct_dtype dtype, size_t i) {
-    if (dtype == CT_BF16) return bf16_to_f32(((const uint16_t *)src)[i]);
+    if (dtype == CT_BF16) return ct_bf16_to_f32(((const uint16_t *)src)[i]);
     if (dtype == CT_F16) return f16_to_f32(((const uint16_t *)src)[i]);
     return ((const float *)src)[i];
 }
@@ -108,7 +84,7 @@ ct_status ct_cpu_cast(const ct_kern_ctx *ctx, void *dst, ct_dtype dst_dtype, con
         if (dst_dtype == CT_F32)
             ((float *)dst)[i] = x;
         else if (dst_dtype == CT_BF16)
-            ((uint16_t *)dst)[i] = f32_to_bf16(x);
+            ((uint16_t *)dst)[i] = ct_f32_to_bf16(x);
         else
             ((uint16_t *)dst)[i] = f32_to_f16(x);
     }
