@@ -204,6 +204,11 @@ typedef struct {
     bool has_data_identity;
     uint64_t data_fingerprint, data_tokens;
     uint64_t rng_seed;
+    /* fp16's dynamic loss scale and its count of good steps (optional: has_loss_scale). */
+    bool has_loss_scale;
+    double loss_scale;
+    int64_t loss_scale_good_steps;
+    int64_t skipped_steps; /* optimizer steps = step - skipped_steps */
 } ct_ckpt_manifest;
 
 /* Writes manifest.json at `path` (with its own checksum) and fsyncs it. */

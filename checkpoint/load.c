@@ -54,6 +54,8 @@ ct_status ct_ckpt_load_shard(const ct_ckpt_step *ck, ct_shard *shard, const ct_g
     for (int u = 0; u < gpt->n_units; u++)
         for (int k = 0; k < CT_CKPT_KIND_COUNT; k++)
             CT_CHECK(load_piece(ck, shard, gpt, u, (ct_ckpt_kind)k));
-    ct_shard_set_step_count(shard, ck->manifest.step);
+    /* AdamW counts the updates taken: fp16 skipped some of the steps. */
+    ct_shard_set_step_count(
+        shard, ck->manifest.step - (ck->manifest.has_loss_scale ? ck->manifest.skipped_steps : 0));
     return CT_OK;
 }

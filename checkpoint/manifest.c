@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,11 +264,32 @@ static ct_status read_ranks(const char *path, const json_t *arr, ct_ckpt_manifes
     return CT_OK;
 }
 
+/* Optional "loss_scale": {"scale": S, "good_steps": N} (fp16 runs). */
+static ct_status read_loss_scale(const char *path, const json_t *root, ct_ckpt_manifest *m) {
+    static const char *const keys[] = {"scale", "good_steps", "skipped_steps", NULL};
+    json_t *object = NULL, *scale = NULL;
+    m->has_loss_scale = json_object_get(root, "loss_scale") != NULL;
+    if (!m->has_loss_scale) return CT_OK;
+    CT_CHECK(member(path, root, "", "loss_scale", JSON_OBJECT, &object));
+    CT_CHECK(only_keys(path, object, "loss_scale", keys));
+    scale = json_object_get(object, "scale");
+    if (!json_is_number(scale) || !(json_number_value(scale) >= 1.0) ||
+        !isfinite(json_number_value(scale)))
+        return ct_error(CT_ERR_FORMAT, "%s: loss_scale.scale must be a finite number >= 1", path);
+    m->loss_scale = json_number_value(scale);
+    uint64_t good;
+    CT_CHECK(get_int(path, object, "loss_scale", "good_steps", INT64_MAX, &good));
+    m->loss_scale_good_steps = (int64_t)good;
+    CT_CHECK(get_int(path, object, "loss_scale", "skipped_steps", m->step, &good));
+    m->skipped_steps = (int64_t)good;
+    return CT_OK;
+}
+
 /* The schema of docs/checkpoints.md over a parsed document. */
 static ct_status read_document(const char *path, const json_t *root, ct_ckpt_manifest *m) {
-    static const char *const keys[] = {"format_version", "step",   "world_size", "layout_ranks",
-                                       "strategy",       "config", "units",      "ranks",
-                                       "data",           "rng",    "checksum",   NULL};
+    static const char *const keys[] = {
+        "format_version", "step", "world_size", "layout_ranks", "strategy",   "config", "units",
+        "ranks",          "data", "rng",        "checksum",     "loss_scale", NULL};
     uint64_t v;
     if (!json_is_object(root))
         return ct_error(CT_ERR_FORMAT, "%s: the document must be an object, not %s", path,
@@ -314,7 +336,8 @@ static ct_status read_document(const char *path, const json_t *root, ct_ckpt_man
     }
     CT_CHECK(member(path, root, "", "rng", JSON_OBJECT, &rng));
     CT_CHECK(only_keys(path, rng, "rng", seed_key));
-    return get_int(path, rng, "rng", "seed", INT64_MAX, &m->rng_seed);
+    CT_CHECK(get_int(path, rng, "rng", "seed", INT64_MAX, &m->rng_seed));
+    return read_loss_scale(path, root, m);
 }
 
 /* The document's own checksum: the hash of the text with the 16 digits of the top-level
@@ -384,6 +407,11 @@ ct_status ct_ckpt_manifest_write(const char *path, const ct_ckpt_manifest *m) {
         buf_printf(&b, ", \"train_tokens\": %llu, \"train_fingerprint\": \"%016llx\"",
                    (unsigned long long)m->data_tokens, (unsigned long long)m->data_fingerprint);
     buf_printf(&b, "},\n  \"rng\": {\"seed\": %llu},\n", (unsigned long long)m->rng_seed);
+    if (m->has_loss_scale)
+        buf_printf(&b,
+                   "  \"loss_scale\": {\"scale\": %.17g, \"good_steps\": %lld, "
+                   "\"skipped_steps\": %lld},\n",
+                   m->loss_scale, (long long)m->loss_scale_good_steps, (long long)m->skipped_steps);
     buf_printf(&b, "  \"checksum\": \"");
     size_t digits_at = b.len;
     buf_printf(&b, "0000000000000000\"\n}\n");

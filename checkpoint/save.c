@@ -182,6 +182,10 @@ static ct_status commit(ct_ckpt_saver *s, const file_report *reports) {
                           .data_fingerprint = s->info.data_fingerprint,
                           .data_tokens = s->info.data_tokens,
                           .rng_seed = s->info.rng_seed,
+                          .has_loss_scale = s->info.has_loss_scale,
+                          .loss_scale = s->info.loss_scale,
+                          .loss_scale_good_steps = s->info.loss_scale_good_steps,
+                          .skipped_steps = s->info.skipped_steps,
                           .config_text = s->config_text};
     snprintf(m.strategy, sizeof(m.strategy), "%.*s", (int)sizeof(m.strategy) - 1, s->strategy);
     ct_ckpt_unit_layout units[n];

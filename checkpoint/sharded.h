@@ -29,6 +29,10 @@ typedef struct {
     const char *strategy;    /* parallel.strategy, for the manifest */
     const char *config_text; /* the job as job.toml text */
     uint64_t rng_seed, data_fingerprint, data_tokens;
+    bool has_loss_scale; /* fp16: the loss scaler's state goes into the manifest */
+    double loss_scale;
+    int64_t loss_scale_good_steps;
+    int64_t skipped_steps; /* optimizer steps = step - skipped_steps */
 } ct_ckpt_save_info;
 
 /* One rank's saver: the pieces it writes (found once), the host copy and the thread of an

@@ -20,9 +20,9 @@ static _Atomic size_t total_current_bytes;
 static _Atomic size_t total_peak_bytes;
 static _Atomic uint64_t allocation_count;
 
-static const char *category_names[CT_MEM_COUNT] = {"params",      "grads",      "optimizer",
-                                                   "activations", "gathered",   "comm",
-                                                   "data",        "checkpoint", "other"};
+static const char *category_names[CT_MEM_COUNT] = {"params",      "masters",  "grads", "optimizer",
+                                                   "activations", "gathered", "comm",  "data",
+                                                   "checkpoint",  "other"};
 
 static void raise_peak(_Atomic size_t *peak, size_t value) {
     size_t seen = atomic_load(peak);

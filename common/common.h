@@ -78,6 +78,7 @@ void ct_log(ct_log_level level, const char *subsystem, const char *fmt, ...)
 
 typedef enum {
     CT_MEM_PARAMS = 0,
+    CT_MEM_MASTERS, /* fp32 master weights kept apart from bf16/fp16 compute parameters */
     CT_MEM_GRADS,
     CT_MEM_OPTIMIZER,
     CT_MEM_ACTIVATIONS,

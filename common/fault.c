@@ -32,7 +32,7 @@ typedef struct {
     atomic_bool fired;
 } fault;
 
-static const char *const fault_kinds[] = {"stall", "kill", "kill_in_save"};
+static const char *const fault_kinds[] = {"stall", "kill", "kill_in_save", "overflow"};
 
 enum { PARSE_NOT_STARTED = 0, PARSE_RUNNING, PARSE_DONE };
 

@@ -6,11 +6,14 @@
  *                               from 0: S steps are done, and a checkpoint of step S is saved)
  *   kill_in_save:rank=R:step=S  rank R sends itself SIGKILL while the checkpoint of step S is
  *                               being written (after its rank file, before the commit)
+ *   overflow:rank=R:step=S      precision.compute = fp16: rank R's first micro-batch of step S
+ *                               uses an infinite loss scale, so its gradient overflows (the
+ *                               loss scaler's test)
  * A fault fires at most once per process, and only in the first attempt of a job: the launcher
  * sets CTRAIN_RESTART=k (k >= 1) when it relaunches a failed job, and faults are then disarmed,
  * so a restarted job runs to the end. Ranks are world ranks. Parsed in common/fault.c; the
- * points that ask are comm/ (stall), train/run.c (kill) and checkpoint/save.c
- * (kill_in_save).
+ * points that ask are comm/ (stall), train/run.c (kill), checkpoint/save.c
+ * (kill_in_save) and train/trainer.c (overflow).
  */
 #ifndef CT_FAULT_H
 #define CT_FAULT_H

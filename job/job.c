@@ -43,6 +43,8 @@ static const struct {
     {"data", "The token shards to train and evaluate on."},
     {"train", "The optimisation: batch, steps, AdamW and the learning-rate schedule."},
     {"parallel", "How the ranks share the model state."},
+    {"precision", "Number formats of the computation (mixed precision, docs/precision.md)."},
+    {"memory", "Trading compute for memory (docs/memory.md)."},
     {"comm", "Communication between ranks."},
     {"log", "What the run writes, and where."},
     {"checkpoint", "Sharded checkpoints: saving and resuming the model and optimizer state "
@@ -144,6 +146,27 @@ static const ct_job_key keys[] = {
     INT_KEY("parallel", "shard_group_size", parallel_shard_group_size, 0, 0, 65536,
             "hsdp: ranks per shard group; must divide the world size. 0 = the ranks of one "
             "node."),
+    CHOICE_KEY("precision", "compute", precision_compute, "fp32", "fp32|bf16|fp16",
+               "Format of the parameters the forward and backward passes use (FSDP's "
+               "param_dtype): fp32, or bf16 / fp16, in which every Linear and the LM head "
+               "multiply on half-precision inputs with fp32 sums. Master weights, Adam state and "
+               "gradients stay fp32 (gradients accumulate in fp32 across micro-batches), and "
+               "fsdp/zero gather parameters in this format (half the bytes). Activations stay "
+               "fp32. fp16 scales the loss dynamically: 65536 at the start, halved and the step "
+               "skipped when a gradient overflows, doubled after 1000 good steps, at least 1. "
+               "Checkpoints hold the fp32 masters: a run resumes or reshards under any "
+               "precision."),
+    CHOICE_KEY("precision", "reduce", precision_reduce, "fp32", "fp32|bf16",
+               "Format in which gradients are summed over the ranks (FSDP's reduce_dtype): fp32, "
+               "or bf16 (half the bytes of the reduce-scatter / all-reduce; the received sum is "
+               "added into the fp32 gradient, so micro-batches never accumulate in bf16)."),
+    CHOICE_KEY("memory", "activation_checkpointing", memory_activation_checkpointing, "none",
+               "none|block|selective",
+               "none keeps every activation for backward; block keeps only each transformer "
+               "block's input and recomputes the block's forward in backward (about a third more "
+               "compute, activation memory of one block instead of n_layer); selective keeps "
+               "the matmul and attention outputs and recomputes LayerNorm and GELU. Gradients are "
+               "bitwise those of none (docs/memory.md)."),
     FLOAT_KEY("comm", "timeout_s", comm_timeout_s, 600.0, 0, CLOSED, INFINITY, OPEN,
               "Hang watchdog: a collective not finished after this many seconds, or a rank "
               "that has sent no heartbeat for as long (frozen, stopped or dead), makes every "
@@ -206,6 +229,13 @@ static const ct_job_key keys[] = {
                "primitive; a few small allocations per GEMM), openblas (sgemm), or auto = "
                "openblas (for fp32 the two measured about even here: docs/performance.md). "
                "Results differ between the two in the last bits; each is deterministic."),
+    CHOICE_KEY("device", "half_kernels", device_half_kernels, "auto", "auto|native|portable",
+               "CPU kernels for precision.compute = bf16 / fp16: native (bf16 GEMMs on oneDNN, AMX "
+               "where the CPU has it, and AVX-512-BF16 casts), portable (half-precision values "
+               "widened to fp32 and multiplied by the fp32 GEMM: works on every CPU, no faster "
+               "than fp32), or auto = native on a CPU with AMX-BF16, else portable (bf16 on plain "
+               "AVX-512 measured slower than fp32: docs/performance.md). fp16 GEMMs are always "
+               "portable. native on a CPU without bf16 support is an error."),
 };
 #define N_KEYS CT_ARRAY_LEN(keys)
 

@@ -57,6 +57,13 @@ typedef struct {
     int parallel_shard_group_size; /* hsdp; 0 = the ranks of one node */
     bool parallel_reduce_every_microbatch;
 
+    /* [precision] */
+    char precision_compute[CT_JOB_STR]; /* "fp32" | "bf16" | "fp16" */
+    char precision_reduce[CT_JOB_STR];  /* "fp32" | "bf16" */
+
+    /* [memory] */
+    char memory_activation_checkpointing[CT_JOB_STR]; /* "none" | "block" | "selective" */
+
     /* [comm] */
     double comm_timeout_s; /* watchdog: a collective pending longer ends the job; 0 = off */
 
@@ -75,9 +82,10 @@ typedef struct {
     char checkpoint_resume[CT_JOB_STR]; /* "auto" | "never" | "replace" | a checkpoint dir */
 
     /* [device] */
-    char device_type[CT_JOB_STR]; /* "auto" | "cpu" | "cuda" */
-    int device_threads_per_rank;  /* 0 = all cores / local ranks */
-    char device_blas[CT_JOB_STR]; /* "auto" | "onednn" | "openblas" */
+    char device_type[CT_JOB_STR];         /* "auto" | "cpu" | "cuda" */
+    int device_threads_per_rank;          /* 0 = all cores / local ranks */
+    char device_blas[CT_JOB_STR];         /* "auto" | "onednn" | "openblas" */
+    char device_half_kernels[CT_JOB_STR]; /* "auto" | "native" | "portable" */
 
     /* Not keys: where the job came from, for messages and the run directory. */
     char source_path[CT_JOB_STR];

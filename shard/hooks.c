@@ -52,8 +52,8 @@ static ct_status acquire_grads(ct_shard *s, int u) {
     if (!su->grads) return CT_ERR_NOMEM;
     su->grads_pooled = true;
     if (s->cfg.reduce_every_microbatch && !s->first_micro)
-        CT_CHECK(ct_shard_copy(s, ct_shard_at(s, su->grads, s->group_rank * su->shard_len),
-                               su->grad_shard, su->shard_len, CT_COPY_DEVICE_TO_DEVICE));
+        CT_CHECK(ct_shard_copy_grads(s, ct_shard_grad_at(su->grads, s->group_rank * su->shard_len),
+                                     su->grad_shard, su->shard_len, CT_COPY_DEVICE_TO_DEVICE));
     ct_shard_bind(s, u);
     return CT_OK;
 }
@@ -64,8 +64,8 @@ ct_status ct_shard_gather_params(ct_shard *s, int u, bool wait) {
         su->params = take(s, false);
         if (!su->params) return CT_ERR_NOMEM;
         su->params_pooled = true;
-        void *own = ct_shard_at(s, su->params, s->group_rank * su->shard_len);
-        CT_CHECK(ct_shard_copy(s, own, su->param_shard, su->shard_len, CT_COPY_DEVICE_TO_DEVICE));
+        void *own = ct_shard_param_at(s, su->params, s->group_rank * su->shard_len);
+        CT_CHECK(ct_shard_cast_masters(s, own, su->param_shard, su->shard_len));
         ct_comm *group = ct_shard_live(s->group);
         if (group)
             CT_CHECK(ct_comm_allgather(group, own, su->params, (size_t)su->shard_len, s->comm_dtype,
@@ -92,12 +92,12 @@ static ct_status reduce_scatter(ct_shard *s, int u) {
     ct_comm *group = ct_shard_live(s->group);
     bool in_place = s->cfg.strategy == CT_SHARD_ZERO1;
     void *recv =
-        in_place ? ct_shard_at(s, su->grads, s->group_rank * su->shard_len) : su->grad_shard;
+        in_place ? ct_shard_grad_at(su->grads, s->group_rank * su->shard_len) : su->grad_shard;
     if (group)
-        return ct_comm_reduce_scatter(group, su->grads, recv, (size_t)su->shard_len, s->comm_dtype,
+        return ct_comm_reduce_scatter(group, su->grads, recv, (size_t)su->shard_len, CT_COMM_F32,
                                       &su->reduce);
     if (in_place) return CT_OK;
-    return ct_shard_copy(s, recv, su->grads, su->shard_len, CT_COPY_DEVICE_TO_DEVICE);
+    return ct_shard_copy_grads(s, recv, su->grads, su->shard_len, CT_COPY_DEVICE_TO_DEVICE);
 }
 
 /* ---------------------------------------------------------------- ddp */
@@ -112,14 +112,14 @@ static ct_status ddp_post_backward(void *ctx, ct_unit *unit, bool last_use) {
     if (s->bucket_hi < 0) s->bucket_hi = u;
     int64_t lo = s->flat_offset[u];
     int64_t end = s->flat_offset[s->bucket_hi] + s->units[s->bucket_hi].numel;
-    double mb = (double)(end - lo) * (double)s->elem / (1 << 20);
+    double mb = (double)(end - lo) * sizeof(float) / (1 << 20);
     if (mb < s->cfg.bucket_mb && u > 0) return CT_OK;
     s->bucket_hi = -1;
     ct_comm *world = ct_shard_live(s->world);
     if (!world) return CT_OK;
     CT_ASSERT(s->n_buckets < (int)CT_ARRAY_LEN(s->buckets), "too many buckets");
-    return ct_comm_allreduce(world, ct_shard_at(s, s->flat_grads, lo), (size_t)(end - lo),
-                             s->comm_dtype, &s->buckets[s->n_buckets++]);
+    return ct_comm_allreduce(world, ct_shard_grad_at(s->flat_grads, lo), (size_t)(end - lo),
+                             CT_COMM_F32, &s->buckets[s->n_buckets++]);
 }
 
 /* ---------------------------------------------------------------- zero1, zero2 */

@@ -31,14 +31,21 @@ bool ct_shard_is_fsdp(const ct_shard *shard) {
 
 /* ---------------------------------------------------------------- buffers */
 
-ct_status ct_shard_zero(ct_shard *shard, void *buffer, int64_t n) {
+ct_status ct_shard_zero_grads(ct_shard *shard, void *buffer, int64_t n) {
     const ct_kernels *k = shard->kernels;
-    return k->memset_bytes(&k->ctx, buffer, 0, (size_t)n * shard->elem);
+    return k->memset_bytes(&k->ctx, buffer, 0, (size_t)n * sizeof(float));
 }
 
-ct_status ct_shard_copy(ct_shard *shard, void *dst, const void *src, int64_t n, ct_copy_kind kind) {
+ct_status ct_shard_copy_grads(ct_shard *shard, void *dst, const void *src, int64_t n,
+                              ct_copy_kind kind) {
     const ct_kernels *k = shard->kernels;
-    return k->copy(&k->ctx, dst, src, (size_t)n * shard->elem, kind);
+    return k->copy(&k->ctx, dst, src, (size_t)n * sizeof(float), kind);
+}
+
+ct_status ct_shard_cast_masters(ct_shard *shard, void *params, const float *masters, int64_t n) {
+    const ct_kernels *k = shard->kernels;
+    if (n == 0 || params == (const void *)masters) return CT_OK;
+    return k->cast(&k->ctx, params, shard->dtype, masters, CT_F32, (size_t)n);
 }
 
 void *ct_shard_pool_take(ct_shard *shard, bool zero) {
@@ -67,7 +74,7 @@ void ct_shard_pool_give(ct_shard *shard, void *buffer) {
 
 void ct_shard_bind(ct_shard *shard, int u) {
     ct_unit_bind(&shard->gpt->units[u], shard->units[u].params, shard->dtype, shard->units[u].grads,
-                 shard->dtype);
+                 CT_F32);
 }
 
 /* ---------------------------------------------------------------- lifecycle */
@@ -82,6 +89,9 @@ static ct_status comm_dtype_of(ct_dtype dtype, ct_comm_dtype *comm_dtype) {
         *comm_dtype = CT_COMM_BF16;
         return CT_OK;
     case CT_F16:
+        /* Parameters are only gathered, never summed: any 2-byte type carries them. */
+        *comm_dtype = CT_COMM_BF16;
+        return CT_OK;
     case CT_I32:
         break;
     }
@@ -126,11 +136,14 @@ static void lay_out(ct_shard *s) {
         su->hi = r.hi;
         max_padded = CT_MAX(max_padded, su->padded);
     }
-    s->pool_bytes = (size_t)max_padded * s->elem;
+    /* A pooled buffer holds a gathered unit (compute dtype) or a full gradient (f32). */
+    s->pool_bytes = (size_t)max_padded * sizeof(float);
 }
 
-/* Persistent storage by strategy; weights initialised as a single process would. */
-static ct_status allocate(ct_shard *s, uint64_t seed) {
+/* Persistent storage by strategy. The fp32 masters are the parameters themselves when the
+ * compute dtype is f32; with bf16/fp16 they are kept apart: ddp all of them, zero1/zero2 the own
+ * shard (ZeRO shards the masters with the optimizer state), fsdp the parameter shard as always. */
+static ct_status allocate(ct_shard *s) {
     int n = s->gpt->n_units;
     if (s->cfg.strategy == CT_SHARD_DDP) {
         /* One contiguous buffer each: a bucket is a range of consecutive units. */
@@ -142,42 +155,63 @@ static ct_status allocate(ct_shard *s, uint64_t seed) {
             total += s->units[u].numel;
         }
         s->flat_params = ct_alloc(CT_MEM_PARAMS, s->elem * (size_t)total);
-        s->flat_grads = ct_alloc(CT_MEM_GRADS, s->elem * (size_t)total);
-        if (!s->flat_params || !s->flat_grads) return CT_ERR_NOMEM;
+        s->flat_grads = ct_alloc(CT_MEM_GRADS, sizeof(float) * (size_t)total);
+        s->flat_masters =
+            s->half ? ct_alloc(CT_MEM_MASTERS, sizeof(float) * (size_t)total) : s->flat_params;
+        if (!s->flat_params || !s->flat_grads || !s->flat_masters) return CT_ERR_NOMEM;
     }
     for (int u = 0; u < n; u++) {
         ct_shard_unit *su = &s->units[u];
         size_t padded = s->elem * (size_t)su->padded;
-        size_t shard_bytes = s->elem * (size_t)su->shard_len;
+        size_t grad_padded = sizeof(float) * (size_t)su->padded;
+        size_t shard_floats = sizeof(float) * (size_t)su->shard_len;
+        su->master_lo = 0;
+        su->master_hi = su->numel;
         switch (s->cfg.strategy) {
         case CT_SHARD_DDP:
-            su->params = ct_shard_at(s, s->flat_params, s->flat_offset[u]);
-            su->grads = ct_shard_at(s, s->flat_grads, s->flat_offset[u]);
+            su->params = ct_shard_param_at(s, s->flat_params, s->flat_offset[u]);
+            su->grads = ct_shard_grad_at(s->flat_grads, s->flat_offset[u]);
+            su->master = s->flat_masters + s->flat_offset[u];
             break;
         case CT_SHARD_ZERO1:
-            su->params = ct_alloc(CT_MEM_PARAMS, padded);
-            su->grads = ct_alloc(CT_MEM_GRADS, padded);
-            if (!su->params || !su->grads) return CT_ERR_NOMEM;
-            break;
         case CT_SHARD_ZERO2:
             su->params = ct_alloc(CT_MEM_PARAMS, padded);
-            su->grad_shard = ct_alloc(CT_MEM_GRADS, shard_bytes);
-            if (!su->params || !su->grad_shard) return CT_ERR_NOMEM;
+            if (s->cfg.strategy == CT_SHARD_ZERO1)
+                su->grads = ct_alloc(CT_MEM_GRADS, grad_padded);
+            else
+                su->grad_shard = ct_alloc(CT_MEM_GRADS, shard_floats);
+            if (!su->params || !(su->grads || su->grad_shard)) return CT_ERR_NOMEM;
+            su->master = su->params;
+            if (s->half) {
+                su->master = ct_alloc(CT_MEM_MASTERS, shard_floats);
+                su->master_apart = true;
+                su->master_lo = su->lo;
+                su->master_hi = su->hi;
+                if (!su->master) return CT_ERR_NOMEM;
+            }
             break;
         case CT_SHARD_FSDP:
         case CT_SHARD_HSDP:
-            su->param_shard = ct_alloc(CT_MEM_PARAMS, shard_bytes);
-            su->grad_shard = ct_alloc(CT_MEM_GRADS, shard_bytes);
+            su->param_shard = ct_alloc(s->half ? CT_MEM_MASTERS : CT_MEM_PARAMS, shard_floats);
+            su->grad_shard = ct_alloc(CT_MEM_GRADS, shard_floats);
             if (!su->param_shard || !su->grad_shard) return CT_ERR_NOMEM;
+            su->master = su->param_shard;
+            su->master_lo = su->lo;
+            su->master_hi = su->hi;
             break;
         }
-        if (ct_shard_is_fsdp(s))
-            ct_gpt_init_range(s->gpt, u, seed, su->lo, su->hi, su->param_shard);
-        else
-            ct_gpt_init_range(s->gpt, u, seed, 0, su->numel, su->params);
         ct_shard_bind(s, u);
     }
     return CT_OK;
+}
+
+/* Initial weights into the masters, exactly as a single process would make them. */
+static void init_masters(ct_shard *s, uint64_t seed) {
+    for (int u = 0; u < s->gpt->n_units; u++) {
+        ct_shard_unit *su = &s->units[u];
+        ct_gpt_init_range(s->gpt, u, seed, su->master_lo, su->master_hi, su->master);
+    }
+    s->params_stale = true;
 }
 
 /* Where AdamW reads and writes, per unit: the own range [lo, hi). */
@@ -191,10 +225,9 @@ static ct_status make_optimizer(ct_shard *s) {
         ct_shard_unit *su = &s->units[u];
         lo[u] = su->lo;
         hi[u] = su->hi;
-        bool sharded_params = ct_shard_is_fsdp(s);
         bool sharded_grads = s->cfg.strategy != CT_SHARD_DDP && s->cfg.strategy != CT_SHARD_ZERO1;
-        s->opt_params[u] = sharded_params ? su->param_shard : ct_shard_at(s, su->params, su->lo);
-        s->opt_grads[u] = sharded_grads ? su->grad_shard : ct_shard_at(s, su->grads, su->lo);
+        s->opt_params[u] = su->master + (su->lo - su->master_lo);
+        s->opt_grads[u] = sharded_grads ? su->grad_shard : ct_shard_grad_at(su->grads, su->lo);
     }
     return ct_adamw_init(&s->opt, s->gpt, lo, hi);
 }
@@ -207,8 +240,12 @@ ct_status ct_shard_new(ct_shard **out, ct_gpt *gpt, ct_comm *world, const ct_sha
     s->cfg = *cfg;
     s->gpt = gpt;
     s->kernels = kernels;
-    s->dtype = CT_F32; /* masters, gradients and gathered params alike, until [precision] */
+    s->dtype = cfg->compute;
     s->elem = ct_dtype_size(s->dtype);
+    s->half = s->dtype != CT_F32;
+    if (s->dtype != CT_F32 && s->dtype != CT_BF16 && s->dtype != CT_F16)
+        return ct_error(CT_ERR_INVALID, "shard: %s parameters (f32, bf16 or f16)",
+                        ct_dtype_name(s->dtype));
     CT_CHECK(comm_dtype_of(s->dtype, &s->comm_dtype));
     s->world = world;
     s->bucket_hi = -1;
@@ -216,10 +253,13 @@ ct_status ct_shard_new(ct_shard **out, ct_gpt *gpt, ct_comm *world, const ct_sha
     s->units = ct_alloc(CT_MEM_OTHER, sizeof(ct_shard_unit) * (size_t)gpt->n_units);
     if (!s->units) return CT_ERR_NOMEM;
     lay_out(s);
-    CT_CHECK(allocate(s, seed));
+    for (int u = 0; u < gpt->n_units; u++)
+        gpt->units[u].dtype = s->dtype;
+    CT_CHECK(allocate(s));
+    init_masters(s, seed);
     CT_CHECK(make_optimizer(s));
     ct_shard_init_hooks(s);
-    return CT_OK;
+    return ct_shard_refresh_params(s);
 }
 
 void ct_shard_free(ct_shard *s) {
@@ -229,24 +269,27 @@ void ct_shard_free(ct_shard *s) {
     for (int u = 0; s->units && u < n; u++) {
         ct_shard_unit *su = &s->units[u];
         size_t padded = s->elem * (size_t)su->padded;
-        size_t shard_bytes = s->elem * (size_t)su->shard_len;
+        size_t shard_floats = sizeof(float) * (size_t)su->shard_len;
         ct_shard_wait(&su->gather);
         ct_shard_wait(&su->reduce);
         if (su->params_pooled) ct_shard_pool_give(s, su->params);
         if (su->grads_pooled) ct_shard_pool_give(s, su->grads);
         if (s->cfg.strategy != CT_SHARD_DDP && !su->params_pooled && !ct_shard_is_fsdp(s))
             ct_free(CT_MEM_PARAMS, su->params, padded);
-        if (s->cfg.strategy == CT_SHARD_ZERO1) ct_free(CT_MEM_GRADS, su->grads, padded);
-        ct_free(CT_MEM_PARAMS, su->param_shard, shard_bytes);
-        ct_free(CT_MEM_GRADS, su->grad_shard, shard_bytes);
-        ct_unit_bind(&s->gpt->units[u], NULL, CT_F32, NULL, CT_F32);
+        if (s->cfg.strategy == CT_SHARD_ZERO1)
+            ct_free(CT_MEM_GRADS, su->grads, sizeof(float) * (size_t)su->padded);
+        if (su->master_apart) ct_free(CT_MEM_MASTERS, su->master, shard_floats);
+        ct_free(s->half ? CT_MEM_MASTERS : CT_MEM_PARAMS, su->param_shard, shard_floats);
+        ct_free(CT_MEM_GRADS, su->grad_shard, shard_floats);
+        ct_unit_bind(&s->gpt->units[u], NULL, s->dtype, NULL, CT_F32);
     }
     for (int i = 0; i < s->pool_free; i++)
         ct_free(CT_MEM_GATHERED, s->pool[i], s->pool_bytes);
     if (s->flat_offset) {
         int64_t total = s->flat_offset[n - 1] + s->units[n - 1].numel;
         ct_free(CT_MEM_PARAMS, s->flat_params, s->elem * (size_t)total);
-        ct_free(CT_MEM_GRADS, s->flat_grads, s->elem * (size_t)total);
+        ct_free(CT_MEM_GRADS, s->flat_grads, sizeof(float) * (size_t)total);
+        if (s->half) ct_free(CT_MEM_MASTERS, s->flat_masters, sizeof(float) * (size_t)total);
         ct_free(CT_MEM_OTHER, s->flat_offset, sizeof(int64_t) * (size_t)n);
     }
     ct_free(CT_MEM_OTHER, s->opt_params, sizeof(void *) * (size_t)n);
@@ -266,14 +309,13 @@ const ct_unit_hooks *ct_shard_hooks(ct_shard *shard) {
 /* ---------------------------------------------------------------- persistent state */
 
 /* Where this rank keeps unit u's `state`: elements [*lo, *hi) of the unit, at the pointer
- * returned. Params and Adam state are fp32 masters whatever s->dtype becomes. */
+ * returned. Params are the fp32 masters and Adam state fp32, whatever the compute dtype. */
 static float *state_storage(ct_shard *s, int u, ct_shard_state state, int64_t *lo, int64_t *hi) {
     ct_shard_unit *su = &s->units[u];
     if (state == CT_SHARD_STATE_PARAMS) {
-        bool sharded = ct_shard_is_fsdp(s);
-        *lo = sharded ? su->lo : 0;
-        *hi = sharded ? su->hi : su->numel;
-        return sharded ? su->param_shard : su->params;
+        *lo = su->master_lo;
+        *hi = su->master_hi;
+        return su->master;
     }
     *lo = s->opt.lo[u];
     *hi = s->opt.hi[u];
@@ -312,6 +354,7 @@ ct_status ct_shard_state_from_host(ct_shard *s, int u, ct_shard_state state, int
                                    const float *host) {
     if (a == b) return CT_OK;
     const ct_kernels *k = s->kernels;
+    if (state == CT_SHARD_STATE_PARAMS) s->params_stale = true;
     return k->copy(&k->ctx, state_at(s, u, state, a, b), host, sizeof(float) * (size_t)(b - a),
                    CT_COPY_HOST_TO_DEVICE);
 }

@@ -43,6 +43,8 @@ typedef struct {
     int shard_group_size;         /* hsdp: ranks per shard group (a divisor of the world size) */
     bool reduce_every_microbatch; /* zero2/fsdp/hsdp: reduce-scatter after every micro-batch
                                    * so full gradients never outlive one (more traffic) */
+    ct_dtype compute; /* parameters in forward/backward: CT_F32 (0, the default), CT_BF16 or
+                       * CT_F16; masters, gradients and Adam state are f32 whatever it is */
 } ct_shard_config;
 
 typedef struct ct_shard ct_shard;
@@ -78,9 +80,10 @@ typedef enum {
     CT_SHARD_STATE_ADAM_V
 } ct_shard_state;
 
-/* The range [*lo, *hi) of unit u's flat buffer this rank keeps of `state` (fp32): params
- * fsdp/hsdp the own shard, ddp/zero1/zero2 the full unit ([0, numel)); Adam m and v the own
- * range (ddp: all). Not while a step is in flight (fsdp's gathered copies would go stale). */
+/* The range [*lo, *hi) of unit u's flat buffer this rank keeps of `state` (fp32): params (the
+ * fp32 masters) fsdp/hsdp the own shard, ddp the full unit ([0, numel)), zero1/zero2 the full
+ * unit in fp32 and the own shard with a bf16/fp16 compute dtype; Adam m and v the own range
+ * (ddp: all). Not while a step is in flight (fsdp's gathered copies would go stale). */
 void ct_shard_state_range(ct_shard *shard, int u, ct_shard_state state, int64_t *lo, int64_t *hi);
 /* That storage as host memory (pointer[0] is element *lo) when the kernel table's device is
  * the host, so a checkpoint can read and write it in place; NULL on any other device. */
@@ -101,6 +104,10 @@ int ct_shard_group_size(const ct_shard *shard);
 /* Replaces unit u's parameters by `full` (the unit's numel floats on the host, the same on
  * every rank). */
 ct_status ct_shard_load_unit(ct_shard *shard, int u, const float *full);
+/* After loading parameters (ct_shard_state_from_host, ct_shard_load_unit): makes the compute
+ * parameters equal to the masters again (a cast, and zero's all-gather). Collective; a no-op
+ * when nothing was loaded. ct_shard_begin_step calls it too. */
+ct_status ct_shard_sync_params(ct_shard *shard);
 
 /* Step protocol, on every rank:
  *   ct_shard_begin_step; for each micro-batch: ct_shard_begin_micro(first?, last?), forward,
@@ -114,7 +121,8 @@ ct_status ct_shard_finish_grads(ct_shard *shard);
 ct_status ct_shard_grad_norm(ct_shard *shard, double *norm);
 /* AdamW on this rank's shard (ddp: everything), then whatever makes params whole again. */
 ct_status ct_shard_optimizer_step(ct_shard *shard, const ct_adamw_hparams *hp, float grad_scale);
-/* Collective: unit u's full parameters into dest (numel floats on the host) on every rank. */
+/* Collective: unit u's full fp32 master parameters into dest (numel floats on the host) on
+ * every rank. */
 ct_status ct_shard_gather_unit(ct_shard *shard, int u, float *dest);
 
 /* The run's own collectives (run_comm.c), over the world; no-ops in a world of one. The
@@ -141,9 +149,14 @@ typedef struct {
 } ct_shard_memory;
 void ct_shard_get_memory(const ct_shard *shard, ct_shard_memory *memory);
 /* Before anything is allocated: about the bytes one rank of shard groups of group_size ranks
- * will hold for `strategy` (model state by the ZeRO formula, plus pooled unit buffers). */
-size_t ct_shard_plan_bytes(const ct_gpt *gpt, ct_shard_strategy strategy, int group_size);
-/* The ZeRO paper's per-rank figure for this strategy, for the banner. */
+ * will hold for `strategy` with parameters in `compute` (model state by the ZeRO formula, plus
+ * pooled unit buffers). */
+size_t ct_shard_plan_bytes(const ct_gpt *gpt, ct_shard_strategy strategy, int group_size,
+                           ct_dtype compute);
+/* The ZeRO paper's per-rank model state for this shard's strategy and compute dtype (bytes),
+ * its formula in psi (parameters) and N (shard group size) into `formula` (docs/memory.md). */
+double ct_shard_state_formula_bytes(const ct_shard *shard, char *formula, size_t formula_bytes);
+/* That figure and formula, for the banner. */
 void ct_shard_describe_plan(const ct_shard *shard, char *text, size_t text_bytes);
 
 #endif

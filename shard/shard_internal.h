@@ -2,10 +2,12 @@
  * The state shared by the files of shard/: layout and buffers per unit, the buffer pool, and
  * the requests in flight. shard.c owns the lifecycle and the step protocol, hooks.c the hooks.
  *
- * Unit buffers live on the kernel table's device and hold elements of s->dtype: they are
- * `void *`, indexed with ct_shard_at, zeroed and copied only through the table (ct_shard_zero,
- * ct_shard_copy) and communicated as s->comm_dtype. Only fp32 is used today; bf16 gradients
- * and gathered params (the [precision] section) change s->dtype, not this code.
+ * Unit buffers live on the kernel table's device and are `void *`: parameters in the compute
+ * dtype (s->dtype: [precision] compute), gradients always f32, fp32 master weights beside the
+ * compute parameters when those are bf16/fp16 (else the parameters are the masters). They are
+ * indexed with ct_shard_param_at / ct_shard_grad_at, zeroed, copied and cast only through the
+ * table (ct_shard_zero_grads, ct_shard_copy_grads, ct_shard_cast), and communicated as
+ * s->comm_dtype (parameters) and f32 (gradients).
  */
 #ifndef CT_SHARD_INTERNAL_H
 #define CT_SHARD_INTERNAL_H
@@ -19,10 +21,14 @@ typedef struct {
     int64_t shard_len; /* S: padded / group size */
     int64_t padded;    /* S * G */
     int64_t lo, hi;    /* the own range, clipped to numel (lo == hi: nothing owned) */
-    void *params;      /* full params: persistent (ddp, zero) or a pooled buffer (fsdp) */
-    void *grads;       /* full grads: persistent (ddp, zero1) or a pooled buffer (zero2, fsdp) */
-    void *param_shard; /* fsdp/hsdp: S persistent elements */
-    void *grad_shard;  /* zero2/fsdp/hsdp: S persistent elements */
+    void *params;      /* full params in the compute dtype: persistent (ddp, zero) or a pooled
+                        * buffer (fsdp) */
+    void *grads;       /* full f32 grads: persistent (ddp, zero1) or pooled (zero2, fsdp) */
+    void *param_shard; /* fsdp/hsdp: S persistent fp32 master elements */
+    void *grad_shard;  /* zero2/fsdp/hsdp: S persistent f32 elements */
+    float *master;     /* the fp32 masters of [master_lo, master_hi): AdamW's and checkpoints' */
+    int64_t master_lo, master_hi;
+    bool master_apart;       /* master is its own allocation (zero with a half compute dtype) */
     ct_comm_request *gather; /* fsdp: a pending (prefetched) all-gather into params */
     ct_comm_request *reduce; /* a pending reduction of grads */
     bool params_pooled, grads_pooled;
@@ -32,9 +38,11 @@ struct ct_shard {
     ct_shard_config cfg;
     ct_gpt *gpt;
     const ct_kernels *kernels; /* every touch of unit memory goes through it */
-    ct_dtype dtype;            /* of every unit buffer (CT_F32 until [precision]) */
+    ct_dtype dtype;            /* of the compute parameters ([precision] compute) */
     size_t elem;               /* bytes per element of dtype */
     ct_comm_dtype comm_dtype;  /* dtype as the process group names it */
+    bool half;                 /* dtype is bf16/fp16: fp32 masters kept apart */
+    bool params_stale;         /* masters changed (loaded): compute copies need a refresh */
     ct_comm *world;            /* may be NULL: a world of one */
     ct_comm *group;            /* the shard group (hsdp: a split; else world) */
     ct_comm *replica;          /* hsdp: ranks holding the same shard; else NULL */
@@ -42,6 +50,7 @@ struct ct_shard {
     int world_size, group_size, group_rank;
     ct_shard_unit *units;
     void *flat_params, *flat_grads; /* ddp: one contiguous buffer each, for buckets */
+    float *flat_masters;            /* ddp with a half compute dtype: the fp32 masters */
     int64_t *flat_offset;           /* ddp: each unit's offset in the flat buffers */
     int bucket_hi;                  /* ddp: highest unit of the bucket being filled; -1 none */
     ct_comm_request *buckets[64];   /* ddp: all-reduces in flight */
@@ -69,17 +78,26 @@ static inline ct_comm *ct_shard_live(ct_comm *comm) {
     return comm && ct_comm_size(comm) > 1 ? comm : NULL;
 }
 
-/* Element `index` of a unit buffer. */
-static inline void *ct_shard_at(const ct_shard *shard, void *buffer, int64_t index) {
+/* Element `index` of a parameter buffer (compute dtype). */
+static inline void *ct_shard_param_at(const ct_shard *shard, void *buffer, int64_t index) {
     return (char *)buffer + (size_t)index * shard->elem;
 }
+/* Element `index` of a gradient buffer (f32). */
+static inline void *ct_shard_grad_at(void *buffer, int64_t index) {
+    return (float *)buffer + index;
+}
 
-/* n elements of a unit buffer := 0, through the kernel table. */
-ct_status ct_shard_zero(ct_shard *shard, void *buffer, int64_t n);
-/* n elements from src to dst, through the kernel table; `kind` says which side is the host. */
-ct_status ct_shard_copy(ct_shard *shard, void *dst, const void *src, int64_t n, ct_copy_kind kind);
+/* n gradient elements := 0, through the kernel table. */
+ct_status ct_shard_zero_grads(ct_shard *shard, void *buffer, int64_t n);
+/* n gradient elements from src to dst, through the kernel table; `kind` says which side is
+ * the host. */
+ct_status ct_shard_copy_grads(ct_shard *shard, void *dst, const void *src, int64_t n,
+                              ct_copy_kind kind);
+/* n fp32 masters into compute parameters (a copy when the compute dtype is f32). */
+ct_status ct_shard_cast_masters(ct_shard *shard, void *params, const float *masters, int64_t n);
 
-/* A pooled buffer of pool_bytes (zeroed when `zero`); NULL on failure. */
+/* A pooled buffer of pool_bytes (room for a padded unit of f32; zeroed when `zero`); NULL on
+ * failure. */
 void *ct_shard_pool_take(ct_shard *shard, bool zero);
 void ct_shard_pool_give(ct_shard *shard, void *buffer);
 /* Points unit u's views at its current params and grads. */
@@ -92,5 +110,8 @@ void ct_shard_init_hooks(ct_shard *shard);
 ct_status ct_shard_gather_params(ct_shard *shard, int u, bool wait);
 /* fsdp: returns unit u's gathered params to the pool. */
 void ct_shard_release_params(ct_shard *shard, int u);
+/* Makes every unit's compute parameters equal to its masters again (ddp/zero: cast, and zero's
+ * all-gather; fsdp: nothing, a gather casts). Collective. */
+ct_status ct_shard_refresh_params(ct_shard *shard);
 
 #endif

@@ -110,6 +110,9 @@ void ct_train_metrics_write(ct_train_metrics *m, const ct_trainer *tr, const ct_
             (unsigned long long)s->comm_bytes[CT_COLL_BROADCAST], memory.model_state_bytes,
             memory.gathered_bytes, memory.comm_buffer_bytes);
     fprintf(f, ", \"checkpoint_buffer_bytes\": %zu", mem.current_bytes[CT_MEM_CHECKPOINT]);
+    if (tr->scaler.enabled)
+        fprintf(f, ", \"loss_scale\": %.9g, \"skipped\": %s", s->loss_scale,
+                s->skipped ? "true" : "false");
     if (!isnan(val_loss)) fprintf(f, ", \"val_loss\": %.9g", val_loss);
     errno = 0;
     /* stdio keeps the first error of the stream: one check after the row catches any of it. */

@@ -231,6 +231,12 @@ ct_status ct_trainer_resume(ct_trainer *tr) {
     if (status == CT_OK) {
         tr->step = (int)m->step;
         tr->resumed = true;
+        /* fp16's scale continues where it was (an fp32/bf16 checkpoint: fp16 starts afresh). */
+        if (tr->scaler.enabled && m->has_loss_scale) {
+            tr->scaler.scale = m->loss_scale;
+            tr->scaler.good_steps = m->loss_scale_good_steps;
+            tr->scaler.skipped_steps = m->skipped_steps;
+        }
         snprintf(tr->resumed_from, sizeof(tr->resumed_from), "%s", path);
         if (tr->rank == 0) {
             printf("resumed from %s at step %d (saved at world size %d with %s) | loaded in "

@@ -193,7 +193,11 @@ static ct_status save_checkpoint_in(ct_trainer *tr, const char *dir, bool sync) 
                               .config_text = config_text,
                               .rng_seed = (uint64_t)tr->job.train_seed,
                               .data_fingerprint = tr->train_fingerprint,
-                              .data_tokens = tr->train_tokens};
+                              .data_tokens = tr->train_tokens,
+                              .has_loss_scale = tr->scaler.enabled,
+                              .loss_scale = tr->scaler.scale,
+                              .loss_scale_good_steps = tr->scaler.good_steps,
+                              .skipped_steps = tr->scaler.skipped_steps};
     ct_status status = ct_ckpt_save(tr->saver, tr->step, &info);
     free(config_text);
     return status;
@@ -267,6 +271,9 @@ static void print_step(const ct_job *job, const ct_step_stats *stats, double val
            stats->step + 1, job->train_steps, stats->loss, stats->lr, stats->grad_norm, stats->ms,
            stats->tokens_per_s, 100 * stats->mfu);
     if (!isnan(val_loss)) printf(" | val %.4f", val_loss);
+    if (stats->skipped)
+        printf(" | overflow: step skipped, loss scale %g -> %g", stats->loss_scale,
+               stats->loss_scale / 2 < 1 ? 1 : stats->loss_scale / 2);
     printf("\n");
     fflush(stdout);
 }
@@ -331,7 +338,8 @@ static int train_steps(ct_trainer *tr, ct_train_metrics *metrics, const char *ru
             code = fail("evaluation", status);
             break;
         }
-        bool logged = eval || last || stopped || (step + 1) % job->log_every == 0 || step == 0;
+        bool logged = eval || last || stopped || stats.skipped ||
+                      (step + 1) % job->log_every == 0 || step == 0;
         if (logged && tr->rank == 0) {
             print_step(job, &stats, val_loss);
             ct_train_metrics_write(metrics, tr, &stats, val_loss);

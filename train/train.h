@@ -36,7 +36,9 @@ typedef struct {
     double grad_norm; /* global L2 norm before clipping */
     double ms;        /* wall time of the step */
     double tokens_per_s;
-    double mfu; /* model FLOPs / (ms * measured sgemm ceiling) */
+    double mfu;        /* model FLOPs / (ms * measured GEMM ceiling of the compute dtype) */
+    double loss_scale; /* fp16: the dynamic loss scale the step used; 1 otherwise */
+    bool skipped;      /* fp16: a gradient overflowed, the update was skipped, the scale halved */
     uint64_t batch_hash;
     uint64_t comm_bytes[CT_COLL_KINDS]; /* this rank's traffic in the step, per kind */
     bool stop; /* some rank was asked to stop (a signal): every rank stops after this step */

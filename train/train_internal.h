@@ -14,6 +14,22 @@
 
 #include <stdio.h>
 
+/* loss_scale.c: fp16's dynamic loss scaling (precision.compute = fp16). The loss is multiplied
+ * by `scale` before backward; a step whose gradient holds an inf or NaN is skipped and the scale
+ * halved (at least 1); after CT_LOSS_SCALE_WINDOW good steps in a row it doubles. */
+#define CT_LOSS_SCALE_INITIAL 65536.0
+#define CT_LOSS_SCALE_WINDOW 1000
+typedef struct {
+    bool enabled;
+    double scale;
+    int64_t good_steps;    /* finite steps since the scale last changed */
+    int64_t skipped_steps; /* steps skipped so far (AdamW counts only the others) */
+} ct_loss_scaler;
+void ct_loss_scaler_init(ct_loss_scaler *scaler, bool enabled);
+/* After a step's gradient norm (of the scaled gradient): true when the step may be taken; updates
+ * the scale either way. */
+bool ct_loss_scaler_update(ct_loss_scaler *scaler, double scaled_norm);
+
 struct ct_trainer {
     ct_job job;
     const ct_kernels *kernels;
@@ -30,7 +46,9 @@ struct ct_trainer {
     char resumed_from[2 * CT_JOB_STR + 64];
     uint64_t train_fingerprint, train_tokens; /* data.train's identity (ct_data_fingerprint) */
     ct_ckpt_saver *saver;                     /* NULL until the first save (run.c) */
-    bool stop_requested; /* this rank was asked to stop (a signal, seen by run.c) */
+    bool stop_requested;   /* this rank was asked to stop (a signal, seen by run.c) */
+    ct_dtype compute;      /* precision.compute */
+    ct_loss_scaler scaler; /* fp16's dynamic loss scale (a scale of 1 otherwise) */
     double flops_per_token;
     double ceiling_gflops; /* measured sgemm rate for MFU; 0 = not measured */
     /* CTRAIN_PROFILE=1: time per op kind (the tape's), plus the rest of the step */

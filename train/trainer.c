@@ -6,6 +6,7 @@
  * and applies AdamW, allocating nothing once warm.
  */
 #include "checkpoint/sharded.h"
+#include "common/fault.h"
 #include "data/data.h"
 #include "model/model.h"
 #include "train/train.h"
@@ -103,7 +104,7 @@ static double gib(size_t bytes) {
  * CTRAIN_SKIP_MEMORY_CHECK=1 skips the memory figure (the estimate may be wrong). */
 static ct_status check_memory(const ct_trainer *tr, ct_shard_strategy strategy, int group_size) {
     const ct_job *job = &tr->job;
-    size_t state = ct_shard_plan_bytes(&tr->gpt, strategy, group_size);
+    size_t state = ct_shard_plan_bytes(&tr->gpt, strategy, group_size, tr->compute);
     /* The background save's copy: 3 floats per element of this rank's slice of the layout
      * (hsdp: over its shard group, otherwise over the world). */
     size_t layout_ranks = (size_t)(strategy == CT_SHARD_HSDP ? group_size : tr->world_size);
@@ -141,6 +142,20 @@ static ct_status check_memory(const ct_trainer *tr, ct_shard_strategy strategy, 
     return CT_OK;
 }
 
+/* precision.compute's name as a dtype. */
+static ct_status parse_compute(const char *name, ct_dtype *dtype) {
+    static const struct {
+        const char *name;
+        ct_dtype dtype;
+    } formats[] = {{"fp32", CT_F32}, {"bf16", CT_BF16}, {"fp16", CT_F16}};
+    for (size_t i = 0; i < CT_ARRAY_LEN(formats); i++)
+        if (strcmp(name, formats[i].name) == 0) {
+            *dtype = formats[i].dtype;
+            return CT_OK;
+        }
+    return ct_error(CT_ERR_INVALID, "precision.compute = \"%s\" (fp32, bf16, fp16)", name);
+}
+
 static ct_status build_model(ct_trainer *tr) {
     const ct_job *job = &tr->job;
     ct_gpt_config config = {.n_layer = job->model_n_layer,
@@ -153,7 +168,8 @@ static ct_status build_model(ct_trainer *tr) {
                            .prefetch = job->parallel_prefetch,
                            .reshard_after_forward = job->parallel_reshard_after_forward,
                            .shard_group_size = job->parallel_shard_group_size,
-                           .reduce_every_microbatch = job->parallel_reduce_every_microbatch};
+                           .reduce_every_microbatch = job->parallel_reduce_every_microbatch,
+                           .compute = tr->compute};
     CT_CHECK(ct_shard_parse_strategy(job->parallel_strategy, &cfg.strategy));
     if (cfg.shard_group_size == 0)
         cfg.shard_group_size = tr->world ? ct_comm_local_size(tr->world) : 1;
@@ -191,6 +207,8 @@ ct_status ct_trainer_new(ct_trainer **out, const ct_job *job, ct_comm *world) {
     tr->rank = world ? ct_comm_rank(world) : 0;
     tr->world_size = world ? ct_comm_size(world) : 1;
     tr->kernels = kernels;
+    CT_CHECK(parse_compute(job->precision_compute, &tr->compute));
+    ct_loss_scaler_init(&tr->scaler, tr->compute == CT_F16);
     CT_CHECK(open_datasets(tr));
     CT_CHECK(check_data(tr));
     ct_tape_init(&tr->tape, tr->kernels);
@@ -230,8 +248,12 @@ static ct_status micro_step(ct_trainer *tr, int64_t step, int micro, double *los
     tr->data_s += ct_time_s() - t0;
     CT_CHECK(ct_tape_reset(&tr->tape));
     tr->tape.recording = true;
-    /* Summed over ranks by the reductions, this makes the gradient the global batch's mean. */
-    float grad_scale = 1.0f / (float)(job->train_grad_accum * tr->world_size);
+    /* Summed over ranks by the reductions, this makes the gradient the global batch's mean
+     * (times fp16's loss scale, divided out again before the update). */
+    float grad_scale = (float)(tr->scaler.scale / ((double)job->train_grad_accum * tr->world_size));
+    /* CTRAIN_FAULT=overflow:rank=R:step=S: an infinite loss scale for that micro-batch. */
+    if (tr->scaler.enabled && micro == 0 && ct_fault_fires("overflow", tr->rank, step))
+        grad_scale = INFINITY;
     CT_CHECK(ct_shard_begin_micro(tr->shard, micro == 0, micro + 1 == job->train_grad_accum));
     ct_tensor *loss =
         ct_gpt_forward_loss(&tr->gpt, &tr->tape, tr->inputs, tr->targets, B, T, grad_scale);
@@ -262,7 +284,10 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
 
     double norm;
     CT_CHECK(ct_shard_grad_norm(tr->shard, &norm));
-    if (!isfinite(norm))
+    double loss_scale = tr->scaler.scale;
+    bool take_step = ct_loss_scaler_update(&tr->scaler, norm);
+    norm /= loss_scale;
+    if (take_step && !isfinite(norm))
         return ct_error(CT_ERR_INVALID,
                         "step %d: gradient norm is %f (loss %f): training "
                         "diverged; lower train.lr or set train.grad_clip",
@@ -275,7 +300,8 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
                            .beta2 = (float)job->train_beta2,
                            .eps = (float)job->train_eps,
                            .weight_decay = (float)job->train_weight_decay};
-    CT_CHECK(ct_shard_optimizer_step(tr->shard, &hp, clip));
+    /* A skipped step (an fp16 overflow) leaves params and Adam state as they were. */
+    if (take_step) CT_CHECK(ct_shard_optimizer_step(tr->shard, &hp, (float)(clip / loss_scale)));
     double t1 = ct_time_s();
     double dt = t1 - t0;
     tr->optimizer_s += (t_passes - t0) + (t1 - t_optimizer);
@@ -287,6 +313,8 @@ ct_status ct_trainer_step(ct_trainer *tr, ct_step_stats *stats) {
     stats->loss = loss_sum / job->train_grad_accum;
     stats->lr = lr;
     stats->grad_norm = norm;
+    stats->loss_scale = loss_scale;
+    stats->skipped = !take_step;
     stats->ms = 1e3 * dt;
     stats->tokens_per_s = tokens / dt;
     if (tr->ceiling_gflops > 0)
