@@ -20,7 +20,7 @@ static ct_status reclaim_grads(ct_shard *s) {
     for (int u = s->gpt->n_units - 1; u >= 0 && s->pool_free == 0; u--) {
         ct_shard_unit *su = &s->units[u];
         if (!su->grads_pooled || !su->reduce) continue;
-        CT_CHECK(ct_shard_wait(&su->reduce));
+        CT_CHECK(ct_shard_finish_reduce(s, u));
         ct_shard_pool_give(s, su->grads);
         su->grads = NULL;
         su->grads_pooled = false;
@@ -47,11 +47,12 @@ static bool reduces_now(const ct_shard *s) {
 static ct_status acquire_grads(ct_shard *s, int u) {
     ct_shard_unit *su = &s->units[u];
     if (su->grads) return CT_OK;
-    CT_CHECK(ct_shard_wait(&su->reduce));
+    CT_CHECK(ct_shard_finish_reduce(s, u));
     su->grads = take(s, true);
     if (!su->grads) return CT_ERR_NOMEM;
     su->grads_pooled = true;
-    if (s->cfg.reduce_every_microbatch && !s->first_micro)
+    /* (bf16 reductions add into the shard instead: the running sum stays fp32) */
+    if (s->cfg.reduce_every_microbatch && !s->first_micro && !ct_shard_stages(s, s->group))
         CT_CHECK(ct_shard_copy_grads(s, ct_shard_grad_at(su->grads, s->group_rank * su->shard_len),
                                      su->grad_shard, su->shard_len, CT_COPY_DEVICE_TO_DEVICE));
     ct_shard_bind(s, u);
@@ -85,6 +86,25 @@ void ct_shard_release_params(ct_shard *s, int u) {
     ct_shard_bind(s, u);
 }
 
+/* reduce = bf16: unit u's full gradient cast into a pooled buffer, reduce-scattered in bf16
+ * there (the own block's sum lands after the padded gradient), then widened into `into`:
+ * assigned (zero1: into is the own block of the full gradient) or added (zero2, fsdp: into is
+ * the gradient shard, through the own block of the full gradient, which is spent by then). */
+static ct_status reduce_scatter_bf16(ct_shard *s, int u, ct_comm *group, float *into, bool add) {
+    ct_shard_unit *su = &s->units[u];
+    const ct_kernels *k = s->kernels;
+    void *send = take(s, false);
+    if (!send) return CT_ERR_NOMEM;
+    su->staging = send;
+    su->staging_result = (uint16_t *)send + su->padded;
+    su->widen_to = into;
+    su->widen_temp = add ? ct_shard_grad_at(su->grads, s->group_rank * su->shard_len) : NULL;
+    su->widen_n = su->shard_len;
+    CT_CHECK(k->cast(&k->ctx, send, CT_BF16, su->grads, CT_F32, (size_t)su->padded));
+    return ct_comm_reduce_scatter(group, send, (void *)su->staging_result, (size_t)su->shard_len,
+                                  CT_COMM_BF16, &su->reduce);
+}
+
 /* Reduce-scatter of unit u's full gradient into the own shard (zero2, fsdp) or in place
  * (zero1, where the own shard lands at grads + rank * S). */
 static ct_status reduce_scatter(ct_shard *s, int u) {
@@ -93,6 +113,7 @@ static ct_status reduce_scatter(ct_shard *s, int u) {
     bool in_place = s->cfg.strategy == CT_SHARD_ZERO1;
     void *recv =
         in_place ? ct_shard_grad_at(su->grads, s->group_rank * su->shard_len) : su->grad_shard;
+    if (ct_shard_stages(s, group)) return reduce_scatter_bf16(s, u, group, recv, !in_place);
     if (group)
         return ct_comm_reduce_scatter(group, su->grads, recv, (size_t)su->shard_len, CT_COMM_F32,
                                       &su->reduce);
@@ -118,8 +139,18 @@ static ct_status ddp_post_backward(void *ctx, ct_unit *unit, bool last_use) {
     ct_comm *world = ct_shard_live(s->world);
     if (!world) return CT_OK;
     CT_ASSERT(s->n_buckets < (int)CT_ARRAY_LEN(s->buckets), "too many buckets");
-    return ct_comm_allreduce(world, ct_shard_grad_at(s->flat_grads, lo), (size_t)(end - lo),
-                             CT_COMM_F32, &s->buckets[s->n_buckets++]);
+    int b = s->n_buckets++;
+    s->bucket_lo[b] = lo;
+    s->bucket_end[b] = end;
+    if (!s->flat_reduce)
+        return ct_comm_allreduce(world, ct_shard_grad_at(s->flat_grads, lo), (size_t)(end - lo),
+                                 CT_COMM_F32, &s->buckets[b]);
+    /* reduce = bf16: the bucket's bf16 copy is summed, and widened back in finish_grads. */
+    const ct_kernels *k = s->kernels;
+    uint16_t *staged = (uint16_t *)s->flat_reduce + lo;
+    CT_CHECK(k->cast(&k->ctx, staged, CT_BF16, ct_shard_grad_at(s->flat_grads, lo), CT_F32,
+                     (size_t)(end - lo)));
+    return ct_comm_allreduce(world, staged, (size_t)(end - lo), CT_COMM_BF16, &s->buckets[b]);
 }
 
 /* ---------------------------------------------------------------- zero1, zero2 */

@@ -72,6 +72,20 @@ void ct_shard_pool_give(ct_shard *shard, void *buffer) {
     if (buffer) shard->pool[shard->pool_free++] = buffer;
 }
 
+ct_status ct_shard_finish_reduce(ct_shard *s, int u) {
+    ct_shard_unit *su = &s->units[u];
+    CT_CHECK(ct_shard_wait(&su->reduce));
+    if (!su->staging) return CT_OK;
+    const ct_kernels *k = s->kernels;
+    size_t n = (size_t)su->widen_n;
+    float *into = su->widen_temp ? su->widen_temp : su->widen_to;
+    ct_status status = k->cast(&k->ctx, into, CT_F32, su->staging_result, CT_BF16, n);
+    if (status == CT_OK && su->widen_temp) k->add_inplace(&k->ctx, su->widen_to, su->widen_temp, n);
+    ct_shard_pool_give(s, su->staging);
+    su->staging = NULL;
+    return status;
+}
+
 void ct_shard_bind(ct_shard *shard, int u) {
     ct_unit_bind(&shard->gpt->units[u], shard->units[u].params, shard->dtype, shard->units[u].grads,
                  CT_F32);
@@ -159,6 +173,10 @@ static ct_status allocate(ct_shard *s) {
         s->flat_masters =
             s->half ? ct_alloc(CT_MEM_MASTERS, sizeof(float) * (size_t)total) : s->flat_params;
         if (!s->flat_params || !s->flat_grads || !s->flat_masters) return CT_ERR_NOMEM;
+        if (ct_shard_stages(s, s->world)) {
+            s->flat_reduce = ct_alloc(CT_MEM_COMM, sizeof(uint16_t) * (size_t)total);
+            if (!s->flat_reduce) return CT_ERR_NOMEM;
+        }
     }
     for (int u = 0; u < n; u++) {
         ct_shard_unit *su = &s->units[u];
@@ -243,6 +261,10 @@ ct_status ct_shard_new(ct_shard **out, ct_gpt *gpt, ct_comm *world, const ct_sha
     s->dtype = cfg->compute;
     s->elem = ct_dtype_size(s->dtype);
     s->half = s->dtype != CT_F32;
+    if (cfg->reduce != CT_F32 && cfg->reduce != CT_BF16)
+        return ct_error(CT_ERR_INVALID, "shard: gradients reduced in %s (f32 or bf16)",
+                        ct_dtype_name(cfg->reduce));
+    s->reduce_half = cfg->reduce == CT_BF16;
     if (s->dtype != CT_F32 && s->dtype != CT_BF16 && s->dtype != CT_F16)
         return ct_error(CT_ERR_INVALID, "shard: %s parameters (f32, bf16 or f16)",
                         ct_dtype_name(s->dtype));
@@ -272,6 +294,7 @@ void ct_shard_free(ct_shard *s) {
         size_t shard_floats = sizeof(float) * (size_t)su->shard_len;
         ct_shard_wait(&su->gather);
         ct_shard_wait(&su->reduce);
+        ct_shard_pool_give(s, su->staging);
         if (su->params_pooled) ct_shard_pool_give(s, su->params);
         if (su->grads_pooled) ct_shard_pool_give(s, su->grads);
         if (s->cfg.strategy != CT_SHARD_DDP && !su->params_pooled && !ct_shard_is_fsdp(s))
@@ -290,6 +313,7 @@ void ct_shard_free(ct_shard *s) {
         ct_free(CT_MEM_PARAMS, s->flat_params, s->elem * (size_t)total);
         ct_free(CT_MEM_GRADS, s->flat_grads, sizeof(float) * (size_t)total);
         if (s->half) ct_free(CT_MEM_MASTERS, s->flat_masters, sizeof(float) * (size_t)total);
+        ct_free(CT_MEM_COMM, s->flat_reduce, sizeof(uint16_t) * (size_t)total);
         ct_free(CT_MEM_OTHER, s->flat_offset, sizeof(int64_t) * (size_t)n);
     }
     ct_free(CT_MEM_OTHER, s->opt_params, sizeof(void *) * (size_t)n);

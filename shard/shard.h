@@ -45,6 +45,8 @@ typedef struct {
                                    * so full gradients never outlive one (more traffic) */
     ct_dtype compute; /* parameters in forward/backward: CT_F32 (0, the default), CT_BF16 or
                        * CT_F16; masters, gradients and Adam state are f32 whatever it is */
+    ct_dtype reduce;  /* gradients summed over ranks in: CT_F32 (the default) or CT_BF16, whose
+                       * sums are widened and added into the f32 gradients */
 } ct_shard_config;
 
 typedef struct ct_shard ct_shard;

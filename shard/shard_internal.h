@@ -31,6 +31,13 @@ typedef struct {
     bool master_apart;       /* master is its own allocation (zero with a half compute dtype) */
     ct_comm_request *gather; /* fsdp: a pending (prefetched) all-gather into params */
     ct_comm_request *reduce; /* a pending reduction of grads */
+    /* reduce = bf16: the pending reduction runs on `staging` (a pooled buffer of bf16), and
+     * when it completes its result is widened into widen_to (widen_n f32): assigned, or added
+     * through the f32 scratch widen_temp when that is set. */
+    void *staging;
+    const void *staging_result;
+    float *widen_to, *widen_temp;
+    int64_t widen_n;
     bool params_pooled, grads_pooled;
 } ct_shard_unit;
 
@@ -43,6 +50,7 @@ struct ct_shard {
     ct_comm_dtype comm_dtype;  /* dtype as the process group names it */
     bool half;                 /* dtype is bf16/fp16: fp32 masters kept apart */
     bool params_stale;         /* masters changed (loaded): compute copies need a refresh */
+    bool reduce_half;          /* [precision] reduce = bf16: gradients summed in bf16 */
     ct_comm *world;            /* may be NULL: a world of one */
     ct_comm *group;            /* the shard group (hsdp: a split; else world) */
     ct_comm *replica;          /* hsdp: ranks holding the same shard; else NULL */
@@ -54,6 +62,8 @@ struct ct_shard {
     int64_t *flat_offset;           /* ddp: each unit's offset in the flat buffers */
     int bucket_hi;                  /* ddp: highest unit of the bucket being filled; -1 none */
     ct_comm_request *buckets[64];   /* ddp: all-reduces in flight */
+    int64_t bucket_lo[64], bucket_end[64]; /* ddp: their ranges of the flat gradient */
+    void *flat_reduce; /* ddp with reduce = bf16: the buckets' bf16 copy (what is all-reduced) */
     int n_buckets;
     void *pool[CT_SHARD_POOL_MAX]; /* free pooled buffers (the largest padded unit each) */
     int pool_free, pool_total;
@@ -78,6 +88,11 @@ static inline ct_comm *ct_shard_live(ct_comm *comm) {
     return comm && ct_comm_size(comm) > 1 ? comm : NULL;
 }
 
+/* Whether gradients summed over `comm` go through a bf16 staging buffer. */
+static inline bool ct_shard_stages(const ct_shard *shard, ct_comm *comm) {
+    return shard->reduce_half && ct_shard_live(comm);
+}
+
 /* Element `index` of a parameter buffer (compute dtype). */
 static inline void *ct_shard_param_at(const ct_shard *shard, void *buffer, int64_t index) {
     return (char *)buffer + (size_t)index * shard->elem;
@@ -95,6 +110,10 @@ ct_status ct_shard_copy_grads(ct_shard *shard, void *dst, const void *src, int64
                               ct_copy_kind kind);
 /* n fp32 masters into compute parameters (a copy when the compute dtype is f32). */
 ct_status ct_shard_cast_masters(ct_shard *shard, void *params, const float *masters, int64_t n);
+
+/* Waits for unit u's pending gradient reduction and, for a bf16 one, widens its result into
+ * the f32 gradient and returns the staging buffer. */
+ct_status ct_shard_finish_reduce(ct_shard *shard, int u);
 
 /* A pooled buffer of pool_bytes (room for a padded unit of f32; zeroed when `zero`); NULL on
  * failure. */

@@ -63,7 +63,7 @@ ct_status ct_shard_sync_params(ct_shard *s) {
 /* Waits for unit u's reduction and returns its pooled full gradient, if it has one. */
 static ct_status release_grads(ct_shard *s, int u) {
     ct_shard_unit *su = &s->units[u];
-    CT_CHECK(ct_shard_wait(&su->reduce));
+    CT_CHECK(ct_shard_finish_reduce(s, u));
     if (su->grads_pooled) {
         ct_shard_pool_give(s, su->grads);
         su->grads = NULL;
@@ -83,21 +83,43 @@ ct_status ct_shard_begin_micro(ct_shard *s, bool first, bool last) {
     return CT_OK;
 }
 
+/* hsdp: unit u's gradient shard summed across the shard groups (in bf16 through a pooled
+ * staging buffer when reduce = bf16, widened back by ct_shard_finish_reduce). */
+static ct_status allreduce_replicas(ct_shard *s, int u, ct_comm *replica) {
+    ct_shard_unit *su = &s->units[u];
+    size_t n = (size_t)su->shard_len;
+    if (!s->reduce_half)
+        return ct_comm_allreduce(replica, su->grad_shard, n, CT_COMM_F32, &su->reduce);
+    const ct_kernels *k = s->kernels;
+    void *staging = ct_shard_pool_take(s, false);
+    if (!staging) return CT_ERR_NOMEM;
+    su->staging = staging;
+    su->staging_result = staging;
+    su->widen_to = su->grad_shard;
+    su->widen_temp = NULL;
+    su->widen_n = su->shard_len;
+    CT_CHECK(k->cast(&k->ctx, staging, CT_BF16, su->grad_shard, CT_F32, n));
+    return ct_comm_allreduce(replica, staging, n, CT_COMM_BF16, &su->reduce);
+}
+
 ct_status ct_shard_finish_grads(ct_shard *s) {
-    for (int b = 0; b < s->n_buckets; b++)
+    const ct_kernels *k = s->kernels;
+    for (int b = 0; b < s->n_buckets; b++) {
         CT_CHECK(ct_shard_wait(&s->buckets[b]));
+        int64_t lo = s->bucket_lo[b], n = s->bucket_end[b] - lo;
+        if (s->flat_reduce)
+            CT_CHECK(k->cast(&k->ctx, ct_shard_grad_at(s->flat_grads, lo), CT_F32,
+                             (uint16_t *)s->flat_reduce + lo, CT_BF16, (size_t)n));
+    }
     s->n_buckets = 0;
     ct_comm *replica = ct_shard_live(s->replica);
     for (int u = 0; u < s->gpt->n_units; u++) {
-        ct_shard_unit *su = &s->units[u];
         CT_CHECK(release_grads(s, u));
         /* hsdp: the shard group reduced its ranks; now sum across the groups. */
-        if (replica)
-            CT_CHECK(ct_comm_allreduce(replica, su->grad_shard, (size_t)su->shard_len, CT_COMM_F32,
-                                       &su->reduce));
+        if (replica) CT_CHECK(allreduce_replicas(s, u, replica));
     }
     for (int u = 0; replica && u < s->gpt->n_units; u++)
-        CT_CHECK(ct_shard_wait(&s->units[u].reduce));
+        CT_CHECK(ct_shard_finish_reduce(s, u));
     return CT_OK;
 }
 

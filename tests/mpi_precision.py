@@ -3,14 +3,16 @@
 
 usage: mpi_precision.py BIN_DIR
 
-1. Tracking: a small GPT trains 200 steps in fp32, bf16 and fp16, with ddp and fsdp at world
-   sizes 1, 2 and 3 (world 1: `ctrain train`; else `mpirun -np W ctrain worker`), on the same
-   global batch. The mean loss of the last 10 steps of every bf16 / fp16 run is within 2% of the
-   fp32 run's at the same layout, and the fp32 run learned (that mean is at least 0.5 below the
-   first step's loss), so the comparison means something.
+1. Tracking: a small GPT trains 200 steps in fp32, bf16, fp16 and bf16 with reduce = bf16,
+   with ddp and fsdp at world sizes 1, 2 and 3, zero2 at world 3 reducing after every
+   micro-batch, and hsdp at world 4 in groups of 2 (world 1:
+   `ctrain train`; else `mpirun -np W ctrain worker`). The mean loss of the last 10 steps of
+   every run is within 2% of the fp32 run's at the same layout, and the fp32 run learned (that
+   mean is at least 0.5 below the first step's loss), so the comparison means something.
 2. Traffic: every step's comm_bytes is the strategy's volume exactly (mpi_equivalence's
-   formula) with parameters gathered in 2 bytes: fsdp's and zero1/zero2's all-gathers are half
-   the fp32 bytes, the gradient reductions (fp32) unchanged (world 3, bf16; zero1/zero2 too).
+   formula) with parameters gathered in 2 bytes when compute is bf16/fp16 (fsdp's and
+   zero1/zero2's all-gathers: half the fp32 bytes) and gradients summed in 2 bytes when reduce
+   is bf16 (reduce-scatter, ddp's all-reduce: half), the scalars unchanged (world 3).
 3. Checkpoints: a bf16 run interrupted at step 10 and resumed (fsdp and zero2 at world 3, ddp
    at world 1) equals the uninterrupted run byte for byte (mpi_resume's check_case: final.bin,
    exports, rank files, losses). The bf16 fsdp world-3 checkpoint loaded at other layouts (zero2
@@ -41,8 +43,8 @@ TRACK_TOL = 0.02
 ACCUM = mpi_equivalence.ACCUM
 
 
-def precision_section(compute):
-    return f'[precision]\ncompute = "{compute}"\n'
+def precision_section(compute, reduce="fp32"):
+    return f'[precision]\ncompute = "{compute}"\nreduce = "{reduce}"\n'
 
 
 def launch(ctrain, job, world, env, check=True):
@@ -55,52 +57,76 @@ def write(path, text):
     return path
 
 
-def tracking_job(data, run_dir, strategy, world, compute, steps=TRACK_STEPS):
-    text = mpi_equivalence.job_text(data, run_dir, 2, ACCUM, strategy, world)
+def tracking_job(data, run_dir, strategy, world, compute, steps=TRACK_STEPS, reduce="fp32",
+                 group=None):
+    text = mpi_equivalence.job_text(data, run_dir, 2, ACCUM, strategy, group or world)
     text = text.replace("steps = 10\n", f"steps = {steps}\n")
-    return text + precision_section(compute)
+    return text + precision_section(compute, reduce)
+
+
+# (strategy, world, hsdp group, reduce_every_microbatch): every layout trains in fp32, bf16,
+# fp16 and bf16 with bf16 reductions
+TRACK_LAYOUTS = [("ddp", 1, 1, False), ("ddp", 2, 2, False), ("ddp", 3, 3, False),
+                 ("fsdp", 1, 1, False), ("fsdp", 2, 2, False), ("fsdp", 3, 3, False),
+                 ("zero2", 3, 3, True), ("hsdp", 4, 2, False)]
+TRACK_RUNS = [("fp32", "fp32"), ("bf16", "fp32"), ("fp16", "fp32"), ("bf16", "bf16")]
 
 
 def tracking(ctrain, env, work, data):
     failures = []
-    for strategy in ("ddp", "fsdp"):
-        for world in (1, 2, 3):
-            means = {}
-            for compute in ("fp32", "bf16", "fp16"):
-                name = f"track-{strategy}{world}-{compute}"
-                run_dir = os.path.join(work, name)
-                job = write(os.path.join(work, name + ".toml"),
-                            tracking_job(data, run_dir, strategy, world, compute))
-                launch(ctrain, job, world, env)
-                rows = mpi_equivalence.read_metrics(run_dir)
-                means[compute] = statistics.mean(r["loss"] for r in rows[-10:])
-                if compute == "fp32" and means[compute] > rows[0]["loss"] - 0.5:
-                    failures.append(f"{name}: did not learn (first loss {rows[0]['loss']:.3f}, "
-                                    f"last 10 {means[compute]:.3f})")
-            for compute in ("bf16", "fp16"):
-                diff = mpi_equivalence.rel(means["fp32"], means[compute])
-                print(f"tracking {strategy} world {world} {compute}: last-10 mean "
-                      f"{means[compute]:.4f} vs fp32 {means['fp32']:.4f} ({100 * diff:.2f}%)")
-                if diff > TRACK_TOL:
-                    failures.append(f"tracking {strategy} world {world} {compute}: "
-                                    f"{100 * diff:.2f}% from fp32, over {100 * TRACK_TOL:.0f}%")
+    for strategy, world, group, every in TRACK_LAYOUTS:
+        means = {}
+        for compute, reduce in TRACK_RUNS:
+            label = compute if reduce == "fp32" else f"{compute}+reduce {reduce}"
+            name = f"track-{strategy}{world}-{compute}-{reduce}"
+            run_dir = os.path.join(work, name)
+            text = tracking_job(data, run_dir, strategy, world, compute, reduce=reduce,
+                                group=group)
+            if every:  # bf16 sums added into the fp32 shard after every micro-batch
+                text = text.replace("reduce_every_microbatch = false",
+                                    "reduce_every_microbatch = true")
+            job = write(os.path.join(work, name + ".toml"), text)
+            launch(ctrain, job, world, env)
+            rows = mpi_equivalence.read_metrics(run_dir)
+            means[label] = statistics.mean(r["loss"] for r in rows[-10:])
+            if label == "fp32" and means[label] > rows[0]["loss"] - 0.5:
+                failures.append(f"{name}: did not learn (first loss {rows[0]['loss']:.3f}, "
+                                f"last 10 {means[label]:.3f})")
+        for label, mean in means.items():
+            diff = mpi_equivalence.rel(means["fp32"], mean)
+            print(f"tracking {strategy} world {world} {label:18s} last-10 mean {mean:.4f} "
+                  f"({100 * diff:.2f}% from fp32)")
+            if diff > TRACK_TOL:
+                failures.append(f"tracking {strategy} world {world} {label}: {100 * diff:.2f}% "
+                                f"from fp32, over {100 * TRACK_TOL:.0f}%")
     return failures
+
+
+# (strategy, compute, reduce) at world 3
+TRAFFIC_CASES = [("ddp", "bf16", "bf16"), ("zero1", "bf16", "fp32"), ("zero2", "bf16", "bf16"),
+                 ("fsdp", "bf16", "fp32"), ("fsdp", "fp32", "bf16"), ("fsdp", "fp16", "bf16")]
 
 
 def traffic(ctrain, env, work, data):
     failures = []
     world = 3
-    for strategy in ("zero1", "zero2", "fsdp"):
-        name = f"traffic-{strategy}{world}"
+    for strategy, compute, reduce in TRAFFIC_CASES:
+        name = f"traffic-{strategy}{world}-{compute}-{reduce}"
         run_dir = os.path.join(work, name)
         job = write(os.path.join(work, name + ".toml"),
-                    tracking_job(data, run_dir, strategy, world, "bf16", steps=4))
+                    tracking_job(data, run_dir, strategy, world, compute, steps=4, reduce=reduce))
         launch(ctrain, job, world, env)
         expected = mpi_equivalence.expected_traffic(strategy, world, world)
-        expected["allgather"] //= 2  # parameters in bf16: 2 bytes an element, not 4
-        failures += mpi_equivalence.check_traffic(name, run_dir, expected)
-        print(f"traffic {strategy} world {world} bf16: allgather {expected['allgather']} B/step "
-              f"{'ok' if not failures else 'FAIL'}")
+        if compute != "fp32":  # parameters gathered in 2 bytes an element, not 4
+            expected["allgather"] //= 2
+        if reduce == "bf16":  # gradients summed in 2 bytes; the scalars stay fp64
+            expected["reduce_scatter"] //= 2
+            if strategy == "ddp":
+                expected["allreduce"] = (expected["allreduce"] - 16) // 2 + 16
+        case = mpi_equivalence.check_traffic(name, run_dir, expected)
+        print(f"traffic {strategy} world {world} compute {compute} reduce {reduce}: "
+              f"{expected} {'ok' if not case else 'FAIL'}")
+        failures += case
     return failures
 
 

@@ -169,7 +169,8 @@ static ct_status build_model(ct_trainer *tr) {
                            .reshard_after_forward = job->parallel_reshard_after_forward,
                            .shard_group_size = job->parallel_shard_group_size,
                            .reduce_every_microbatch = job->parallel_reduce_every_microbatch,
-                           .compute = tr->compute};
+                           .compute = tr->compute,
+                           .reduce = strcmp(job->precision_reduce, "bf16") == 0 ? CT_BF16 : CT_F32};
     CT_CHECK(ct_shard_parse_strategy(job->parallel_strategy, &cfg.strategy));
     if (cfg.shard_group_size == 0)
         cfg.shard_group_size = tr->world ? ct_comm_local_size(tr->world) : 1;
