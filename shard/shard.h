@@ -143,11 +143,18 @@ ct_status ct_shard_agree(ct_shard *shard, ct_status status, const char *what);
 /* values[0..n) := rank 0's. */
 ct_status ct_shard_broadcast_from_rank0(ct_shard *shard, int32_t *values, int n);
 
-/* Memory held by this rank (bytes, from the allocator's categories). */
+/* Memory held by this rank (bytes, from the allocator's categories; docs/memory.md). */
 typedef struct {
-    size_t model_state_bytes; /* persistent params + grads + optimizer state */
+    size_t model_state_bytes; /* persistent params + masters + grads + optimizer state */
+    size_t params_bytes;      /* parameters in the compute dtype (fp32: they are the masters) */
+    size_t masters_bytes;     /* fp32 masters kept apart (bf16/fp16 compute) */
+    size_t grads_bytes;       /* persistent fp32 gradients (full or the shard) */
+    size_t optimizer_bytes;   /* Adam m and v */
     size_t gathered_bytes;    /* pooled buffers for gathered units and transient gradients */
-    size_t comm_buffer_bytes; /* the process groups' own buffers */
+    size_t gathered_peak_bytes;
+    size_t activations_peak_bytes; /* the tape's arenas at their fullest so far */
+    size_t comm_buffer_bytes;      /* the process groups' own buffers */
+    ct_dtype compute;              /* the dtype of params_bytes */
 } ct_shard_memory;
 void ct_shard_get_memory(const ct_shard *shard, ct_shard_memory *memory);
 /* Before anything is allocated: about the bytes one rank of shard groups of group_size ranks

@@ -166,14 +166,19 @@ ct_status ct_shard_gather_unit(ct_shard *s, int u, float *dest) {
 }
 
 void ct_shard_get_memory(const ct_shard *s, ct_shard_memory *memory) {
-    (void)s;
     ct_mem_stats stats;
     ct_mem_get_stats(&stats);
-    memory->model_state_bytes =
-        stats.current_bytes[CT_MEM_PARAMS] + stats.current_bytes[CT_MEM_MASTERS] +
-        stats.current_bytes[CT_MEM_GRADS] + stats.current_bytes[CT_MEM_OPTIMIZER];
+    memory->params_bytes = stats.current_bytes[CT_MEM_PARAMS];
+    memory->masters_bytes = stats.current_bytes[CT_MEM_MASTERS];
+    memory->grads_bytes = stats.current_bytes[CT_MEM_GRADS];
+    memory->optimizer_bytes = stats.current_bytes[CT_MEM_OPTIMIZER];
+    memory->model_state_bytes = memory->params_bytes + memory->masters_bytes + memory->grads_bytes +
+                                memory->optimizer_bytes;
     memory->gathered_bytes = stats.current_bytes[CT_MEM_GATHERED];
+    memory->gathered_peak_bytes = stats.peak_bytes[CT_MEM_GATHERED];
+    memory->activations_peak_bytes = stats.peak_bytes[CT_MEM_ACTIVATIONS];
     memory->comm_buffer_bytes = stats.current_bytes[CT_MEM_COMM];
+    memory->compute = s->dtype;
 }
 
 /* The ZeRO paper's per-rank model state over shard groups of n ranks, for parameters of

@@ -110,6 +110,16 @@ void ct_train_metrics_write(ct_train_metrics *m, const ct_trainer *tr, const ct_
             (unsigned long long)s->comm_bytes[CT_COLL_BROADCAST], memory.model_state_bytes,
             memory.gathered_bytes, memory.comm_buffer_bytes);
     fprintf(f, ", \"checkpoint_buffer_bytes\": %zu", mem.current_bytes[CT_MEM_CHECKPOINT]);
+    char formula[64];
+    double formula_bytes = ct_shard_state_formula_bytes(tr->shard, formula, sizeof(formula));
+    fprintf(f,
+            ", \"memory\": {\"params_bytes\": %zu, \"params_dtype\": \"%s\", "
+            "\"masters_bytes\": %zu, \"grads_bytes\": %zu, \"optimizer_bytes\": %zu, "
+            "\"activations_peak_bytes\": %zu, \"gathered_peak_bytes\": %zu, "
+            "\"model_state_formula\": \"%s\", \"model_state_formula_bytes\": %.0f}",
+            memory.params_bytes, ct_dtype_name(memory.compute), memory.masters_bytes,
+            memory.grads_bytes, memory.optimizer_bytes, memory.activations_peak_bytes,
+            memory.gathered_peak_bytes, formula, formula_bytes);
     if (tr->scaler.enabled)
         fprintf(f, ", \"loss_scale\": %.9g, \"skipped\": %s", s->loss_scale,
                 s->skipped ? "true" : "false");

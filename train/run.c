@@ -87,8 +87,17 @@ static void print_banner(const ct_trainer *tr, const char *run_dir) {
            job->model_seq_len, gpt->num_params / 1e6, tr->flops_per_token / 1e6);
     ct_shard_memory memory;
     ct_shard_get_memory(tr->shard, &memory);
-    printf("  memory plan %s | allocated model state %.1f MiB\n", plan,
-           memory.model_state_bytes * mib);
+    printf("  precision: compute %s, reduce %s%s\n", job->precision_compute, job->precision_reduce,
+           tr->scaler.enabled ? ", dynamic loss scale from 65536" : "");
+    printf("  memory per rank (docs/memory.md): params %.1f MiB %s", memory.params_bytes * mib,
+           ct_dtype_name(memory.compute));
+    if (memory.masters_bytes) printf(" + fp32 masters %.1f MiB", memory.masters_bytes * mib);
+    printf(", grads %.1f MiB, Adam %.1f MiB = model state %.1f MiB\n    formula %s\n"
+           "    activations planned up to %.1f MiB (activation_checkpointing %s) | comm buffers "
+           "%.1f MiB\n",
+           memory.grads_bytes * mib, memory.optimizer_bytes * mib, memory.model_state_bytes * mib,
+           plan, tr->activation_plan_bytes * mib, job->memory_activation_checkpointing,
+           memory.comm_buffer_bytes * mib);
     printf("  data: %s (%llu tokens, %d shards)", job->data_train,
            (unsigned long long)ct_data_num_tokens(tr->train), ct_data_num_shards(tr->train));
     if (tr->val)

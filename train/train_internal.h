@@ -46,9 +46,10 @@ struct ct_trainer {
     char resumed_from[2 * CT_JOB_STR + 64];
     uint64_t train_fingerprint, train_tokens; /* data.train's identity (ct_data_fingerprint) */
     ct_ckpt_saver *saver;                     /* NULL until the first save (run.c) */
-    bool stop_requested;   /* this rank was asked to stop (a signal, seen by run.c) */
-    ct_dtype compute;      /* precision.compute */
-    ct_loss_scaler scaler; /* fp16's dynamic loss scale (a scale of 1 otherwise) */
+    bool stop_requested;          /* this rank was asked to stop (a signal, seen by run.c) */
+    ct_dtype compute;             /* precision.compute */
+    ct_loss_scaler scaler;        /* fp16's dynamic loss scale (a scale of 1 otherwise) */
+    size_t activation_plan_bytes; /* the tape's reserve: ct_gpt_activation_bytes' bound */
     double flops_per_token;
     double ceiling_gflops; /* measured sgemm rate for MFU; 0 = not measured */
     /* CTRAIN_PROFILE=1: time per op kind (the tape's), plus the rest of the step */
