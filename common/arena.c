@@ -107,3 +107,13 @@ ct_status ct_arena_reset(ct_arena *arena) {
     arena->used_bytes = 0;
     return CT_OK;
 }
+
+size_t ct_arena_mark(const ct_arena *arena) {
+    return arena->used_bytes;
+}
+
+void ct_arena_rewind(ct_arena *arena, size_t mark) {
+    CT_ASSERT(mark <= arena->used_bytes, "rewind to %zu, above the %zu bytes in use", mark,
+              arena->used_bytes);
+    arena->used_bytes = mark;
+}

@@ -9,7 +9,8 @@
  *   once the process knows it.
  * - The counting allocator (ct_alloc/ct_free): bytes per category, current and peak, for the
  *   memory report, and a count of every allocation so tests can prove a step does none.
- * - Arenas: bump allocators for per-step activations; reset after each step, no malloc once warm.
+ * - Arenas: bump allocators for per-step activations; reset after each step, no malloc once warm;
+ *   a mark and rewind give back the top of one within a step.
  * - A counter-based random generator keyed by (seed, purpose, index): the same number comes out
  *   whatever the world size, thread count or resume point.
  */
@@ -140,6 +141,12 @@ void *ct_arena_alloc(ct_arena *arena, size_t bytes);
 /* Like ct_arena_alloc but skips the zero fill (for buffers that are written before read). */
 void *ct_arena_alloc_uninit(ct_arena *arena, size_t bytes);
 ct_status ct_arena_reset(ct_arena *arena);
+/* The arena's position (its used bytes), and a rewind to one taken earlier in the same step:
+ * everything allocated since is given back at once (its pages stay committed), so that a part
+ * of a step that is recomputed later (model/tape.h's checkpoints) leaves no trace but what
+ * its owner moves below the mark. */
+size_t ct_arena_mark(const ct_arena *arena);
+void ct_arena_rewind(ct_arena *arena, size_t mark);
 
 /* ---------------------------------------------------------------- random numbers */
 

@@ -2,6 +2,8 @@
  * GPT-2 (BENCH.md): the unit layout of its parameters, their initialisation, and the forward
  * pass as a sequence of units. Unit 0, "embed", holds wte, wpe and the final LayerNorm and is
  * entered twice per pass (the LM head is tied to wte); unit 1+l is transformer block l.
+ * Recomputation (ct_recompute) wraps a block in a checkpoint, or its LayerNorms and GELU in
+ * transient tensors (model/tape.h); the ops do not know.
  */
 #include "model/gpt.h"
 
@@ -140,6 +142,31 @@ void ct_gpt_init_weights(ct_gpt *gpt, uint64_t seed) {
     }
 }
 
+static const char *recompute_names[] = {"none", "block", "selective"};
+
+ct_status ct_recompute_parse(const char *name, ct_recompute *mode) {
+    for (size_t i = 0; i < CT_ARRAY_LEN(recompute_names); i++)
+        if (strcmp(name, recompute_names[i]) == 0) {
+            *mode = (ct_recompute)i;
+            return CT_OK;
+        }
+    return ct_error(CT_ERR_INVALID,
+                    "unknown activation checkpointing \"%s\": one of \"none\", \"block\", "
+                    "\"selective\"",
+                    name);
+}
+
+const char *ct_recompute_name(ct_recompute mode) {
+    CT_ASSERT((size_t)mode < CT_ARRAY_LEN(recompute_names), "recompute mode %d", (int)mode);
+    return recompute_names[mode];
+}
+
+void ct_gpt_set_recompute(ct_gpt *gpt, ct_recompute mode) {
+    gpt->recompute = mode;
+    for (int u = 1; u < gpt->n_units; u++) /* unit 0, the tied embedding, is kept whole */
+        gpt->units[u].recompute = mode != CT_RECOMPUTE_NONE;
+}
+
 ct_tensor *ct_gpt_param(ct_gpt *gpt, const char *full_name) {
     for (int u = 0; u < gpt->n_units; u++) {
         ct_unit *unit = &gpt->units[u];
@@ -157,20 +184,29 @@ double ct_gpt_flops_per_token(const ct_gpt_config *c, int T) {
     return 6.0 * matmul_weights + 12.0 * L * T * C;
 }
 
-size_t ct_gpt_activation_bytes(const ct_kernels *k, const ct_gpt_config *c, int B, int T) {
+size_t ct_gpt_activation_bytes(const ct_kernels *k, const ct_gpt_config *c, int B, int T,
+                               ct_recompute mode) {
     size_t BT = (size_t)B * T, C = (size_t)c->n_embd, NH = (size_t)c->n_head;
     size_t L = (size_t)c->n_layer, V = (size_t)c->vocab_size;
     /* A block's outputs, widths in C: ln1 1, qkv 3, attention 1, proj 1, add 1, ln2 1, fc 4,
      * gelu 4, mlp 1, add 1 = 18; each gets a gradient as large in backward. */
-    size_t block = 2 * 18 * BT * C + 4 * BT /* LayerNorm mean, rstd */ +
-                   (size_t)B * NH * T * T /* probabilities */ +
-                   2 * k->attention_scratch_floats(&k->ctx, B, T, (int)C, (int)NH) /* fwd + bwd */;
+    size_t scratch = 4 * BT /* LayerNorm mean, rstd */ +
+                     (size_t)B * NH * T * T /* probabilities */ +
+                     2 * k->attention_scratch_floats(&k->ctx, B, T, (int)C, (int)NH) /* fwd+bwd */;
+    size_t block = 2 * 18 * BT * C + scratch;
     /* The token ids and targets (int32, as large as floats), the embedding's output and the
      * final LayerNorm with their gradients, the head's saved d(x), per-row losses and one
      * chunk of logits. */
     size_t head = 2 * BT + 4 * BT * C + 2 * BT + BT * C + BT +
                   (size_t)k->lm_head_chunk_rows(&k->ctx, (int)BT, (int)V) * V;
-    size_t floats = L * block + head;
+    size_t blocks = L * block;
+    /* block: every block's output and its gradient, and one block whole at a time (its
+     * forward, then in backward its recomputation and the gradients inside it). */
+    if (mode == CT_RECOMPUTE_BLOCK) blocks = L * 2 * BT * C + block;
+    /* selective: the LayerNorm and GELU outputs (1 + 1 + 4) and their gradients are not kept;
+     * two transient buffers as large as the largest (4) stand in for them. */
+    if (mode == CT_RECOMPUTE_SELECTIVE) blocks = L * (block - 2 * 6 * BT * C) + 2 * 4 * BT * C;
+    size_t floats = blocks + head;
     /* Tensor headers, nodes and saved records (a few hundred bytes per op, 64-byte aligned
      * allocations), generously. */
     size_t records = (L + 2) * 32 * 1024;
@@ -189,21 +225,60 @@ void ct_gpt_zero_grad(ct_gpt *gpt, const ct_kernels *kernels) {
 
 /* ---------------------------------------------------------------- forward */
 
-static ct_tensor *block_fwd(ct_gpt *gpt, ct_tape *tape, ct_unit *unit, ct_tensor *x) {
-    ct_tensor *w = unit->tensors; /* in layout_block's order */
-    if (ct_tape_unit_begin(tape, unit)) return NULL;
-    ct_tensor *h = ct_op_layernorm(tape, x, &w[0], &w[1]);
+/* The regions recomputation runs again (model/tape.h): a block, a LayerNorm, a GELU. */
+typedef struct {
+    ct_unit *unit;
+    int n_head;
+    bool selective; /* its LayerNorm and GELU outputs are transient */
+} block_region;
+
+// x is (B,T,C); ctx points at a unit's LayerNorm weight and bias, consecutive -> out (B,T,C)
+static ct_tensor *layernorm_fwd(ct_tape *tape, void *ctx, ct_tensor *x) {
+    ct_tensor *weight_bias = ctx;
+    return ct_op_layernorm(tape, x, &weight_bias[0], &weight_bias[1]);
+}
+
+static ct_tensor *gelu_fwd(ct_tape *tape, void *ctx, ct_tensor *x) {
+    (void)ctx;
+    return ct_op_gelu(tape, x);
+}
+
+/* A LayerNorm or GELU, transient with selective recomputation. */
+static ct_tensor *cheap_fwd(ct_tape *tape, const block_region *b, ct_region_fn fn, void *ctx,
+                            ct_tensor *x) {
+    return b->selective ? ct_tape_transient(tape, fn, ctx, x) : fn(tape, ctx, x);
+}
+
+// x is (B,T,C) -> the block's output (B,T,C); ctx is a block_region
+static ct_tensor *block_body_fwd(ct_tape *tape, void *ctx, ct_tensor *x) {
+    const block_region *b = ctx;
+    ct_tensor *w = b->unit->tensors; /* in layout_block's order, read at each call */
+    ct_tensor *h = cheap_fwd(tape, b, layernorm_fwd, &w[0], x);
     ct_tensor *qkv = ct_op_linear(tape, h, &w[2], &w[3]);
-    ct_tensor *att = ct_op_attention(tape, qkv, gpt->config.n_head);
+    ct_tensor *att = ct_op_attention(tape, qkv, b->n_head);
     ct_tensor *proj = ct_op_linear(tape, att, &w[4], &w[5]);
     ct_tensor *x1 = ct_op_add(tape, x, proj);
-    ct_tensor *h2 = ct_op_layernorm(tape, x1, &w[6], &w[7]);
+    ct_tensor *h2 = cheap_fwd(tape, b, layernorm_fwd, &w[6], x1);
     ct_tensor *fc = ct_op_linear(tape, h2, &w[8], &w[9]);
-    ct_tensor *act = ct_op_gelu(tape, fc);
+    ct_tensor *act = cheap_fwd(tape, b, gelu_fwd, NULL, fc);
     ct_tensor *mlp = ct_op_linear(tape, act, &w[10], &w[11]);
-    ct_tensor *x2 = ct_op_add(tape, x1, mlp);
+    return ct_op_add(tape, x1, mlp);
+}
+
+/* A block inside its unit's markers: with block recomputation a checkpoint, so that going
+ * back the unit's pre_backward hook (which gathers its parameters) comes before the block
+ * runs again. */
+static ct_tensor *block_fwd(ct_gpt *gpt, ct_tape *tape, ct_unit *unit, ct_tensor *x) {
+    if (ct_tape_unit_begin(tape, unit)) return NULL;
+    block_region *b = ct_tape_host(tape, sizeof(block_region)); /* lives until backward */
+    if (!b) return NULL;
+    *b = (block_region){unit, gpt->config.n_head,
+                        unit->recompute && gpt->recompute == CT_RECOMPUTE_SELECTIVE};
+    ct_tensor *out = unit->recompute && gpt->recompute == CT_RECOMPUTE_BLOCK
+                         ? ct_tape_checkpoint(tape, block_body_fwd, b, x)
+                         : block_body_fwd(tape, b, x);
     if (ct_tape_unit_end(tape, unit)) return NULL;
-    return x2;
+    return out;
 }
 
 /* Everything up to the final LayerNorm's output (B,T,C); leaves the embed unit entered for
@@ -220,6 +295,10 @@ static ct_tensor *trunk_fwd(ct_gpt *gpt, ct_tape *tape, const int32_t *inputs, i
     ct_unit *embed = &gpt->units[0];
     int64_t shape[2] = {B, T};
     ct_tensor *tokens = ct_tape_upload(tape, CT_I32, 2, shape, inputs);
+    /* The largest transient tensor is GELU's output, (B,T,4C). */
+    if (gpt->recompute == CT_RECOMPUTE_SELECTIVE &&
+        ct_tape_reserve_transient(tape, sizeof(float) * (size_t)B * T * 4 * gpt->config.n_embd))
+        return NULL;
     if (ct_tape_unit_begin(tape, embed)) return NULL;
     ct_tensor *x = ct_op_embedding(tape, tokens, &embed->tensors[0], &embed->tensors[1]);
     if (ct_tape_unit_end(tape, embed)) return NULL;

@@ -21,8 +21,20 @@ typedef struct {
 /* GPT-2 exactly (BENCH.md): pre-LayerNorm blocks, learned positions, tied embedding / LM head,
  * GELU (tanh), biases everywhere, LayerNorm eps 1e-5, causal attention, no dropout.
  * Unit 0 is "embed" (wte, wpe, lnf.weight, lnf.bias); unit 1+l is "block.l". */
+/* Activation recomputation ([memory] activation_checkpointing): none keeps every activation
+ * for backward; block keeps only each transformer block's input and output and runs the block
+ * again in backward (a checkpoint per block; the embedding unit is not recomputed); selective
+ * keeps the matmul and attention outputs and regenerates the LayerNorm and GELU outputs in
+ * backward. The gradients are the same bits in every mode. */
+typedef enum { CT_RECOMPUTE_NONE = 0, CT_RECOMPUTE_BLOCK, CT_RECOMPUTE_SELECTIVE } ct_recompute;
+
+/* "none", "block", "selective" -> *mode; an unknown name is an error listing the names. */
+ct_status ct_recompute_parse(const char *name, ct_recompute *mode);
+const char *ct_recompute_name(ct_recompute mode);
+
 typedef struct {
     ct_gpt_config config;
+    ct_recompute recompute; /* CT_RECOMPUTE_NONE unless ct_gpt_set_recompute says otherwise */
     int n_units;
     ct_unit *units;
     void *flat_data; /* single-process storage of every unit (NULL when a shard layer owns it) */
@@ -43,16 +55,19 @@ void ct_gpt_init_range(const ct_gpt *gpt, int u, uint64_t seed, int64_t lo, int6
                        float *dest);
 /* Initialises all bound parameters (single process, host memory, f32). */
 void ct_gpt_init_weights(ct_gpt *gpt, uint64_t seed);
+/* Sets the recomputation mode of the next passes (and each block unit's `recompute`). */
+void ct_gpt_set_recompute(ct_gpt *gpt, ct_recompute mode);
 /* Finds a parameter by its full name ("block.3.attn.qkv.weight", "embed.wte"). */
 ct_tensor *ct_gpt_param(ct_gpt *gpt, const char *full_name);
 /* Training FLOPs per token (BENCH.md): 6 x matmul weights incl. the tied head + 12 L T C. */
 double ct_gpt_flops_per_token(const ct_gpt_config *config, int T);
 /* An upper bound of the tape's bytes (both arenas) for one recorded forward and backward pass
- * of a (B,T) micro-batch: the token ids, every activation, its gradient, the attention
- * probabilities and scratch, the LM head's chunk of logits, and the tape's own records.
- * tests/test_gpt.c holds it against the measured peak. */
-size_t ct_gpt_activation_bytes(const ct_kernels *kernels, const ct_gpt_config *config, int B,
-                               int T);
+ * of a (B,T) micro-batch in recomputation mode `mode`: the token ids, the activations kept
+ * and recomputed, their gradients, the attention probabilities and scratch, the LM head's
+ * chunk of logits, and the tape's own records. A forward pass alone needs less.
+ * tests/test_gpt.c holds it against the measured peak of each mode. */
+size_t ct_gpt_activation_bytes(const ct_kernels *kernels, const ct_gpt_config *config, int B, int T,
+                               ct_recompute mode);
 
 /* One forward pass on inputs/targets (B,T) int32 in host memory (copied to the device through
  * the table). Returns the mean loss tensor (scalar, device memory: ct_tape_read_scalar reads

@@ -43,7 +43,7 @@ typedef struct ct_unit {
     void *grad;          /* numel of grad_dtype: the full gradient while this rank holds it */
     ct_dtype grad_dtype; /* of grad */
     int uses_per_pass;   /* forward uses per pass: 2 for the tied embedding unit */
-    bool recompute;      /* activation checkpointing (arrives with the Precision & memory issue) */
+    bool recompute;      /* its activations are recomputed in backward (ct_gpt_set_recompute) */
     int uses_this_pass;  /* counted by the tape's markers */
 } ct_unit;
 

@@ -2,7 +2,7 @@
  * Model and trainer behaviour on small GPTs: the initial loss is ln(vocab), one batch can be
  * overfitted, training on a learnable stream lowers the validation loss, gradient accumulation
  * equals one larger batch, two identical runs agree bitwise, and a warm step allocates nothing
- * (with OpenBLAS; with oneDNN only its per-call bookkeeping).
+ * (with OpenBLAS; with oneDNN only its per-call bookkeeping) in every recomputation mode.
  */
 #include "data/data.h"
 #include "model/model.h"
@@ -171,7 +171,8 @@ static void test_two_runs_are_bitwise_equal(void) {
     ct_trainer_free(b);
 }
 
-/* What five warm steps (after three of warm-up) of a small job on `blas` allocate. */
+/* What five warm steps (after three of warm-up) of a small job on `blas` allocate, each
+ * recomputation mode in turn (the sums over the modes). */
 typedef struct {
     long ct_allocs;    /* through ct_alloc */
     long libc[5];      /* libc malloc/calloc/realloc calls, per step */
@@ -179,27 +180,30 @@ typedef struct {
 } warm_allocations;
 
 static warm_allocations measure_warm_steps(const char *blas) {
-    ct_job job;
-    small_job(&job);
-    job.train_grad_accum = 2;
-    snprintf(job.device_blas, sizeof(job.device_blas), "%s", blas);
-    ct_trainer *tr = new_trainer(&job);
-    ct_step_stats s;
-    for (int i = 0; i < 3; i++)
-        CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
     warm_allocations w = {0};
-    ct_mem_stats before, after;
-    ct_mem_get_stats(&before);
-    size_t bytes_before = libc_bytes;
-    for (int i = 0; i < 5; i++) {
-        long start = libc_allocations;
-        CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
-        w.libc[i] = libc_allocations - start;
+    for (ct_recompute mode = CT_RECOMPUTE_NONE; mode <= CT_RECOMPUTE_SELECTIVE; mode++) {
+        ct_job job;
+        small_job(&job);
+        job.train_grad_accum = 2;
+        snprintf(job.device_blas, sizeof(job.device_blas), "%s", blas);
+        ct_trainer *tr = new_trainer(&job);
+        ct_gpt_set_recompute(&tr->gpt, mode);
+        ct_step_stats s;
+        for (int i = 0; i < 3; i++)
+            CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
+        ct_mem_stats before, after;
+        ct_mem_get_stats(&before);
+        size_t bytes_before = libc_bytes;
+        for (int i = 0; i < 5; i++) {
+            long start = libc_allocations;
+            CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
+            w.libc[i] += libc_allocations - start;
+        }
+        ct_mem_get_stats(&after);
+        w.ct_allocs += (long)(after.allocations - before.allocations);
+        w.libc_bytes += libc_bytes - bytes_before;
+        ct_trainer_free(tr);
     }
-    ct_mem_get_stats(&after);
-    w.ct_allocs = (long)(after.allocations - before.allocations);
-    w.libc_bytes = libc_bytes - bytes_before;
-    ct_trainer_free(tr);
     return w;
 }
 
@@ -227,8 +231,9 @@ static void test_warm_step_with_onednn_allocates_only_its_execution_records(void
 }
 
 /* The plan's activation bound (which sizes the arena's reservation) holds the measured peak of
- * a recorded step, and is not wildly above it, on shapes that stress each term: odd sizes, a
- * long sequence (attention's T^2), a wide vocabulary (the head's chunk), deep and wide. */
+ * a recorded step in each recomputation mode, and is not wildly above it, on shapes that stress
+ * each term: odd sizes, a long sequence (attention's T^2), a wide vocabulary (the head's chunk),
+ * deep and wide. */
 static void test_activation_bound_holds_the_measured_peak(void) {
     static const int shapes[][6] = {/* n_layer, n_head, n_embd, vocab, seq_len, batch */
                                     {1, 1, 8, 64, 7, 3},
@@ -236,29 +241,32 @@ static void test_activation_bound_holds_the_measured_peak(void) {
                                     {1, 2, 16, 64, 128, 2},
                                     {2, 2, 32, 20000, 16, 8},
                                     {4, 4, 64, 300, 32, 2}};
-    for (size_t i = 0; i < CT_ARRAY_LEN(shapes); i++) {
-        ct_job job;
-        small_job(&job);
-        job.model_n_layer = shapes[i][0];
-        job.model_n_head = shapes[i][1];
-        job.model_n_embd = shapes[i][2];
-        job.model_vocab_size = shapes[i][3];
-        job.model_seq_len = shapes[i][4];
-        job.train_batch_size = shapes[i][5];
-        job.train_grad_accum = 2;
-        ct_trainer *tr = new_trainer(&job);
-        ct_step_stats s;
-        CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
-        size_t bound = ct_gpt_activation_bytes(tr->kernels, &tr->gpt.config, job.train_batch_size,
-                                               job.model_seq_len);
-        size_t peak = tr->tape.data.peak_bytes + tr->tape.host.peak_bytes;
-        printf("\n    shape %zu: peak %zu bytes, bound %zu (%.2fx)", i, peak, bound,
-               (double)bound / (double)peak);
-        CU_ASSERT(peak <= bound);
-        /* Above the peak by the records' allowance (32 KiB a unit) and at most a third more. */
-        CU_ASSERT(bound <= peak + peak / 3 + (size_t)(job.model_n_layer + 2) * 32 * 1024);
-        ct_trainer_free(tr);
-    }
+    for (size_t i = 0; i < CT_ARRAY_LEN(shapes); i++)
+        for (ct_recompute mode = CT_RECOMPUTE_NONE; mode <= CT_RECOMPUTE_SELECTIVE; mode++) {
+            ct_job job;
+            small_job(&job);
+            job.model_n_layer = shapes[i][0];
+            job.model_n_head = shapes[i][1];
+            job.model_n_embd = shapes[i][2];
+            job.model_vocab_size = shapes[i][3];
+            job.model_seq_len = shapes[i][4];
+            job.train_batch_size = shapes[i][5];
+            job.train_grad_accum = 2;
+            ct_trainer *tr = new_trainer(&job);
+            ct_gpt_set_recompute(&tr->gpt, mode);
+            ct_step_stats s;
+            CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
+            size_t bound = ct_gpt_activation_bytes(tr->kernels, &tr->gpt.config,
+                                                   job.train_batch_size, job.model_seq_len, mode);
+            size_t peak = tr->tape.data.peak_bytes + tr->tape.host.peak_bytes;
+            printf("\n    shape %zu, %s: peak %zu bytes, bound %zu (%.2fx)", i,
+                   ct_recompute_name(mode), peak, bound, (double)bound / (double)peak);
+            CU_ASSERT(peak <= bound);
+            /* Above the peak by the records' allowance (32 KiB a unit) and at most a third
+             * more. */
+            CU_ASSERT(bound <= peak + peak / 3 + (size_t)(job.model_n_layer + 2) * 32 * 1024);
+            ct_trainer_free(tr);
+        }
 }
 
 int main(void) {

@@ -109,8 +109,8 @@ static ct_status check_memory(const ct_trainer *tr, ct_shard_strategy strategy, 
      * (hsdp: over its shard group, otherwise over the world). */
     size_t layout_ranks = (size_t)(strategy == CT_SHARD_HSDP ? group_size : tr->world_size);
     size_t copy = job->checkpoint_async ? 12 * (size_t)tr->gpt.num_params / layout_ranks : 0;
-    size_t activations = ct_gpt_activation_bytes(tr->kernels, &tr->gpt.config,
-                                                 job->train_batch_size, job->model_seq_len);
+    size_t activations = ct_gpt_activation_bytes(
+        tr->kernels, &tr->gpt.config, job->train_batch_size, job->model_seq_len, tr->gpt.recompute);
     size_t rank_bytes = state + copy + activations;
     int local = tr->world ? ct_comm_local_size(tr->world) : 1;
     const char *source;
@@ -164,6 +164,9 @@ static ct_status build_model(ct_trainer *tr) {
                             .vocab_size = job->model_vocab_size,
                             .seq_len = job->model_seq_len};
     CT_CHECK(ct_gpt_init(&tr->gpt, &config));
+    ct_recompute recompute;
+    CT_CHECK(ct_recompute_parse(job->memory_activation_checkpointing, &recompute));
+    ct_gpt_set_recompute(&tr->gpt, recompute);
     ct_shard_config cfg = {.bucket_mb = job->parallel_bucket_mb,
                            .prefetch = job->parallel_prefetch,
                            .reshard_after_forward = job->parallel_reshard_after_forward,
@@ -178,8 +181,8 @@ static ct_status build_model(ct_trainer *tr) {
                      : cfg.strategy == CT_SHARD_DDP ? 1
                                                     : tr->world_size;
     CT_CHECK(check_memory(tr, cfg.strategy, CT_MAX(group_size, 1)));
-    tr->activation_plan_bytes =
-        ct_gpt_activation_bytes(tr->kernels, &config, job->train_batch_size, job->model_seq_len);
+    tr->activation_plan_bytes = ct_gpt_activation_bytes(tr->kernels, &config, job->train_batch_size,
+                                                        job->model_seq_len, tr->gpt.recompute);
     ct_tape_set_capacity(&tr->tape, activation_reserve_bytes(tr->activation_plan_bytes));
     CT_CHECK(ct_shard_new(&tr->shard, &tr->gpt, tr->world, &cfg, tr->kernels,
                           (uint64_t)job->train_seed));
