@@ -37,9 +37,11 @@ static ct_status load_piece(const ct_ckpt_step *ck, ct_shard *shard, const ct_gp
     if (lo == hi) return CT_OK;
     const char *name = gpt->units[u].name;
     float *host = ct_shard_state_host(shard, u, state);
-    if (host)
+    if (host) {
+        if (state == CT_SHARD_STATE_PARAMS) ct_shard_params_written(shard);
         return ct_ckpt_read_range(ck->readers, ck->manifest.world_size, u, name, kind, lo, hi,
                                   host);
+    }
     size_t bytes = sizeof(float) * (size_t)(hi - lo);
     float *staging = ct_alloc(CT_MEM_CHECKPOINT, bytes);
     if (!staging) return ct_error(CT_ERR_NOMEM, "checkpoint: %zu bytes to load %s", bytes, name);

@@ -27,6 +27,8 @@ ct_status ct_kernels_for_device(const ct_kernels_options *options, const ct_kern
     ct_blas blas;
     CT_CHECK(ct_kern_cpu_blas_for(options->blas, &blas));
     ct_kern_cpu_set_threads(options->cpu_threads);
-    *kernels = ct_kern_cpu(blas);
+    ct_half_path half;
+    CT_CHECK(ct_kern_cpu_half_path_for(options->half ? options->half : "auto", &half));
+    *kernels = ct_kern_cpu(blas, half);
     return CT_OK;
 }

@@ -47,10 +47,15 @@ const char *ct_dtype_name(ct_dtype dtype);
 /* Which library runs the CPU backend's GEMMs (device.blas). */
 typedef enum { CT_BLAS_OPENBLAS = 0, CT_BLAS_ONEDNN } ct_blas;
 
-/* What a backend needs on every call; NULL (and 0) fields on the CPU but cpu_blas. */
+/* How the CPU backend runs ops on bf16/f16 parameters (device.half_kernels): GEMMs on
+ * oneDNN's bf16 matmul (AMX where the CPU has it), or weights widened to f32 (any CPU). */
+typedef enum { CT_HALF_PORTABLE = 0, CT_HALF_NATIVE } ct_half_path;
+
+/* What a backend needs on every call; NULL (and 0) fields on the CPU but cpu_blas, cpu_half. */
 typedef struct {
     ct_device device;
     ct_blas cpu_blas;       /* the CPU GEMMs' library; OPENBLAS (unused) on CUDA */
+    ct_half_path cpu_half;  /* the CPU's path for half parameters; unused on CUDA */
     int device_index;       /* which GPU (CUDA); 0 on the CPU */
     void *stream;           /* cudaStream_t every entry is ordered on */
     void *blas;             /* cublasLtHandle_t */
@@ -155,6 +160,32 @@ typedef struct ct_kernels {
     void (*loss_mean)(const ct_kern_ctx *ctx, float *loss, const float *losses,
                       const int32_t *targets, int N);
 
+    /* ---- the ops that read parameters, for bf16/f16 parameters (precision.compute): `weight`,
+     * `bias`, `wte`, `wpe` hold `dtype` (CT_BF16 or CT_F16) elements; activations, their
+     * gradients and the parameters' gradients stay f32, with the f32 twin's shapes and
+     * accumulation. They fail (CT_ERR_NOMEM) only when their workspace cannot grow, and
+     * (CT_ERR_INVALID) for another dtype. LayerNorm's (C)-sized weights are widened by its op. */
+    /* Bytes of the workspace the kernels below hold (outside the tape, counted as activations)
+     * for a Linear (N,C)->(N,OC) when chunk_rows = 0, or the LM head (N rows, C, V = OC) with
+     * chunk_rows; it grows to the largest call and stays. */
+    size_t (*half_workspace_bytes)(const ct_kern_ctx *ctx, ct_dtype dtype, int N, int C, int OC,
+                                   int chunk_rows);
+    ct_status (*matmul_fwd_half)(const ct_kern_ctx *ctx, float *out, const float *inp,
+                                 const void *weight, const void *bias, ct_dtype dtype, int N, int C,
+                                 int OC);
+    ct_status (*matmul_bwd_half)(const ct_kern_ctx *ctx, float *dinp, float *dweight, float *dbias,
+                                 const float *dout, const float *inp, const void *weight,
+                                 ct_dtype dtype, int N, int C, int OC);
+    ct_status (*embedding_fwd_half)(const ct_kern_ctx *ctx, float *out, const int32_t *tokens,
+                                    const void *wte, const void *wpe, ct_dtype dtype, int B, int T,
+                                    int C);
+    ct_status (*lm_head_loss_half)(const ct_kern_ctx *ctx, float *losses, float *dx, float *dwte,
+                                   const float *x, const void *wte, ct_dtype dtype,
+                                   const int32_t *targets, int N, int C, int V, float grad_scale,
+                                   float *scratch, int chunk_rows);
+    ct_status (*lm_head_logits_half)(const ct_kern_ctx *ctx, float *logits, const float *x,
+                                     const void *wte, ct_dtype dtype, int N, int C, int V);
+
     /* AdamW on n elements: m, v moments; weight decay `decay` applied decoupled (p -= lr*decay*p);
      * the gradient is multiplied by grad_scale first (clipping). bias1/bias2 are 1 - beta^t. */
     void (*adamw)(const ct_kern_ctx *ctx, float *param, const float *grad, float *m, float *v,
@@ -171,6 +202,7 @@ typedef struct {
     const char *type; /* device.type: "auto", "cpu" or "cuda" */
     int cpu_threads;  /* device.threads_per_rank: the CPU kernels' threads; 0 = all cores */
     const char *blas; /* device.blas: "auto", "onednn" or "openblas" */
+    const char *half; /* device.half_kernels: "auto", "native" or "portable"; NULL = "auto" */
 } ct_kernels_options;
 
 /* The one place a backend is chosen: the table for device.type. It sets the CPU kernels'
@@ -178,9 +210,9 @@ typedef struct {
  * "auto" is the CPU until a CUDA backend exists; "cuda" fails with a message saying so. */
 ct_status ct_kernels_for_device(const ct_kernels_options *options, const ct_kernels **kernels);
 
-/* The CPU backend's table (GEMMs on `blas`, the rest OpenMP loops); only ct_kernels_for_device
- * and kernels/ name it. */
-const ct_kernels *ct_kern_cpu(ct_blas blas);
+/* The CPU backend's table (GEMMs on `blas`, half parameters on `half`, the rest OpenMP loops);
+ * only ct_kernels_for_device, kernels/ and the kernel tests name it. */
+const ct_kernels *ct_kern_cpu(ct_blas blas, ct_half_path half);
 
 /* ---- CPU tuning: host threads, not part of any table. The CPU kernels use them, and so does
  * host-side work that is no kernel (checkpoint compression threads, the MFU ceiling). */
@@ -195,6 +227,15 @@ int ct_kern_cpu_threads(void);
 ct_status ct_kern_cpu_blas_for(const char *name, ct_blas *blas);
 /* "onednn" or "openblas" (banners). */
 const char *ct_kern_cpu_blas_name(ct_blas blas);
+
+/* The half path for device.half_kernels "native", "portable" or "auto" (native where the CPU
+ * has AMX-BF16 and oneDNN a bf16 matmul: with AVX-512-BF16 alone bf16 GEMMs are slower than
+ * f32 ones); "native" fails with a message where oneDNN has no bf16 matmul. */
+ct_status ct_kern_cpu_half_path_for(const char *name, ct_half_path *path);
+/* "native" or "portable" (banners). */
+const char *ct_kern_cpu_half_path_name(ct_half_path path);
+/* One line for the banner: which path the ops take on parameters of `dtype` with table k. */
+void ct_kern_describe_half(const ct_kernels *k, ct_dtype dtype, char *out, size_t out_bytes);
 
 /* GFLOP/s of an n x n x n fp32 GEMM on `blas` at the current thread count (best of reps). */
 double ct_kern_cpu_sgemm_gflops(int n, int reps, ct_blas blas);

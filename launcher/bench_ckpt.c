@@ -170,8 +170,8 @@ static ct_status model_state(bench_state *s, int steps) {
     ct_gpt_init_weights(&s->gpt, 1337);
     CT_CHECK(ct_adamw_init(&s->opt, &s->gpt, NULL, NULL));
     const ct_kernels *kern;
-    CT_CHECK(
-        ct_kernels_for_device(&(ct_kernels_options){"cpu", ct_kern_cpu_threads(), "auto"}, &kern));
+    CT_CHECK(ct_kernels_for_device(
+        &(ct_kernels_options){"cpu", ct_kern_cpu_threads(), "auto", "auto"}, &kern));
     ct_tape tape;
     ct_tape_init(&tape, kern);
     int32_t tokens[B * T + 1];

@@ -168,16 +168,17 @@ int ct_cli_sample(int argc, char **argv) {
     ct_tape tape;
     const ct_kernels *kernels;
     int code = 1;
-    bool read = ct_kernels_for_device(&(ct_kernels_options){"cpu", 0, "auto"}, &kernels) == CT_OK &&
-                ct_ckpt_llmc_read_config(o.init, &config) == CT_OK;
+    bool read =
+        ct_kernels_for_device(&(ct_kernels_options){"cpu", 0, "auto", "auto"}, &kernels) == CT_OK &&
+        ct_ckpt_llmc_read_config(o.init, &config) == CT_OK;
     ct_tape_init(&tape, kernels);
     tape.recording = false;
     /* A forward pass of one sequence needs less than a recorded one: reserve that (plus a
      * margin), not the machine's memory, so that `ulimit -v` is not spent on it. */
     if (read)
-        ct_tape_set_capacity(
-            &tape, ct_gpt_activation_bytes(kernels, &config, 1, config.seq_len, CT_RECOMPUTE_NONE) +
-                       (64 << 20));
+        ct_tape_set_capacity(&tape, ct_gpt_activation_bytes(kernels, &config, 1, config.seq_len,
+                                                            CT_RECOMPUTE_NONE, CT_F32) +
+                                        (64 << 20));
     if (!read || ct_gpt_init(&gpt, &config) != CT_OK || ct_gpt_alloc_full(&gpt) != CT_OK ||
         ct_ckpt_llmc_read(o.init, &gpt) != CT_OK) {
         fprintf(stderr, "ctrain sample: %s\n", ct_error_message());

@@ -46,14 +46,14 @@ void ct_adamw_free(ct_adamw *opt) {
 ct_status ct_adamw_step(ct_adamw *opt, const ct_gpt *gpt, void *const *params,
                         const void *const *grads, const ct_adamw_hparams *hp, float grad_scale,
                         const ct_kernels *kernels) {
+    /* params are the fp32 masters the strategy passes (the unit's own buffer in fp32, the
+     * masters beside bf16/fp16 compute parameters); gradients are always the unit's f32 ones. */
     for (int u = 0; u < opt->n_units; u++) {
         const ct_unit *unit = &gpt->units[u];
-        if (unit->dtype != CT_F32 || unit->grad_dtype != CT_F32)
+        if (unit->grad_dtype != CT_F32)
             return ct_error(CT_ERR_INVALID,
-                            "AdamW on unit %s: %s parameters and %s gradients, but the %s "
-                            "kernel takes f32",
-                            unit->name, ct_dtype_name(unit->dtype), ct_dtype_name(unit->grad_dtype),
-                            kernels->name);
+                            "AdamW on unit %s: %s gradients, but the %s kernel takes f32",
+                            unit->name, ct_dtype_name(unit->grad_dtype), kernels->name);
     }
     opt->t++;
     float bias1 = (float)(1.0 - pow(hp->beta1, (double)opt->t));

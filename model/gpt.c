@@ -184,8 +184,19 @@ double ct_gpt_flops_per_token(const ct_gpt_config *c, int T) {
     return 6.0 * matmul_weights + 12.0 * L * T * C;
 }
 
+/* The half kernels' workspace for this model's largest Linear and its LM head. */
+static size_t half_workspace_bytes(const ct_kernels *k, const ct_gpt_config *c, ct_dtype dtype,
+                                   int N) {
+    int C = c->n_embd, V = c->vocab_size;
+    int chunk_rows = k->lm_head_chunk_rows(&k->ctx, N, V);
+    size_t fc = k->half_workspace_bytes(&k->ctx, dtype, N, C, 4 * C, 0);
+    size_t proj = k->half_workspace_bytes(&k->ctx, dtype, N, 4 * C, C, 0);
+    size_t head = k->half_workspace_bytes(&k->ctx, dtype, N, C, V, chunk_rows);
+    return CT_MAX(CT_MAX(fc, proj), head);
+}
+
 size_t ct_gpt_activation_bytes(const ct_kernels *k, const ct_gpt_config *c, int B, int T,
-                               ct_recompute mode) {
+                               ct_recompute mode, ct_dtype compute) {
     size_t BT = (size_t)B * T, C = (size_t)c->n_embd, NH = (size_t)c->n_head;
     size_t L = (size_t)c->n_layer, V = (size_t)c->vocab_size;
     /* A block's outputs, widths in C: ln1 1, qkv 3, attention 1, proj 1, add 1, ln2 1, fc 4,
@@ -206,11 +217,14 @@ size_t ct_gpt_activation_bytes(const ct_kernels *k, const ct_gpt_config *c, int 
     /* selective: the LayerNorm and GELU outputs (1 + 1 + 4) and their gradients are not kept;
      * two transient buffers as large as the largest (4) stand in for them. */
     if (mode == CT_RECOMPUTE_SELECTIVE) blocks = L * (block - 2 * 6 * BT * C) + 2 * 4 * BT * C;
+    /* bf16/f16 parameters: LayerNorm's weights widened to f32 (2C per LayerNorm). */
+    if (compute != CT_F32) head += (2 * L + 1) * 2 * C;
     size_t floats = blocks + head;
     /* Tensor headers, nodes and saved records (a few hundred bytes per op, 64-byte aligned
      * allocations), generously. */
     size_t records = (L + 2) * 32 * 1024;
-    return floats * sizeof(float) + records;
+    size_t workspace = compute != CT_F32 ? half_workspace_bytes(k, c, compute, (int)BT) : 0;
+    return floats * sizeof(float) + records + workspace;
 }
 
 void ct_gpt_zero_grad(ct_gpt *gpt, const ct_kernels *kernels) {
@@ -325,10 +339,16 @@ ct_status ct_gpt_forward_logits(ct_gpt *gpt, ct_tape *tape, const int32_t *input
     tape->recording = false;
     ct_unit *embed = &gpt->units[0];
     ct_tensor *y = trunk_fwd(gpt, tape, inputs, B, T);
-    if (y)
-        tape->kernels->lm_head_logits(&tape->kernels->ctx, logits, ct_tensor_f32(y),
-                                      ct_tensor_f32(&embed->tensors[0]), B * T, gpt->config.n_embd,
-                                      gpt->config.vocab_size);
+    const ct_kernels *k = tape->kernels;
+    const ct_tensor *wte = &embed->tensors[0];
+    int N = B * T, C = gpt->config.n_embd, V = gpt->config.vocab_size;
+    if (y && wte->dtype != CT_F32) {
+        ct_status status = k->lm_head_logits_half(&k->ctx, logits, ct_tensor_f32(y), wte->data,
+                                                  wte->dtype, N, C, V);
+        if (status) ct_tape_fail(tape, status);
+    } else if (y) {
+        k->lm_head_logits(&k->ctx, logits, ct_tensor_f32(y), ct_tensor_f32(wte), N, C, V);
+    }
     if (y) ct_tape_unit_end(tape, embed);
     tape->recording = recording;
     return ct_tape_status(tape);

@@ -64,10 +64,11 @@ double ct_gpt_flops_per_token(const ct_gpt_config *config, int T);
 /* An upper bound of the tape's bytes (both arenas) for one recorded forward and backward pass
  * of a (B,T) micro-batch in recomputation mode `mode`: the token ids, the activations kept
  * and recomputed, their gradients, the attention probabilities and scratch, the LM head's
- * chunk of logits, and the tape's own records. A forward pass alone needs less.
- * tests/test_gpt.c holds it against the measured peak of each mode. */
+ * chunk of logits, and the tape's own records; with `compute` bf16/f16 parameters also the
+ * widened LayerNorm weights and the half kernels' workspace (outside the tape). A forward pass
+ * alone needs less. tests/test_gpt.c holds it against the measured peak of each mode. */
 size_t ct_gpt_activation_bytes(const ct_kernels *kernels, const ct_gpt_config *config, int B, int T,
-                               ct_recompute mode);
+                               ct_recompute mode, ct_dtype compute);
 
 /* One forward pass on inputs/targets (B,T) int32 in host memory (copied to the device through
  * the table). Returns the mean loss tensor (scalar, device memory: ct_tape_read_scalar reads

@@ -224,6 +224,19 @@ bool ct_tape_check_dtype(ct_tape *tape, const char *op, ct_dtype dtype, const ct
     return true;
 }
 
+bool ct_tape_check_params(ct_tape *tape, const char *op, const ct_tensor *a, const ct_tensor *b) {
+    const ct_tensor *first = a ? a : b;
+    if (!first) return true;
+    ct_dtype dtype = first->dtype;
+    if (dtype != CT_F32 && dtype != CT_BF16 && dtype != CT_F16) {
+        ct_tape_fail(tape,
+                     ct_error(CT_ERR_INVALID, "%s: %s is %s; parameters are f32, bf16 or f16", op,
+                              first->name ? first->name : "a parameter", ct_dtype_name(dtype)));
+        return false;
+    }
+    return ct_tape_check_dtype(tape, op, dtype, a, b, NULL);
+}
+
 static ct_tape_node *append(ct_tape *tape, ct_node_kind kind) {
     ct_tape_node *node = ct_tape_host(tape, sizeof(ct_tape_node));
     if (!node) return NULL;

@@ -134,6 +134,10 @@ float *ct_tape_grad_f32(ct_tape *tape, ct_tensor *t);
  * error naming `op` and the dtype it was given. Ops call it before touching data. */
 bool ct_tape_check_dtype(ct_tape *tape, const char *op, ct_dtype dtype, const ct_tensor *a,
                          const ct_tensor *b, const ct_tensor *c);
+/* True when the parameters a and b (NULLs skipped) share one floating-point dtype (f32, or the
+ * bf16/f16 of precision.compute, which the *_half kernels take); otherwise the tape fails with
+ * an error naming `op`. */
+bool ct_tape_check_params(ct_tape *tape, const char *op, const ct_tensor *a, const ct_tensor *b);
 /* True when an op with these inputs will be recorded (the tape records and one needs a grad). */
 bool ct_tape_will_record(const ct_tape *tape, const ct_tensor *in0, const ct_tensor *in1);
 /* Appends an op node named `op` when recording and any input needs a gradient; marks

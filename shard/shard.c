@@ -383,6 +383,10 @@ ct_status ct_shard_state_from_host(ct_shard *s, int u, ct_shard_state state, int
                    CT_COPY_HOST_TO_DEVICE);
 }
 
+void ct_shard_params_written(ct_shard *s) {
+    s->params_stale = true;
+}
+
 ct_status ct_shard_load_unit(ct_shard *s, int u, const float *full) {
     int64_t lo, hi;
     ct_shard_state_range(s, u, CT_SHARD_STATE_PARAMS, &lo, &hi);

@@ -88,8 +88,12 @@ typedef enum {
  * (ddp: all). Not while a step is in flight (fsdp's gathered copies would go stale). */
 void ct_shard_state_range(ct_shard *shard, int u, ct_shard_state state, int64_t *lo, int64_t *hi);
 /* That storage as host memory (pointer[0] is element *lo) when the kernel table's device is
- * the host, so a checkpoint can read and write it in place; NULL on any other device. */
+ * the host, so a checkpoint can read and write it in place; NULL on any other device. A
+ * caller that wrote parameters through it calls ct_shard_params_written after. */
 float *ct_shard_state_host(ct_shard *shard, int u, ct_shard_state state);
+/* Parameters (the masters) were written in place: the bf16/fp16 compute copies (and fsdp's
+ * gathered units) are refreshed by the next ct_shard_sync_params or ct_shard_begin_step. */
+void ct_shard_params_written(ct_shard *shard);
 /* Copies elements [a, b) of unit u's state, inside the range this rank keeps, to or from the
  * host floats `host`, through the kernel table; complete when they return. */
 ct_status ct_shard_state_to_host(ct_shard *shard, int u, ct_shard_state state, int64_t a, int64_t b,

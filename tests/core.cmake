@@ -49,3 +49,6 @@ set_tests_properties(mpi_resume PROPERTIES LABELS mpi TIMEOUT 600 SKIP_RETURN_CO
 add_test(NAME mpi_reshard
          COMMAND python3 ${CMAKE_CURRENT_SOURCE_DIR}/mpi_reshard.py ${CMAKE_BINARY_DIR}/bin)
 set_tests_properties(mpi_reshard PROPERTIES LABELS mpi TIMEOUT 600 SKIP_RETURN_CODE 77)
+add_test(NAME mpi_precision
+         COMMAND python3 ${CMAKE_CURRENT_SOURCE_DIR}/mpi_precision.py ${CMAKE_BINARY_DIR}/bin)
+set_tests_properties(mpi_precision PROPERTIES LABELS mpi TIMEOUT 900 SKIP_RETURN_CODE 77)

@@ -10,3 +10,4 @@ ct_unit_test(test_op_attention LIBS ct_model)
 ct_unit_test(test_op_lm_head_loss LIBS ct_model)
 # Activation recomputation: block and selective against none, bitwise, with hooks; memory.
 ct_unit_test(test_gpt_recompute LIBS ct_model)
+ct_unit_test(test_half LIBS ct_model)

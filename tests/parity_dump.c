@@ -112,7 +112,8 @@ int main(int argc, char **argv) {
     parity_args a;
     if (parse(argc, argv, &a)) return 2;
     const ct_kernels *k;
-    if (ct_kernels_for_device(&(ct_kernels_options){"cpu", 1, "auto"}, &k) != CT_OK) return 1;
+    if (ct_kernels_for_device(&(ct_kernels_options){"cpu", 1, "auto", "auto"}, &k) != CT_OK)
+        return 1;
     ct_gpt_config config;
     ct_gpt gpt;
     int B, T;

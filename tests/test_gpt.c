@@ -179,13 +179,16 @@ typedef struct {
     size_t libc_bytes; /* their bytes, all five steps */
 } warm_allocations;
 
-static warm_allocations measure_warm_steps(const char *blas) {
+static warm_allocations measure_warm_steps(const char *blas, const char *compute,
+                                           const char *half_kernels) {
     warm_allocations w = {0};
     for (ct_recompute mode = CT_RECOMPUTE_NONE; mode <= CT_RECOMPUTE_SELECTIVE; mode++) {
         ct_job job;
         small_job(&job);
         job.train_grad_accum = 2;
         snprintf(job.device_blas, sizeof(job.device_blas), "%s", blas);
+        snprintf(job.precision_compute, sizeof(job.precision_compute), "%s", compute);
+        snprintf(job.device_half_kernels, sizeof(job.device_half_kernels), "%s", half_kernels);
         ct_trainer *tr = new_trainer(&job);
         ct_gpt_set_recompute(&tr->gpt, mode);
         ct_step_stats s;
@@ -208,7 +211,16 @@ static warm_allocations measure_warm_steps(const char *blas) {
 }
 
 static void test_warm_step_allocates_nothing_with_openblas(void) {
-    warm_allocations w = measure_warm_steps("openblas");
+    warm_allocations w = measure_warm_steps("openblas", "fp32", "auto");
+    CU_ASSERT_EQUAL(w.ct_allocs, 0);
+    for (int i = 0; i < 5; i++)
+        CU_ASSERT_EQUAL(w.libc[i], 0);
+}
+
+/* bf16 parameters on the portable path: the half kernels' workspace grows during warm-up only,
+ * and the casts of masters to parameters reuse their buffers. */
+static void test_warm_bf16_step_allocates_nothing_on_the_portable_path(void) {
+    warm_allocations w = measure_warm_steps("openblas", "bf16", "portable");
     CU_ASSERT_EQUAL(w.ct_allocs, 0);
     for (int i = 0; i < 5; i++)
         CU_ASSERT_EQUAL(w.libc[i], 0);
@@ -219,8 +231,7 @@ static void test_warm_step_allocates_nothing_with_openblas(void) {
  * scratchpads are made once (kernels/cpu/gemm.c), so a warm step allocates no buffer: nothing
  * through ct_alloc, the same libc allocations in every step (no primitive is remade), and
  * small ones (under 1 KiB on average: bookkeeping, not data). */
-static void test_warm_step_with_onednn_allocates_only_its_execution_records(void) {
-    warm_allocations w = measure_warm_steps("onednn");
+static void check_onednn_warm_steps(warm_allocations w) {
     CU_ASSERT_EQUAL(w.ct_allocs, 0);
     long count = 0;
     for (int i = 0; i < 5; i++) {
@@ -228,6 +239,21 @@ static void test_warm_step_with_onednn_allocates_only_its_execution_records(void
         count += w.libc[i];
     }
     CU_ASSERT(count == 0 || w.libc_bytes / (size_t)count < 1024);
+}
+
+static void test_warm_step_with_onednn_allocates_only_its_execution_records(void) {
+    check_onednn_warm_steps(measure_warm_steps("onednn", "fp32", "auto"));
+}
+
+/* The native bf16 path runs its GEMMs on oneDNN too: the same bound (where the CPU has it). */
+static void test_warm_native_bf16_step_allocates_only_onednn_execution_records(void) {
+    ct_half_path path;
+    if (ct_kern_cpu_half_path_for("native", &path) != CT_OK) {
+        printf("\n    skipped: %s", ct_error_message());
+        ct_error_clear();
+        return;
+    }
+    check_onednn_warm_steps(measure_warm_steps("openblas", "bf16", "native"));
 }
 
 /* The plan's activation bound (which sizes the arena's reservation) holds the measured peak of
@@ -256,8 +282,9 @@ static void test_activation_bound_holds_the_measured_peak(void) {
             ct_gpt_set_recompute(&tr->gpt, mode);
             ct_step_stats s;
             CU_ASSERT_FATAL(ct_trainer_step(tr, &s) == CT_OK);
-            size_t bound = ct_gpt_activation_bytes(tr->kernels, &tr->gpt.config,
-                                                   job.train_batch_size, job.model_seq_len, mode);
+            size_t bound =
+                ct_gpt_activation_bytes(tr->kernels, &tr->gpt.config, job.train_batch_size,
+                                        job.model_seq_len, mode, CT_F32);
             size_t peak = tr->tape.data.peak_bytes + tr->tape.host.peak_bytes;
             printf("\n    shape %zu, %s: peak %zu bytes, bound %zu (%.2fx)", i,
                    ct_recompute_name(mode), peak, bound, (double)bound / (double)peak);
@@ -285,6 +312,10 @@ int main(void) {
          test_warm_step_allocates_nothing_with_openblas},
         {"test_warm_step_with_onednn_allocates_only_its_execution_records",
          test_warm_step_with_onednn_allocates_only_its_execution_records},
+        {"test_warm_bf16_step_allocates_nothing_on_the_portable_path",
+         test_warm_bf16_step_allocates_nothing_on_the_portable_path},
+        {"test_warm_native_bf16_step_allocates_only_onednn_execution_records",
+         test_warm_native_bf16_step_allocates_only_onednn_execution_records},
         {"test_activation_bound_holds_the_measured_peak",
          test_activation_bound_holds_the_measured_peak},
     };

@@ -80,8 +80,8 @@ static run_result run(const ct_gpt_config *c, int B, int T, ct_recompute mode, b
     run_result r;
     memset(&r, 0, sizeof(r));
     const ct_kernels *k = NULL;
-    CU_ASSERT_FATAL(ct_kernels_for_device(&(ct_kernels_options){"cpu", 2, "openblas"}, &k) ==
-                    CT_OK);
+    CU_ASSERT_FATAL(
+        ct_kernels_for_device(&(ct_kernels_options){"cpu", 2, "openblas", "auto"}, &k) == CT_OK);
     ct_gpt gpt;
     CU_ASSERT_FATAL(ct_gpt_init(&gpt, c) == CT_OK);
     CU_ASSERT_FATAL(ct_gpt_alloc_full(&gpt) == CT_OK);
@@ -198,14 +198,14 @@ static void test_block_peak_is_a_fraction_of_none_and_bounds_hold(void) {
         .n_layer = 8, .n_head = 3, .n_embd = 48, .vocab_size = 67, .seq_len = 33};
     int B = 3, T = 33;
     const ct_kernels *k = NULL;
-    CU_ASSERT_FATAL(ct_kernels_for_device(&(ct_kernels_options){"cpu", 2, "openblas"}, &k) ==
-                    CT_OK);
+    CU_ASSERT_FATAL(
+        ct_kernels_for_device(&(ct_kernels_options){"cpu", 2, "openblas", "auto"}, &k) == CT_OK);
     size_t peak[3];
     for (ct_recompute mode = CT_RECOMPUTE_NONE; mode <= CT_RECOMPUTE_SELECTIVE; mode++) {
         run_result r = run(&c, B, T, mode, false);
         peak[mode] = r.data_peak_bytes;
         size_t total = r.data_peak_bytes + r.host_peak_bytes;
-        size_t bound = ct_gpt_activation_bytes(k, &c, B, T, mode);
+        size_t bound = ct_gpt_activation_bytes(k, &c, B, T, mode, CT_F32);
         printf("\n    %s: data peak %zu, host peak %zu, bound %zu (%.2fx)", ct_recompute_name(mode),
                r.data_peak_bytes, r.host_peak_bytes, bound, (double)bound / (double)total);
         CU_ASSERT(total <= bound);

@@ -20,8 +20,8 @@
 
 static const ct_kernels *kernels(void) {
     const ct_kernels *k = NULL;
-    CU_ASSERT_EQUAL_FATAL(ct_kernels_for_device(&(ct_kernels_options){"cpu", 0, "auto"}, &k),
-                          CT_OK);
+    CU_ASSERT_EQUAL_FATAL(
+        ct_kernels_for_device(&(ct_kernels_options){"cpu", 0, "auto", "auto"}, &k), CT_OK);
     return k;
 }
 
@@ -266,7 +266,7 @@ static void test_loss_mean_averages_the_rows_with_a_target(void) {
 }
 
 static ct_status choose(const char *type, const char *blas, const ct_kernels **k) {
-    return ct_kernels_for_device(&(ct_kernels_options){type, 0, blas}, k);
+    return ct_kernels_for_device(&(ct_kernels_options){type, 0, blas, "auto"}, k);
 }
 
 static void test_the_chooser_gives_the_cpu_for_auto_and_refuses_cuda(void) {

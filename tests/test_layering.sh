@@ -51,9 +51,10 @@ if [ -n "$layout_copies" ]; then
   failures=$((failures + 1))
 fi
 # One chooser of the kernel table: the CPU table is named only in kernels/ (kernels.c's
-# ct_kernels_for_device and the CPU backend itself). Everything else is handed a table.
+# ct_kernels_for_device and the CPU backend itself) and the kernel tests, which hold several
+# tables side by side. Everything else is handed a table.
 cpu_table=$(grep -rn --include='*.c' --include='*.h' --include='*.cu' -E '\bct_kern_cpu\(' . |
-  grep -v -E '^\./(kernels|build[^/]*)/' | grep -v -E '^\./tests/test_kernels\.c:' || true)
+  grep -v -E '^\./(kernels|build[^/]*)/' | grep -v -E '^\./tests/test_(kernels|half)\.c:' || true)
 if [ -n "$cpu_table" ]; then
   echo "the CPU kernel table named outside kernels/ (use ct_kernels_for_device):"
   echo "$cpu_table"

@@ -105,8 +105,8 @@ static inline void op_check_random_btc(op_errors *e, op_rng *rng, int count, op_
 /* The CPU kernel table, through the one chooser, at its default thread count. */
 static inline const ct_kernels *op_kernels(void) {
     const ct_kernels *k = NULL;
-    CU_ASSERT_EQUAL_FATAL(ct_kernels_for_device(&(ct_kernels_options){"cpu", 0, "auto"}, &k),
-                          CT_OK);
+    CU_ASSERT_EQUAL_FATAL(
+        ct_kernels_for_device(&(ct_kernels_options){"cpu", 0, "auto", "auto"}, &k), CT_OK);
     return k;
 }
 

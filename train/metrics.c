@@ -86,6 +86,14 @@ static void write_failed(ct_train_metrics *m, int err) {
     m->failed = true;
 }
 
+/* x as JSON: %.9g, or null when it is not finite (JSON has no NaN or infinity: an fp16 step
+ * skipped for overflow has an infinite or NaN gradient norm). */
+static const char *json_number(char buf[32], double x) {
+    if (!isfinite(x)) return "null";
+    snprintf(buf, 32, "%.9g", x);
+    return buf;
+}
+
 void ct_train_metrics_write(ct_train_metrics *m, const ct_trainer *tr, const ct_step_stats *s,
                             double val_loss) {
     FILE *f = m->file;
@@ -94,12 +102,13 @@ void ct_train_metrics_write(ct_train_metrics *m, const ct_trainer *tr, const ct_
     ct_shard_get_memory(tr->shard, &memory);
     ct_mem_stats mem;
     ct_mem_get_stats(&mem);
+    char loss[32], norm[32];
     fprintf(f,
-            "{\"step\": %d, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, \"ms\": %.4f, "
+            "{\"step\": %d, \"loss\": %s, \"lr\": %.9g, \"grad_norm\": %s, \"ms\": %.4f, "
             "\"tokens_per_s\": %.3f, \"mfu\": %.6f, \"mem_peak_bytes\": %zu, "
             "\"batch_hash\": \"%016llx\"",
-            s->step + 1, s->loss, s->lr, s->grad_norm, s->ms, s->tokens_per_s, s->mfu,
-            ct_train_peak_rss_bytes(), (unsigned long long)s->batch_hash);
+            s->step + 1, json_number(loss, s->loss), s->lr, json_number(norm, s->grad_norm), s->ms,
+            s->tokens_per_s, s->mfu, ct_train_peak_rss_bytes(), (unsigned long long)s->batch_hash);
     fprintf(f,
             ", \"comm_bytes\": {\"allreduce\": %llu, \"reduce_scatter\": %llu, "
             "\"allgather\": %llu, \"broadcast\": %llu}, \"model_state_bytes\": %zu, "

@@ -109,8 +109,9 @@ static ct_status check_memory(const ct_trainer *tr, ct_shard_strategy strategy, 
      * (hsdp: over its shard group, otherwise over the world). */
     size_t layout_ranks = (size_t)(strategy == CT_SHARD_HSDP ? group_size : tr->world_size);
     size_t copy = job->checkpoint_async ? 12 * (size_t)tr->gpt.num_params / layout_ranks : 0;
-    size_t activations = ct_gpt_activation_bytes(
-        tr->kernels, &tr->gpt.config, job->train_batch_size, job->model_seq_len, tr->gpt.recompute);
+    size_t activations =
+        ct_gpt_activation_bytes(tr->kernels, &tr->gpt.config, job->train_batch_size,
+                                job->model_seq_len, tr->gpt.recompute, tr->compute);
     size_t rank_bytes = state + copy + activations;
     int local = tr->world ? ct_comm_local_size(tr->world) : 1;
     const char *source;
@@ -181,8 +182,9 @@ static ct_status build_model(ct_trainer *tr) {
                      : cfg.strategy == CT_SHARD_DDP ? 1
                                                     : tr->world_size;
     CT_CHECK(check_memory(tr, cfg.strategy, CT_MAX(group_size, 1)));
-    tr->activation_plan_bytes = ct_gpt_activation_bytes(tr->kernels, &config, job->train_batch_size,
-                                                        job->model_seq_len, tr->gpt.recompute);
+    tr->activation_plan_bytes =
+        ct_gpt_activation_bytes(tr->kernels, &config, job->train_batch_size, job->model_seq_len,
+                                tr->gpt.recompute, tr->compute);
     ct_tape_set_capacity(&tr->tape, activation_reserve_bytes(tr->activation_plan_bytes));
     CT_CHECK(ct_shard_new(&tr->shard, &tr->gpt, tr->world, &cfg, tr->kernels,
                           (uint64_t)job->train_seed));
@@ -197,7 +199,8 @@ ct_status ct_trainer_new(ct_trainer **out, const ct_job *job, ct_comm *world) {
     const ct_kernels *kernels;
     ct_kernels_options device = {.type = job->device_type,
                                  .cpu_threads = job->device_threads_per_rank,
-                                 .blas = job->device_blas};
+                                 .blas = job->device_blas,
+                                 .half = job->device_half_kernels};
     if (ct_kernels_for_device(&device, &kernels)) {
         char why[512];
         snprintf(why, sizeof(why), "%s", ct_error_message());

@@ -1,9 +1,9 @@
 /*
- * The CPU backend's kernel tables and its thread count (the CPU tuning of kernels.h). Two tables,
- * alike but for the library their GEMMs run on (the context's cpu_blas, read by gemm.c): OpenBLAS
- * or oneDNN. Both libraries and our loops use the OpenMP threads, set once to the same count, and
- * never run at the same time (no GEMM is made inside an OpenMP region), so they do not
- * oversubscribe.
+ * The CPU backend's kernel tables and its thread count (the CPU tuning of kernels.h). Four tables,
+ * alike but for the library their f32 GEMMs run on (the context's cpu_blas, read by gemm.c:
+ * OpenBLAS or oneDNN) and the path of the ops on half parameters (cpu_half, read by half.c). Both
+ * libraries and our loops use the OpenMP threads, set once to the same count, and never run at the
+ * same time (no GEMM is made inside an OpenMP region), so they do not oversubscribe.
  */
 #include "common/common.h"
 #include "kernels/cpu/cpu_internal.h"
@@ -18,9 +18,9 @@ static int cpu_threads = 0;
 
 /* The entries of both tables; the context is CT_DEVICE_CPU with no stream, handles or workspace,
  * and the GEMM library. */
-#define CPU_TABLE(table_name, blas)                                                                \
-    .name = table_name, .ctx = {.cpu_blas = blas}, .memset_bytes = ct_cpu_memset_bytes,            \
-    .copy = ct_cpu_copy, .cast = ct_cpu_cast,                                                      \
+#define CPU_TABLE(table_name, blas, half)                                                          \
+    .name = table_name, .ctx = {.cpu_blas = blas, .cpu_half = half},                               \
+    .memset_bytes = ct_cpu_memset_bytes, .copy = ct_cpu_copy, .cast = ct_cpu_cast,                 \
     .attention_scratch_floats = ct_cpu_attention_scratch_floats,                                   \
     .lm_head_chunk_rows = ct_cpu_lm_head_chunk_rows, .matmul_fwd = ct_cpu_matmul_fwd,              \
     .matmul_bwd = ct_cpu_matmul_bwd, .layernorm_fwd = ct_cpu_layernorm_fwd,                        \
@@ -30,14 +30,26 @@ static int cpu_threads = 0;
     .attention_fwd = ct_cpu_attention_fwd, .attention_bwd = ct_cpu_attention_bwd,                  \
     .lm_head_loss = ct_cpu_lm_head_loss, .lm_head_logits = ct_cpu_lm_head_logits,                  \
     .loss_mean = ct_cpu_loss_mean, .adamw = ct_cpu_adamw, .sum_squares = ct_cpu_sum_squares,       \
-    .scale = ct_cpu_scale,
+    .scale = ct_cpu_scale, .half_workspace_bytes = ct_cpu_half_workspace_bytes,                    \
+    .matmul_fwd_half = ct_cpu_matmul_fwd_half, .matmul_bwd_half = ct_cpu_matmul_bwd_half,          \
+    .embedding_fwd_half = ct_cpu_embedding_fwd_half,                                               \
+    .lm_head_loss_half = ct_cpu_lm_head_loss_half,                                                 \
+    .lm_head_logits_half = ct_cpu_lm_head_logits_half,
 
-static const ct_kernels cpu_kernels_openblas = {CPU_TABLE("cpu (openblas)", CT_BLAS_OPENBLAS)};
-static const ct_kernels cpu_kernels_onednn = {CPU_TABLE("cpu (onednn)", CT_BLAS_ONEDNN)};
+/* Indexed [blas][half path]. */
+static const ct_kernels cpu_kernels[2][2] = {
+    [CT_BLAS_OPENBLAS] = {[CT_HALF_PORTABLE] = {CPU_TABLE("cpu (openblas)", CT_BLAS_OPENBLAS,
+                                                          CT_HALF_PORTABLE)},
+                          [CT_HALF_NATIVE] = {CPU_TABLE("cpu (openblas, native bf16)",
+                                                        CT_BLAS_OPENBLAS, CT_HALF_NATIVE)}},
+    [CT_BLAS_ONEDNN] = {
+        [CT_HALF_PORTABLE] = {CPU_TABLE("cpu (onednn)", CT_BLAS_ONEDNN, CT_HALF_PORTABLE)},
+        [CT_HALF_NATIVE] = {
+            CPU_TABLE("cpu (onednn, native bf16)", CT_BLAS_ONEDNN, CT_HALF_NATIVE)}}};
 
-const ct_kernels *ct_kern_cpu(ct_blas blas) {
+const ct_kernels *ct_kern_cpu(ct_blas blas, ct_half_path half) {
     if (cpu_threads == 0) ct_kern_cpu_set_threads(0);
-    return blas == CT_BLAS_ONEDNN ? &cpu_kernels_onednn : &cpu_kernels_openblas;
+    return &cpu_kernels[blas == CT_BLAS_ONEDNN][half == CT_HALF_NATIVE];
 }
 
 void ct_kern_cpu_set_threads(int threads) {
@@ -99,7 +111,7 @@ ct_status ct_kern_cpu_gemm_gflops(int n, int reps, ct_blas blas, ct_dtype dtype,
         a[i] = (float)(i % 17) * 0.01f;
         b[i] = (float)(i % 13) * 0.01f;
     }
-    const ct_kern_ctx *ctx = &ct_kern_cpu(blas)->ctx;
+    const ct_kern_ctx *ctx = &ct_kern_cpu(blas, CT_HALF_PORTABLE)->ctx;
     ct_status status = CT_OK;
     if (dtype == CT_BF16) {
         status = ct_cpu_cast(ctx, a16, CT_BF16, a, CT_F32, elems);

@@ -71,6 +71,15 @@ void ct_cpu_gemm(const ct_kern_ctx *ctx, bool trans_a, bool trans_b, int M, int 
 ct_status ct_cpu_gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, const uint16_t *A,
                            int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc);
 
+/* dbias (OC) += the column sums of dout (N,OC), rows in order (deterministic). */
+void ct_cpu_bias_grad(float *dbias, const float *dout, int N, int OC);
+/* The LM head's d(loss)/d(logit) factor: grad_scale over the rows with a target. */
+float ct_cpu_lm_head_coef(const int32_t *targets, int N, float grad_scale);
+/* Per row of logits (rows,V): the loss into losses, and with want_grad the row replaced by
+ * coef * (softmax - onehot(target)); rows whose target is < 0 get loss 0 and zeros. */
+void ct_cpu_lm_head_rows(float *logits, float *losses, const int32_t *targets, int rows, int V,
+                         float coef, bool want_grad);
+
 ct_status ct_cpu_memset_bytes(const ct_kern_ctx *ctx, void *dst, int value, size_t bytes);
 ct_status ct_cpu_copy(const ct_kern_ctx *ctx, void *dst, const void *src, size_t bytes,
                       ct_copy_kind kind);
@@ -109,6 +118,23 @@ void ct_cpu_lm_head_logits(const ct_kern_ctx *ctx, float *logits, const float *x
                            int N, int C, int V);
 void ct_cpu_loss_mean(const ct_kern_ctx *ctx, float *loss, const float *losses,
                       const int32_t *targets, int N);
+size_t ct_cpu_half_workspace_bytes(const ct_kern_ctx *ctx, ct_dtype dtype, int N, int C, int OC,
+                                   int chunk_rows);
+ct_status ct_cpu_matmul_fwd_half(const ct_kern_ctx *ctx, float *out, const float *inp,
+                                 const void *weight, const void *bias, ct_dtype dtype, int N, int C,
+                                 int OC);
+ct_status ct_cpu_matmul_bwd_half(const ct_kern_ctx *ctx, float *dinp, float *dweight, float *dbias,
+                                 const float *dout, const float *inp, const void *weight,
+                                 ct_dtype dtype, int N, int C, int OC);
+ct_status ct_cpu_embedding_fwd_half(const ct_kern_ctx *ctx, float *out, const int32_t *tokens,
+                                    const void *wte, const void *wpe, ct_dtype dtype, int B, int T,
+                                    int C);
+ct_status ct_cpu_lm_head_loss_half(const ct_kern_ctx *ctx, float *losses, float *dx, float *dwte,
+                                   const float *x, const void *wte, ct_dtype dtype,
+                                   const int32_t *targets, int N, int C, int V, float grad_scale,
+                                   float *scratch, int chunk_rows);
+ct_status ct_cpu_lm_head_logits_half(const ct_kern_ctx *ctx, float *logits, const float *x,
+                                     const void *wte, ct_dtype dtype, int N, int C, int V);
 void ct_cpu_adamw(const ct_kern_ctx *ctx, float *param, const float *grad, float *m, float *v,
                   size_t n, float lr, float beta1, float beta2, float eps, float decay, float bias1,
                   float bias2, float grad_scale);

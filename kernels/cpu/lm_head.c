@@ -42,41 +42,50 @@ void ct_cpu_lm_head_logits(const ct_kern_ctx *ctx, float *logits, const float *x
     ct_cpu_gemm(ctx, false, true, N, V, C, x, C, wte, C, 0.0f, logits, V);
 }
 
-void ct_cpu_lm_head_loss(const ct_kern_ctx *ctx, float *losses, float *dx, float *dwte,
-                         const float *x, const float *wte, const int32_t *targets, int N, int C,
-                         int V, float grad_scale, float *scratch, int chunk_rows) {
+float ct_cpu_lm_head_coef(const int32_t *targets, int N, float grad_scale) {
     int valid = 0;
     for (int n = 0; n < N; n++)
         valid += targets[n] >= 0;
-    float coef = valid > 0 ? grad_scale / (float)valid : 0.0f;
-    int want_grad = dx != NULL || dwte != NULL;
+    return valid > 0 ? grad_scale / (float)valid : 0.0f;
+}
+
+void ct_cpu_lm_head_rows(float *logits, float *losses, const int32_t *targets, int rows, int V,
+                         float coef, bool want_grad) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *row = logits + (size_t)r * V;
+        int target = targets[r];
+        if (target < 0) {
+            losses[r] = 0.0f;
+            if (want_grad)
+                for (int j = 0; j < V; j++)
+                    row[j] = 0.0f;
+            continue;
+        }
+        float target_logit = row[target];
+        float m = ct_cpu_max_lanes(row, V);
+        float sum = exp_and_sum(row, V, m);
+        losses[r] = (float)(log((double)sum) + m - target_logit);
+        if (want_grad) {
+            /* d(loss)/d(logit_j) = coef * (softmax_j - [j == target]) */
+            float s = coef / sum;
+            for (int j = 0; j < V; j++)
+                row[j] *= s;
+            row[target] -= coef;
+        }
+    }
+}
+
+void ct_cpu_lm_head_loss(const ct_kern_ctx *ctx, float *losses, float *dx, float *dwte,
+                         const float *x, const float *wte, const int32_t *targets, int N, int C,
+                         int V, float grad_scale, float *scratch, int chunk_rows) {
+    float coef = ct_cpu_lm_head_coef(targets, N, grad_scale);
+    bool want_grad = dx != NULL || dwte != NULL;
     for (int r0 = 0; r0 < N; r0 += chunk_rows) {
         int rows = N - r0 < chunk_rows ? N - r0 : chunk_rows;
         const float *xc = x + (size_t)r0 * C;
         ct_cpu_lm_head_logits(ctx, scratch, xc, wte, rows, C, V);
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < rows; r++) {
-            float *row = scratch + (size_t)r * V;
-            int target = targets[r0 + r];
-            if (target < 0) {
-                losses[r0 + r] = 0.0f;
-                if (want_grad)
-                    for (int j = 0; j < V; j++)
-                        row[j] = 0.0f;
-                continue;
-            }
-            float target_logit = row[target];
-            float m = ct_cpu_max_lanes(row, V);
-            float sum = exp_and_sum(row, V, m);
-            losses[r0 + r] = (float)(log((double)sum) + m - target_logit);
-            if (want_grad) {
-                /* d(loss)/d(logit_j) = coef * (softmax_j - [j == target]) */
-                float s = coef / sum;
-                for (int j = 0; j < V; j++)
-                    row[j] *= s;
-                row[target] -= coef;
-            }
-        }
+        ct_cpu_lm_head_rows(scratch, losses + r0, targets + r0, rows, V, coef, want_grad);
         if (dx)
             ct_cpu_gemm(ctx, false, false, rows, C, V, scratch, V, wte, C, 1.0f,
                         dx + (size_t)r0 * C, C);

@@ -21,22 +21,24 @@ void ct_cpu_matmul_bwd(const ct_kern_ctx *ctx, float *dinp, float *dweight, floa
     // dout is (N,OC): dinp (N,C) += dout @ weight; dweight (OC,C) += dout^T @ inp
     if (dinp) ct_cpu_gemm(ctx, false, false, N, C, OC, dout, OC, weight, C, 1.0f, dinp, C);
     if (dweight) ct_cpu_gemm(ctx, true, false, OC, C, N, dout, OC, inp, C, 1.0f, dweight, C);
-    if (dbias) {
-        /* Each thread owns a block of 64 columns and sums every row into it in order. */
-        int blocks = (OC + 63) / 64;
+    if (dbias) ct_cpu_bias_grad(dbias, dout, N, OC);
+}
+
+void ct_cpu_bias_grad(float *dbias, const float *dout, int N, int OC) {
+    /* Each thread owns a block of 64 columns and sums every row into it in order. */
+    int blocks = (OC + 63) / 64;
 #pragma omp parallel for schedule(static)
-        for (int blk = 0; blk < blocks; blk++) {
-            int lo = blk * 64, hi = lo + 64 < OC ? lo + 64 : OC;
-            float acc[64];
+    for (int blk = 0; blk < blocks; blk++) {
+        int lo = blk * 64, hi = lo + 64 < OC ? lo + 64 : OC;
+        float acc[64];
+        for (int o = lo; o < hi; o++)
+            acc[o - lo] = dbias[o];
+        for (int n = 0; n < N; n++) {
+            const float *row = dout + (size_t)n * OC;
             for (int o = lo; o < hi; o++)
-                acc[o - lo] = dbias[o];
-            for (int n = 0; n < N; n++) {
-                const float *row = dout + (size_t)n * OC;
-                for (int o = lo; o < hi; o++)
-                    acc[o - lo] += row[o];
-            }
-            for (int o = lo; o < hi; o++)
-                dbias[o] = acc[o - lo];
+                acc[o - lo] += row[o];
         }
+        for (int o = lo; o < hi; o++)
+            dbias[o] = acc[o - lo];
     }
 }

@@ -37,19 +37,10 @@ static uint16_t f32_to_f16(float x) {
     return (uint16_t)(sign | (((uint32_t)e << 10) + round_shift(mantissa, 13)));
 }
 
-static float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
-    if (exponent == 0x1f) return ct_bits_f32(sign | 0x7f800000u | (mantissa << 13));
-    if (exponent == 0) /* zero or subnormal: m * 2^-24, exact in f32 */
-        return sign ? -(float)mantissa * 0x1p-24f : (float)mantissa * 0x1p-24f;
-    return ct_bits_f32(sign | ((exponent + 127 - 15) << 23) | (mantissa << 13));
-}
-
 /* Element i of src as an f32 (exact for every source type). */
 static float load(const void *src, ct_dtype dtype, size_t i) {
     if (dtype == CT_BF16) return ct_bf16_to_f32(((const uint16_t *)src)[i]);
-    if (dtype == CT_F16) return f16_to_f32(((const uint16_t *)src)[i]);
+    if (dtype == CT_F16) return ct_f16_to_f32(((const uint16_t *)src)[i]);
     return ((const float *)src)[i];
 }
 

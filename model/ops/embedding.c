@@ -1,5 +1,6 @@
 /*
- * Token + position embedding: out[b,t] = wte[tokens[b,t]] + wpe[t].
+ * Token + position embedding: out[b,t] = wte[tokens[b,t]] + wpe[t]. The tables are f32 or
+ * bf16/f16; out and the tables' gradients are f32 (backward does not read the tables).
  */
 #include "model/ops/ops.h"
 
@@ -20,14 +21,23 @@ ct_tensor *ct_op_embedding(ct_tape *tape, ct_tensor *tokens, ct_tensor *wte, ct_
     int B = (int)tokens->shape[0], T = (int)tokens->shape[1], C = (int)wte->shape[1];
     CT_ASSERT(T <= wpe->shape[0], "embedding: T=%d, maxT=%lld", T, (long long)wpe->shape[0]);
     if (!ct_tape_check_dtype(tape, "embedding", CT_I32, tokens, NULL, NULL) ||
-        !ct_tape_check_dtype(tape, "embedding", CT_F32, wte, wpe, NULL))
+        !ct_tape_check_params(tape, "embedding", wte, wpe))
         return NULL;
     int64_t shape[3] = {B, T, C};
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, 3, shape);
     if (!out) return NULL;
     const ct_kernels *k = tape->kernels;
-    k->embedding_fwd(&k->ctx, ct_tensor_f32(out), ct_tensor_i32(tokens), ct_tensor_f32(wte),
-                     ct_tensor_f32(wpe), B, T, C);
+    if (wte->dtype != CT_F32) {
+        ct_status status = k->embedding_fwd_half(&k->ctx, ct_tensor_f32(out), ct_tensor_i32(tokens),
+                                                 wte->data, wpe->data, wte->dtype, B, T, C);
+        if (status) {
+            ct_tape_fail(tape, status);
+            return NULL;
+        }
+    } else {
+        k->embedding_fwd(&k->ctx, ct_tensor_f32(out), ct_tensor_i32(tokens), ct_tensor_f32(wte),
+                         ct_tensor_f32(wpe), B, T, C);
+    }
     ct_tape_record(tape, "embedding", embedding_bwd, out, tokens, wte, wpe, NULL);
     return out;
 }

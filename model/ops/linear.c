@@ -1,5 +1,6 @@
 /*
- * Linear layer: out = x @ weight^T + bias, weight (OC, C) as in PyTorch and llm.c.
+ * Linear layer: out = x @ weight^T + bias, weight (OC, C) as in PyTorch and llm.c. x and the
+ * gradients are f32; weight and bias are f32, or bf16/f16 (the *_half kernels).
  */
 #include "model/ops/ops.h"
 
@@ -13,6 +14,12 @@ static void linear_bwd(ct_tape *tape, ct_tape_node *node) {
     float *db = b && b->requires_grad ? ct_tape_grad_f32(tape, b) : NULL;
     if (tape->status) return;
     const ct_kernels *k = tape->kernels;
+    if (w->dtype != CT_F32) {
+        ct_status status = k->matmul_bwd_half(&k->ctx, dx, dw, db, ct_tensor_grad_f32(out),
+                                              ct_tensor_f32(x), w->data, w->dtype, N, C, OC);
+        if (status) ct_tape_fail(tape, status);
+        return;
+    }
     k->matmul_bwd(&k->ctx, dx, dw, db, ct_tensor_grad_f32(out), ct_tensor_f32(x), ct_tensor_f32(w),
                   N, C, OC);
 }
@@ -23,7 +30,9 @@ ct_tensor *ct_op_linear(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_tenso
     int C = (int)weight->shape[1], OC = (int)weight->shape[0];
     CT_ASSERT(x->shape[x->ndim - 1] == C, "linear: x has %lld channels, weight wants %d",
               (long long)x->shape[x->ndim - 1], C);
-    if (!ct_tape_check_dtype(tape, "linear", CT_F32, x, weight, bias)) return NULL;
+    if (!ct_tape_check_dtype(tape, "linear", CT_F32, x, NULL, NULL) ||
+        !ct_tape_check_params(tape, "linear", weight, bias))
+        return NULL;
     int N = (int)(ct_tensor_numel(x) / C);
     int64_t shape[CT_MAX_DIMS];
     for (int d = 0; d < x->ndim; d++)
@@ -32,8 +41,18 @@ ct_tensor *ct_op_linear(ct_tape *tape, ct_tensor *x, ct_tensor *weight, ct_tenso
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, x->ndim, shape);
     if (!out) return NULL;
     const ct_kernels *k = tape->kernels;
-    k->matmul_fwd(&k->ctx, ct_tensor_f32(out), ct_tensor_f32(x), ct_tensor_f32(weight),
-                  bias ? ct_tensor_f32(bias) : NULL, N, C, OC);
+    if (weight->dtype != CT_F32) {
+        ct_status status =
+            k->matmul_fwd_half(&k->ctx, ct_tensor_f32(out), ct_tensor_f32(x), weight->data,
+                               bias ? bias->data : NULL, weight->dtype, N, C, OC);
+        if (status) {
+            ct_tape_fail(tape, status);
+            return NULL;
+        }
+    } else {
+        k->matmul_fwd(&k->ctx, ct_tensor_f32(out), ct_tensor_f32(x), ct_tensor_f32(weight),
+                      bias ? ct_tensor_f32(bias) : NULL, N, C, OC);
+    }
     ct_tape_record(tape, "linear", linear_bwd, out, x, weight, bias, NULL);
     return out;
 }

@@ -29,7 +29,8 @@ ct_tensor *ct_op_lm_head_loss(ct_tape *tape, ct_tensor *x, ct_tensor *wte, ct_te
     CT_ASSERT(wte->shape[1] == C && ct_tensor_numel(targets) == N,
               "lm_head_loss: C=%d, wte (%lld,%lld), %lld targets", C, (long long)wte->shape[0],
               (long long)wte->shape[1], (long long)ct_tensor_numel(targets));
-    if (!ct_tape_check_dtype(tape, "lm_head_loss", CT_F32, x, wte, NULL) ||
+    if (!ct_tape_check_dtype(tape, "lm_head_loss", CT_F32, x, NULL, NULL) ||
+        !ct_tape_check_params(tape, "lm_head_loss", wte, NULL) ||
         !ct_tape_check_dtype(tape, "lm_head_loss", CT_I32, targets, NULL, NULL))
         return NULL;
     const ct_kernels *k = tape->kernels;
@@ -55,8 +56,18 @@ ct_tensor *ct_op_lm_head_loss(ct_tape *tape, ct_tensor *x, ct_tensor *wte, ct_te
         if (wte->requires_grad) dwte = ct_tape_grad_f32(tape, wte);
         if (tape->status) return NULL;
     }
-    k->lm_head_loss(&k->ctx, losses, dx, dwte, ct_tensor_f32(x), ct_tensor_f32(wte),
-                    ct_tensor_i32(targets), N, C, V, grad_scale, scratch, chunk_rows);
+    if (wte->dtype != CT_F32) {
+        ct_status status =
+            k->lm_head_loss_half(&k->ctx, losses, dx, dwte, ct_tensor_f32(x), wte->data, wte->dtype,
+                                 ct_tensor_i32(targets), N, C, V, grad_scale, scratch, chunk_rows);
+        if (status) {
+            ct_tape_fail(tape, status);
+            return NULL;
+        }
+    } else {
+        k->lm_head_loss(&k->ctx, losses, dx, dwte, ct_tensor_f32(x), ct_tensor_f32(wte),
+                        ct_tensor_i32(targets), N, C, V, grad_scale, scratch, chunk_rows);
+    }
     ct_tape_node *node =
         ct_tape_record(tape, "lm_head_loss", lm_head_loss_bwd, loss, x, wte, targets, NULL);
     if (node) node->saved = saved;
