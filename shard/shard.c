@@ -58,7 +58,7 @@ void *ct_shard_pool_take(ct_shard *shard, bool zero) {
         return buffer;
     }
     /* Warm-up: a new buffer. The pool never shrinks, so a warm step allocates nothing. */
-    if (shard->pool_total >= CT_SHARD_POOL_MAX * shard->gpt->n_units) {
+    if (shard->pool_total >= CT_SHARD_POOL_PER_UNIT * shard->gpt->n_units) {
         ct_error(CT_ERR_NOMEM, "shard: more than %d unit buffers in flight (a bug)",
                  shard->pool_total);
         return NULL;
@@ -69,7 +69,9 @@ void *ct_shard_pool_take(ct_shard *shard, bool zero) {
 }
 
 void ct_shard_pool_give(ct_shard *shard, void *buffer) {
-    if (buffer) shard->pool[shard->pool_free++] = buffer;
+    if (!buffer) return;
+    CT_ASSERT(shard->pool_free < shard->pool_total, "shard: a pool buffer given back twice");
+    shard->pool[shard->pool_free++] = buffer;
 }
 
 ct_status ct_shard_finish_reduce(ct_shard *s, int u) {
@@ -273,7 +275,8 @@ ct_status ct_shard_new(ct_shard **out, ct_gpt *gpt, ct_comm *world, const ct_sha
     s->bucket_hi = -1;
     CT_CHECK(make_groups(s));
     s->units = ct_alloc(CT_MEM_OTHER, sizeof(ct_shard_unit) * (size_t)gpt->n_units);
-    if (!s->units) return CT_ERR_NOMEM;
+    s->pool = ct_alloc(CT_MEM_OTHER, sizeof(void *) * CT_SHARD_POOL_PER_UNIT * gpt->n_units);
+    if (!s->units || !s->pool) return CT_ERR_NOMEM;
     lay_out(s);
     for (int u = 0; u < gpt->n_units; u++)
         gpt->units[u].dtype = s->dtype;
@@ -308,6 +311,7 @@ void ct_shard_free(ct_shard *s) {
     }
     for (int i = 0; i < s->pool_free; i++)
         ct_free(CT_MEM_GATHERED, s->pool[i], s->pool_bytes);
+    ct_free(CT_MEM_OTHER, s->pool, sizeof(void *) * CT_SHARD_POOL_PER_UNIT * n);
     if (s->flat_offset) {
         int64_t total = s->flat_offset[n - 1] + s->units[n - 1].numel;
         ct_free(CT_MEM_PARAMS, s->flat_params, s->elem * (size_t)total);

@@ -14,7 +14,9 @@
 
 #include "shard/shard.h"
 
-#define CT_SHARD_POOL_MAX 8
+/* Pooled buffers one unit may have in flight at most (gathered params, a full gradient, a bf16
+ * staging copy: 3 in the worst case; more is a leak, reported as a bug). */
+#define CT_SHARD_POOL_PER_UNIT 8
 
 typedef struct {
     int64_t numel;     /* elements of the unit */
@@ -65,7 +67,8 @@ struct ct_shard {
     int64_t bucket_lo[64], bucket_end[64]; /* ddp: their ranges of the flat gradient */
     void *flat_reduce; /* ddp with reduce = bf16: the buckets' bf16 copy (what is all-reduced) */
     int n_buckets;
-    void *pool[CT_SHARD_POOL_MAX]; /* free pooled buffers (the largest padded unit each) */
+    void **pool; /* free pooled buffers (the largest padded unit each): room for
+                  * CT_SHARD_POOL_PER_UNIT per unit */
     int pool_free, pool_total;
     size_t pool_bytes;
     bool last_micro;

@@ -171,6 +171,27 @@ static void test_two_runs_are_bitwise_equal(void) {
     ct_trainer_free(b);
 }
 
+/* fsdp without a process group keeps more units' buffers in flight at once (every unit
+ * gathered through forward, full gradients through backward) than a pool sized for a fixed
+ * count held: a deep model at world 1 once overran it. It trains, and matches ddp bitwise (the
+ * same arithmetic on the same numbers). */
+static void test_fsdp_at_world_1_with_many_units_matches_ddp(void) {
+    ct_job ddp, fsdp;
+    small_job(&ddp);
+    ddp.model_n_layer = 12; /* 13 units: 26 buffers in flight */
+    fsdp = ddp;
+    snprintf(fsdp.parallel_strategy, sizeof(fsdp.parallel_strategy), "fsdp");
+    ct_trainer *a = new_trainer(&ddp), *b = new_trainer(&fsdp);
+    for (int i = 0; i < 3; i++) {
+        ct_step_stats sa, sb;
+        CU_ASSERT_FATAL(ct_trainer_step(a, &sa) == CT_OK);
+        CU_ASSERT_FATAL(ct_trainer_step(b, &sb) == CT_OK);
+        CU_ASSERT(memcmp(&sa.loss, &sb.loss, sizeof(double)) == 0);
+    }
+    ct_trainer_free(a);
+    ct_trainer_free(b);
+}
+
 /* What five warm steps (after three of warm-up) of a small job on `blas` allocate, each
  * recomputation mode in turn (the sums over the modes). */
 typedef struct {
@@ -308,6 +329,8 @@ int main(void) {
         {"test_training_lowers_val_loss", test_training_lowers_val_loss},
         {"test_grad_accum_equals_larger_batch", test_grad_accum_equals_larger_batch},
         {"test_two_runs_are_bitwise_equal", test_two_runs_are_bitwise_equal},
+        {"test_fsdp_at_world_1_with_many_units_matches_ddp",
+         test_fsdp_at_world_1_with_many_units_matches_ddp},
         {"test_warm_step_allocates_nothing_with_openblas",
          test_warm_step_allocates_nothing_with_openblas},
         {"test_warm_step_with_onednn_allocates_only_its_execution_records",
