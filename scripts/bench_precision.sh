@@ -36,7 +36,7 @@ bench_check_configs "${CONFIGS[@]}"
 bench_build "$BUILD"
 bench_find_torch 1 "rows"
 WORK=build/bench-precision
-mkdir -p "$WORK"
+mkdir -p "$WORK/runs"
 
 # ctrain_row CONFIG NAME OVERRIDE...: median tokens/s of a 1 x 2 run, printed.
 ctrain_row() {
