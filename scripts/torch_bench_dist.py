@@ -16,7 +16,8 @@ weights) and gradient clipping at 1.0, as torch_bench.py and the bench/*.toml jo
   zero  DistributedDataParallel + torch.distributed.optim.ZeroRedundancyOptimizer(AdamW)
         (ZeRO-1: optimizer state sharded, parameters broadcast after the step)
   fsdp  FullyShardedDataParallel, one unit per transformer block plus the root (FSDP2
-        fully_shard where the torch version has it, else FSDP1); only tried on torch >= 2.1,
+        fully_shard where the torch version has it, else FSDP1; --precision bf16: FSDP2's
+        MixedPrecisionPolicy, bf16 parameters and fp32 reduction); only tried on torch >= 2.1,
         whose FSDP runs on CPU with gloo. Debian's 1.13 reports "not available (torch 1.13)".
 
 Every step (zero_grad, forward, backward, clip, optimizer step) is timed on every rank; the
@@ -87,8 +88,9 @@ def make_optimizer(model, layout, params_model):
     return torch.optim.AdamW(groups, **kw)
 
 
-def wrap(model, layout):
-    """-> (module to call, module whose parameters the optimizer steps)."""
+def wrap(model, layout, precision="fp32"):
+    """-> (module to call, module whose parameters the optimizer steps). precision bf16 (fsdp
+    with FSDP2 only): MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)."""
     from torch.nn.parallel import DistributedDataParallel as DDP
     if layout in ("ddp", "zero"):
         ddp = DDP(model)
@@ -99,9 +101,17 @@ def wrap(model, layout):
             from torch.distributed.fsdp import fully_shard  # torch >= 2.6
         except ImportError:
             from torch.distributed._composable.fsdp import fully_shard  # torch 2.4-2.5
+        kw = {}
+        if precision == "bf16":
+            try:
+                from torch.distributed.fsdp import MixedPrecisionPolicy
+            except ImportError:
+                from torch.distributed._composable.fsdp import MixedPrecisionPolicy
+            kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16,
+                                                   reduce_dtype=torch.float32)
         for blk in model.blocks:
-            fully_shard(blk)
-        fully_shard(model)
+            fully_shard(blk, **kw)
+        fully_shard(model, **kw)
         return model, model
     except ImportError:
         pass
@@ -120,7 +130,9 @@ def worker(args):
     torch.manual_seed(args.seed)
     model = tg.GPT(args.layers, args.heads, args.embd, args.vocab, args.seq, use_sdpa=True)
     model.init_random(torch.Generator().manual_seed(args.seed))  # same weights on every rank
-    net, owner = wrap(model, args.layout)
+    if args.precision != "fp32" and args.layout != "fsdp":
+        raise SystemExit("torch_bench_dist: --precision bf16 is for the fsdp layout (FSDP2)")
+    net, owner = wrap(model, args.layout, args.precision)
     opt = make_optimizer(model, args.layout, owner)
     gen = torch.Generator().manual_seed(args.seed * 1000 + rank)  # each rank its own data
     ms = []
@@ -165,7 +177,7 @@ def run_layout(args, layout, tmpdir):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--layout", layout,
            "--result", result]
     for k in ("layers", "heads", "embd", "vocab", "seq", "batch", "steps", "warmup",
-              "threads", "seed"):
+              "threads", "seed", "precision"):
         cmd += ["--" + k, str(getattr(args, k))]
     procs = []
     for rank in range(args.nproc):
@@ -212,6 +224,8 @@ def main():
     ap.add_argument("--nproc", type=int, default=2, help="processes (ranks)")
     ap.add_argument("--threads", type=int, default=1, help="threads per process")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16: FSDP2 MixedPrecisionPolicy (bf16 params, fp32 reduce); fsdp only")
     ap.add_argument("--layouts", default=",".join(LAYOUTS),
                     help="comma-separated subset of %s" % ",".join(LAYOUTS))
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per layout")
