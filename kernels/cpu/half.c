@@ -188,11 +188,11 @@ ct_status ct_cpu_matmul_fwd_half(const ct_kern_ctx *ctx, float *out, const float
     uint16_t *inp16 = workspace_get(sizeof(uint16_t) * (size_t)N * C);
     if (!inp16) return CT_ERR_NOMEM;
     round_bf16(inp16, inp, (size_t)N * C);
-    if (bias) {
+    if (bias && N > 0) { /* widened once into row 0, then copied to the other rows */
+        widen(out, bias, dtype, (size_t)OC);
 #pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++)
-            for (int o = 0; o < OC; o++)
-                out[(size_t)n * OC + o] = half_load(bias, dtype, (size_t)o);
+        for (int n = 1; n < N; n++)
+            memcpy(out + (size_t)n * OC, out, sizeof(float) * OC);
     }
     return ct_cpu_gemm_bf16(false, true, N, OC, C, inp16, C, weight, C, bias ? 1.0f : 0.0f, out,
                             OC);
