@@ -1,18 +1,21 @@
 /*
- * Causal multi-head self-attention, one (batch, head) pair per task, pairs split statically
- * across threads. Every inner loop runs along a contiguous axis with no reduction, so it
- * vectorises without reassociating sums: keys (and, in backward, values) are first transposed
- * to (hs, T), which turns the q.k dot products into axpy rows. The few reductions that remain
- * (softmax max and sum) use eight fixed lanes, so results do not depend on the thread count.
+ * Causal multi-head self-attention, one (batch, head) pair at a time, its matrix products on the
+ * table's GEMM (OpenBLAS or oneDNN, both threads) and its row-wise softmax split across threads.
+ * Per pair: S = Q K^T for all T x T (the upper triangle is computed and discarded: twice the
+ * FLOPs of the causal part, but at GEMM speed, which the former axpy loops were far from), the
+ * causal softmax per row into the probabilities P (zeros above the diagonal), then out = P V.
+ * Backward mirrors it with four GEMMs. Q, K, V and their gradients are read in place from the
+ * (B,T,3C) layout through the GEMM's leading dimensions. The softmax reductions use eight fixed
+ * lanes, and every GEMM is deterministic for a shape and thread count, so results do not
+ * depend on anything else. No GEMM runs inside an OpenMP region (cpu.c).
  */
 #include "kernels/cpu/cpu_internal.h"
 
 #include <math.h>
 
 size_t ct_cpu_attention_scratch_floats(const ct_kern_ctx *ctx, int B, int T, int C, int NH) {
-    (void)ctx;
-    int hs = C / NH;
-    return (size_t)B * NH * ((size_t)hs * T + 2 * (size_t)T);
+    (void)ctx, (void)B, (void)C, (void)NH;
+    return (size_t)T * T; /* backward's d(probabilities) of one pair */
 }
 
 static float sum_lanes(const float *x, int n) {
@@ -26,109 +29,65 @@ static float sum_lanes(const float *x, int n) {
     return ct_cpu_reduce_lanes(lane);
 }
 
-/* dst (hs,T) = the hs channels at `src` of each of T rows spaced `stride` apart, transposed. */
-static void transpose_head(float *dst, const float *src, int T, int hs, int stride) {
-    for (int t = 0; t < T; t++)
-        for (int i = 0; i < hs; i++)
-            dst[(size_t)i * T + t] = src[(size_t)t * stride + i];
-}
-
-/* row[0..n) = sum_i a[i] * cols[i*T + 0..n): a dot product with every one of n columns. */
-static void dot_rows(float *row, const float *a, const float *cols, int hs, int T, int n) {
-    for (int t2 = 0; t2 < n; t2++)
-        row[t2] = 0.0f;
-    for (int i = 0; i < hs; i++) {
-        float ai = a[i];
-        const float *col = cols + (size_t)i * T;
-        for (int t2 = 0; t2 < n; t2++)
-            row[t2] += ai * col[t2];
-    }
-}
-
 void ct_cpu_attention_fwd(const ct_kern_ctx *ctx, float *out, float *att, const float *qkv,
                           float *scratch, int B, int T, int C, int NH) {
-    (void)ctx;
+    (void)scratch;
     // qkv is (B,T,3C), out (B,T,C), att (B,NH,T,T)
     int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    size_t per_pair = (size_t)hs * T + 2 * (size_t)T;
-#pragma omp parallel for schedule(static)
     for (int pair = 0; pair < B * NH; pair++) {
         int b = pair / NH, h = pair % NH;
-        float *kt = scratch + (size_t)pair * per_pair;
         const float *q = qkv + (size_t)b * T * C3 + h * hs;
-        transpose_head(kt, q + C, T, hs, C3);
+        float *p = att + (size_t)pair * T * T;
+        ct_cpu_gemm(ctx, false, true, T, T, hs, q, C3, q + C, C3, 0.0f, p, T);
+#pragma omp parallel for schedule(static)
         for (int t = 0; t < T; t++) {
-            float *p = att + ((size_t)pair * T + t) * T;
-            dot_rows(p, q + (size_t)t * C3, kt, hs, T, t + 1);
+            float *row = p + (size_t)t * T;
             for (int t2 = 0; t2 <= t; t2++)
-                p[t2] *= scale;
-            float m = ct_cpu_max_lanes(p, t + 1);
+                row[t2] *= scale;
+            float m = ct_cpu_max_lanes(row, t + 1);
             for (int t2 = 0; t2 <= t; t2++)
-                p[t2] = ct_cpu_exp_neg(p[t2] - m);
-            float inv = 1.0f / sum_lanes(p, t + 1);
+                row[t2] = ct_cpu_exp_neg(row[t2] - m);
+            float inv = 1.0f / sum_lanes(row, t + 1);
             for (int t2 = 0; t2 <= t; t2++)
-                p[t2] *= inv;
+                row[t2] *= inv;
             for (int t2 = t + 1; t2 < T; t2++)
-                p[t2] = 0.0f;
-            float *o = out + ((size_t)b * T + t) * C + h * hs;
-            for (int i = 0; i < hs; i++)
-                o[i] = 0.0f;
-            for (int t2 = 0; t2 <= t; t2++) {
-                const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * C + h * hs;
-                float pt = p[t2];
-                for (int i = 0; i < hs; i++)
-                    o[i] += pt * v[i];
-            }
+                row[t2] = 0.0f;
         }
+        ct_cpu_gemm(ctx, false, false, T, hs, T, p, T, q + 2 * C, C3, 0.0f,
+                    out + (size_t)b * T * C + h * hs, C);
     }
 }
 
 void ct_cpu_attention_bwd(const ct_kern_ctx *ctx, float *dqkv, const float *dout, const float *qkv,
                           const float *att, float *scratch, int B, int T, int C, int NH) {
-    (void)ctx;
-    // dout is (B,T,C); dqkv (B,T,3C) += ...
+    // dout is (B,T,C); dqkv (B,T,3C) += ...; scratch holds T*T floats
     int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    size_t per_pair = (size_t)hs * T + 2 * (size_t)T;
-#pragma omp parallel for schedule(static)
+    float *ds = scratch;
     for (int pair = 0; pair < B * NH; pair++) {
         int b = pair / NH, h = pair % NH;
-        float *vt = scratch + (size_t)pair * per_pair;
-        float *dp = vt + (size_t)hs * T;
-        const float *base = qkv + (size_t)b * T * C3 + h * hs;
-        float *dbase = dqkv + (size_t)b * T * C3 + h * hs;
-        transpose_head(vt, base + 2 * C, T, hs, C3);
+        const float *q = qkv + (size_t)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
+        float *dq = dqkv + (size_t)b * T * C3 + h * hs, *dk = dq + C, *dv = dq + 2 * C;
+        const float *p = att + (size_t)pair * T * T;
+        const float *dy = dout + (size_t)b * T * C + h * hs;
+        ct_cpu_gemm(ctx, true, false, T, hs, T, p, T, dy, C, 1.0f, dv, C3); /* dV += P^T dY */
+        ct_cpu_gemm(ctx, false, true, T, T, hs, dy, C, v, C3, 0.0f, ds, T); /* dP = dY V^T */
+        /* softmax backward: dS = P * (dP - sum(P * dP)), then the 1/sqrt(hs) scale; zero above
+         * the diagonal, where P is */
+#pragma omp parallel for schedule(static)
         for (int t = 0; t < T; t++) {
-            const float *p = att + ((size_t)pair * T + t) * T;
-            const float *dy = dout + ((size_t)b * T + t) * C + h * hs;
-            /* d(values) and d(probabilities) */
-            for (int t2 = 0; t2 <= t; t2++) {
-                float *dv = dbase + (size_t)t2 * C3 + 2 * C;
-                float pt = p[t2];
-                for (int i = 0; i < hs; i++)
-                    dv[i] += pt * dy[i];
-            }
-            dot_rows(dp, dy, vt, hs, T, t + 1);
-            /* softmax backward: ds = p * (dp - sum(p * dp)), then the 1/sqrt(hs) scale */
-            float *ds = dp + T;
+            const float *prow = p + (size_t)t * T;
+            float *row = ds + (size_t)t * T;
             for (int t2 = 0; t2 <= t; t2++)
-                ds[t2] = p[t2] * dp[t2];
-            float pdp = sum_lanes(ds, t + 1);
+                row[t2] *= prow[t2];
+            float pdp = sum_lanes(row, t + 1);
             for (int t2 = 0; t2 <= t; t2++)
-                ds[t2] = (ds[t2] - p[t2] * pdp) * scale;
-            /* d(query) of row t and d(keys) of rows 0..t */
-            const float *q = base + (size_t)t * C3;
-            float *dq = dbase + (size_t)t * C3;
-            for (int t2 = 0; t2 <= t; t2++) {
-                const float *k = base + (size_t)t2 * C3 + C;
-                float *dk = dbase + (size_t)t2 * C3 + C;
-                float d = ds[t2];
-                for (int i = 0; i < hs; i++) {
-                    dq[i] += d * k[i];
-                    dk[i] += d * q[i];
-                }
-            }
+                row[t2] = (row[t2] - prow[t2] * pdp) * scale;
+            for (int t2 = t + 1; t2 < T; t2++)
+                row[t2] = 0.0f;
         }
+        ct_cpu_gemm(ctx, false, false, T, hs, T, ds, T, k, C3, 1.0f, dq, C3); /* dQ += dS K */
+        ct_cpu_gemm(ctx, true, false, T, hs, T, ds, T, q, C3, 1.0f, dk, C3);  /* dK += dS^T Q */
     }
 }
