@@ -140,6 +140,16 @@ static void test_attention_grads_accumulate_into_prefilled_buffers(void) {
     op_report("attention accumulate", &e);
 }
 
+/* A sequence far longer than the odd shapes above (T x T scores of 150^2, on the GEMMs), with
+ * the gradients accumulating. A variant of the kernel that worked in blocks of 64 query rows
+ * passed the small shapes with a wrong d(keys); this caught it. */
+static void test_attention_long_sequence(void) {
+    op_errors e = {0};
+    check_attention(&e, 1, 150, 6, 2, OP_PREFILL, 40);
+    op_report("attention T=150", &e);
+}
+
 CT_TEST_MAIN("op_attention", CT_TEST(test_attention_fwd_and_grad_match_float64_fd_odd_shapes),
              CT_TEST(test_attention_single_position_passes_v_and_gives_q_k_no_grad),
-             CT_TEST(test_attention_grads_accumulate_into_prefilled_buffers))
+             CT_TEST(test_attention_grads_accumulate_into_prefilled_buffers),
+             CT_TEST(test_attention_long_sequence))
