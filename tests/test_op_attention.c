@@ -141,8 +141,7 @@ static void test_attention_grads_accumulate_into_prefilled_buffers(void) {
 }
 
 /* A sequence far longer than the odd shapes above (T x T scores of 150^2, on the GEMMs), with
- * the gradients accumulating. A variant of the kernel that worked in blocks of 64 query rows
- * passed the small shapes with a wrong d(keys); this caught it. */
+ * the gradients accumulating: the shapes above all fit in one block of any row blocking. */
 static void test_attention_long_sequence(void) {
     op_errors e = {0};
     check_attention(&e, 1, 150, 6, 2, OP_PREFILL, 40);
