@@ -93,7 +93,12 @@ typedef struct ct_kernels {
 
     /* ---- sizes the kernels want from their callers */
 
-    /* Floats of scratch the attention kernels need for (B,T,C,NH). */
+    /* Floats of the statistics attention_fwd saves for attention_bwd, per (B,T,C,NH): a few per
+     * (batch, head, row), whatever the backend needs to recompute that row's softmax exactly
+     * (never the T x T probabilities: backward recomputes them block by block, flash-style). */
+    size_t (*attention_stats_floats)(const ct_kern_ctx *ctx, int B, int T, int C, int NH);
+    /* Floats of scratch one attention_fwd or attention_bwd call needs for (B,T,C,NH); it grows
+     * with T, not T^2 (blocks of query rows against the keys they see). */
     size_t (*attention_scratch_floats)(const ct_kern_ctx *ctx, int B, int T, int C, int NH);
     /* Rows per chunk of the fused LM head for N rows and vocabulary V (bounds its scratch). */
     int (*lm_head_chunk_rows)(const ct_kern_ctx *ctx, int N, int V);
@@ -136,13 +141,15 @@ typedef struct ct_kernels {
                           const int32_t *tokens, int B, int T, int C);
 
     /* Causal self-attention. qkv (B,T,3C) holds q, k, v per position (heads of hs = C/NH
-     * channels each); out (B,T,C); att (B,NH,T,T) keeps the softmax probabilities for backward
-     * (row t holds t+1 valid entries). scratch holds attention_scratch_floats floats. */
-    void (*attention_fwd)(const ct_kern_ctx *ctx, float *out, float *att, const float *qkv,
+     * channels each); out (B,T,C) = softmax(q k^T / sqrt(hs), causal) v per head; stats receives
+     * attention_stats_floats floats for backward. scratch holds attention_scratch_floats. */
+    void (*attention_fwd)(const ct_kern_ctx *ctx, float *out, float *stats, const float *qkv,
                           float *scratch, int B, int T, int C, int NH);
-    /* dqkv (B,T,3C) += gradient of out given dout (B,T,C). */
+    /* dqkv (B,T,3C) += gradient of out given dout (B,T,C); out and stats are attention_fwd's
+     * (out for backends that take the softmax backward's row sums from dout . out). */
     void (*attention_bwd)(const ct_kern_ctx *ctx, float *dqkv, const float *dout, const float *qkv,
-                          const float *att, float *scratch, int B, int T, int C, int NH);
+                          const float *out, const float *stats, float *scratch, int B, int T, int C,
+                          int NH);
 
     /* The tied LM head and mean cross-entropy, fused and processed in row chunks so the
      * (N,V) logits never exist whole. x (N,C), wte (V,C), targets (N). losses (N) receives each

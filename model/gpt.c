@@ -202,7 +202,7 @@ size_t ct_gpt_activation_bytes(const ct_kernels *k, const ct_gpt_config *c, int 
     /* A block's outputs, widths in C: ln1 1, qkv 3, attention 1, proj 1, add 1, ln2 1, fc 4,
      * gelu 4, mlp 1, add 1 = 18; each gets a gradient as large in backward. */
     size_t scratch = 4 * BT /* LayerNorm mean, rstd */ +
-                     (size_t)B * NH * T * T /* probabilities */ +
+                     k->attention_stats_floats(&k->ctx, B, T, (int)C, (int)NH) +
                      2 * k->attention_scratch_floats(&k->ctx, B, T, (int)C, (int)NH) /* fwd+bwd */;
     size_t block = 2 * 18 * BT * C + scratch;
     /* The token ids and targets (int32, as large as floats), the embedding's output and the

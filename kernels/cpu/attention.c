@@ -13,6 +13,11 @@
 
 #include <math.h>
 
+size_t ct_cpu_attention_stats_floats(const ct_kern_ctx *ctx, int B, int T, int C, int NH) {
+    (void)ctx, (void)C;
+    return (size_t)B * NH * T * T;
+}
+
 size_t ct_cpu_attention_scratch_floats(const ct_kern_ctx *ctx, int B, int T, int C, int NH) {
     (void)ctx, (void)B, (void)C, (void)NH;
     return (size_t)T * T; /* backward's d(probabilities) of one pair */
@@ -60,7 +65,9 @@ void ct_cpu_attention_fwd(const ct_kern_ctx *ctx, float *out, float *att, const 
 }
 
 void ct_cpu_attention_bwd(const ct_kern_ctx *ctx, float *dqkv, const float *dout, const float *qkv,
-                          const float *att, float *scratch, int B, int T, int C, int NH) {
+                          const float *out, const float *att, float *scratch, int B, int T, int C,
+                          int NH) {
+    (void)out;
     // dout is (B,T,C); dqkv (B,T,3C) += ...; scratch holds T*T floats
     int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);

@@ -21,6 +21,7 @@ static int cpu_threads = 0;
 #define CPU_TABLE(table_name, blas, half)                                                          \
     .name = table_name, .ctx = {.cpu_blas = blas, .cpu_half = half},                               \
     .memset_bytes = ct_cpu_memset_bytes, .copy = ct_cpu_copy, .cast = ct_cpu_cast,                 \
+    .attention_stats_floats = ct_cpu_attention_stats_floats,                                       \
     .attention_scratch_floats = ct_cpu_attention_scratch_floats,                                   \
     .lm_head_chunk_rows = ct_cpu_lm_head_chunk_rows, .matmul_fwd = ct_cpu_matmul_fwd,              \
     .matmul_bwd = ct_cpu_matmul_bwd, .layernorm_fwd = ct_cpu_layernorm_fwd,                        \

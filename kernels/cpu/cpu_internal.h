@@ -85,6 +85,7 @@ ct_status ct_cpu_copy(const ct_kern_ctx *ctx, void *dst, const void *src, size_t
                       ct_copy_kind kind);
 ct_status ct_cpu_cast(const ct_kern_ctx *ctx, void *dst, ct_dtype dst_dtype, const void *src,
                       ct_dtype src_dtype, size_t n);
+size_t ct_cpu_attention_stats_floats(const ct_kern_ctx *ctx, int B, int T, int C, int NH);
 size_t ct_cpu_attention_scratch_floats(const ct_kern_ctx *ctx, int B, int T, int C, int NH);
 int ct_cpu_lm_head_chunk_rows(const ct_kern_ctx *ctx, int N, int V);
 void ct_cpu_matmul_fwd(const ct_kern_ctx *ctx, float *out, const float *inp, const float *weight,
@@ -110,7 +111,8 @@ void ct_cpu_embedding_bwd(const ct_kern_ctx *ctx, float *dwte, float *dwpe, cons
 void ct_cpu_attention_fwd(const ct_kern_ctx *ctx, float *out, float *att, const float *qkv,
                           float *scratch, int B, int T, int C, int NH);
 void ct_cpu_attention_bwd(const ct_kern_ctx *ctx, float *dqkv, const float *dout, const float *qkv,
-                          const float *att, float *scratch, int B, int T, int C, int NH);
+                          const float *out, const float *att, float *scratch, int B, int T, int C,
+                          int NH);
 void ct_cpu_lm_head_loss(const ct_kern_ctx *ctx, float *losses, float *dx, float *dwte,
                          const float *x, const float *wte, const int32_t *targets, int N, int C,
                          int V, float grad_scale, float *scratch, int chunk_rows);

@@ -1,11 +1,11 @@
 /*
- * Causal multi-head self-attention over a fused q,k,v projection. Saves the softmax
- * probabilities (B,NH,T,T) for backward.
+ * Causal multi-head self-attention over a fused q,k,v projection. Saves the kernels' per-row
+ * softmax statistics for backward, which recomputes the probabilities.
  */
 #include "model/ops/ops.h"
 
 typedef struct {
-    float *att; /* (B,NH,T,T) */
+    float *stats; /* the kernels' attention_stats_floats */
     int n_head;
 } attention_saved;
 
@@ -20,8 +20,8 @@ static void attention_bwd(ct_tape *tape, ct_tape_node *node) {
     float *scratch =
         ct_tape_scratch(tape, sizeof(float) * k->attention_scratch_floats(&k->ctx, B, T, C, NH));
     if (!dqkv || !scratch) return;
-    k->attention_bwd(&k->ctx, dqkv, ct_tensor_grad_f32(out), ct_tensor_f32(qkv), saved->att,
-                     scratch, B, T, C, NH);
+    k->attention_bwd(&k->ctx, dqkv, ct_tensor_grad_f32(out), ct_tensor_f32(qkv), ct_tensor_f32(out),
+                     saved->stats, scratch, B, T, C, NH);
 }
 
 // qkv is (B,T,3C) -> out (B,T,C)
@@ -35,13 +35,14 @@ ct_tensor *ct_op_attention(ct_tape *tape, ct_tensor *qkv, int n_head) {
     int64_t shape[3] = {B, T, C};
     ct_tensor *out = ct_tape_tensor(tape, CT_F32, 3, shape);
     attention_saved *saved = ct_tape_host(tape, sizeof(attention_saved));
-    float *att = ct_tape_scratch(tape, sizeof(float) * (size_t)B * n_head * T * T);
+    float *stats =
+        ct_tape_scratch(tape, sizeof(float) * k->attention_stats_floats(&k->ctx, B, T, C, n_head));
     float *scratch = ct_tape_scratch(
         tape, sizeof(float) * k->attention_scratch_floats(&k->ctx, B, T, C, n_head));
-    if (!out || !saved || !att || !scratch) return NULL;
-    saved->att = att;
+    if (!out || !saved || !stats || !scratch) return NULL;
+    saved->stats = stats;
     saved->n_head = n_head;
-    k->attention_fwd(&k->ctx, ct_tensor_f32(out), att, ct_tensor_f32(qkv), scratch, B, T, C,
+    k->attention_fwd(&k->ctx, ct_tensor_f32(out), stats, ct_tensor_f32(qkv), scratch, B, T, C,
                      n_head);
     ct_tape_node *node =
         ct_tape_record(tape, "attention", attention_bwd, out, qkv, NULL, NULL, NULL);
