@@ -63,7 +63,7 @@ ct_tensor *ct_gpt_param(ct_gpt *gpt, const char *full_name);
 double ct_gpt_flops_per_token(const ct_gpt_config *config, int T);
 /* An upper bound of the tape's bytes (both arenas) for one recorded forward and backward pass
  * of a (B,T) micro-batch in recomputation mode `mode`: the token ids, the activations kept
- * and recomputed, their gradients, the attention probabilities and scratch, the LM head's
+ * and recomputed, their gradients, the attention's row statistics and scratch, the LM head's
  * chunk of logits, and the tape's own records; with `compute` bf16/f16 parameters also the
  * widened LayerNorm weights and the half kernels' workspace (outside the tape). A forward pass
  * alone needs less. tests/test_gpt.c holds it against the measured peak of each mode. */

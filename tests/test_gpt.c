@@ -279,8 +279,8 @@ static void test_warm_native_bf16_step_allocates_only_onednn_execution_records(v
 
 /* The plan's activation bound (which sizes the arena's reservation) holds the measured peak of
  * a recorded step in each recomputation mode, and is not wildly above it, on shapes that stress
- * each term: odd sizes, a long sequence (attention's T^2), a wide vocabulary (the head's chunk),
- * deep and wide. */
+ * each term: odd sizes, a long sequence (attention's blocks of rows), a wide vocabulary (the head's
+ * chunk), deep and wide. */
 static void test_activation_bound_holds_the_measured_peak(void) {
     static const int shapes[][6] = {/* n_layer, n_head, n_embd, vocab, seq_len, batch */
                                     {1, 1, 8, 64, 7, 3},

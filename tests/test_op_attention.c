@@ -140,8 +140,9 @@ static void test_attention_grads_accumulate_into_prefilled_buffers(void) {
     op_report("attention accumulate", &e);
 }
 
-/* A sequence far longer than the odd shapes above (T x T scores of 150^2, on the GEMMs), with
- * the gradients accumulating: the shapes above all fit in one block of any row blocking. */
+/* A sequence far longer than the odd shapes above, with the gradients accumulating: the shapes
+ * above fit in one block of query rows (128), this one takes a whole block and a partial one,
+ * whose probabilities backward recomputes from the saved row statistics. */
 static void test_attention_long_sequence(void) {
     op_errors e = {0};
     check_attention(&e, 1, 150, 6, 2, OP_PREFILL, 40);
