@@ -32,6 +32,17 @@ void ct_arena_init(ct_arena *arena, ct_mem_category category) {
     arena->category = category;
 }
 
+ct_status ct_arena_init_over(ct_arena *arena, ct_mem_category category, void *base, size_t bytes) {
+    ct_arena_init(arena, category);
+    arena->external = true;
+    arena->capacity_bytes = bytes;
+    ct_arena_region *r = ct_alloc(CT_MEM_OTHER, sizeof(*r));
+    if (!r) return CT_ERR_NOMEM;
+    *r = (ct_arena_region){.base = base, .reserved_bytes = bytes, .committed_bytes = bytes};
+    arena->region = r;
+    return CT_OK;
+}
+
 void ct_arena_set_capacity(ct_arena *arena, size_t bytes) {
     CT_ASSERT(!arena->region, "an arena's capacity is set before its first allocation");
     arena->capacity_bytes = bytes;
@@ -39,9 +50,11 @@ void ct_arena_set_capacity(ct_arena *arena, size_t bytes) {
 
 void ct_arena_free(ct_arena *arena) {
     ct_arena_region *r = arena->region;
-    if (r) {
+    if (r && !arena->external) {
         ct_mem_account(arena->category, -(int64_t)r->committed_bytes);
         munmap(r->base, r->reserved_bytes);
+    }
+    if (r) {
         ct_free(CT_MEM_OTHER, r, sizeof(*r));
     }
     memset(arena, 0, sizeof(*arena));
@@ -98,6 +111,7 @@ void *ct_arena_alloc_uninit(ct_arena *arena, size_t bytes) {
 }
 
 void *ct_arena_alloc(ct_arena *arena, size_t bytes) {
+    CT_ASSERT(!arena->external, "a zero-filled allocation from an arena over device memory");
     void *ptr = ct_arena_alloc_uninit(arena, bytes);
     if (ptr) memset(ptr, 0, bytes);
     return ptr;

@@ -18,6 +18,7 @@
 #define CT_COMMON_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -128,9 +129,14 @@ typedef struct {
     size_t used_bytes;       /* since the last reset */
     size_t peak_bytes;       /* the most any step used */
     size_t capacity_bytes;   /* address space to reserve; 0 = the machine's physical memory */
+    bool external;           /* over its owner's memory (ct_arena_init_over) */
 } ct_arena;
 
 void ct_arena_init(ct_arena *arena, ct_mem_category category);
+/* An arena over memory its owner allocated and accounts for (a device's, which the host must
+ * not touch): `bytes` at `base`, nothing reserved, committed or counted by the arena, and only
+ * ct_arena_alloc_uninit serves from it (the owner zeroes through its device). */
+ct_status ct_arena_init_over(ct_arena *arena, ct_mem_category category, void *base, size_t bytes);
 /* Before the first allocation: reserve `bytes` of address space instead of the machine's
  * physical memory (a plan's figure, so that a limit on address space, `ulimit -v`, is not
  * spent on it). An allocation beyond it fails with an error naming both. */

@@ -76,7 +76,16 @@ typedef struct ct_kernels {
     const char *name;
     ct_kern_ctx ctx; /* passed as the first argument of every entry */
 
-    /* ---- memory: what code above kernels/ uses instead of memset and memcpy on device data.
+    /* ---- memory: what code above kernels/ uses instead of malloc, memset and memcpy on device
+     * data. device_alloc returns zero-filled, 64-byte aligned memory of the table's device,
+     * counted under `category` (ct_mem_stats), or NULL with an error recorded; device_free takes
+     * the same category and size (NULL is ignored). Model state, gathered units, communication
+     * buffers and the tape's data arena come from here; nothing else allocates device memory,
+     * and a warm step allocates nothing. */
+    void *(*device_alloc)(const ct_kern_ctx *ctx, ct_mem_category category, size_t bytes);
+    void (*device_free)(const ct_kern_ctx *ctx, ct_mem_category category, void *ptr, size_t bytes);
+
+    /* The rest of memory's entries.
      * Both are complete, for later entries on the same context, when they return; a copy to
      * the host is complete for the host too. */
 

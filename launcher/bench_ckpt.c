@@ -168,10 +168,10 @@ static ct_status model_state(bench_state *s, int steps) {
     CT_CHECK(ct_gpt_init(&s->gpt, &config));
     CT_CHECK(ct_gpt_alloc_full(&s->gpt));
     ct_gpt_init_weights(&s->gpt, 1337);
-    CT_CHECK(ct_adamw_init(&s->opt, &s->gpt, NULL, NULL));
     const ct_kernels *kern;
     CT_CHECK(ct_kernels_for_device(
         &(ct_kernels_options){"cpu", ct_kern_cpu_threads(), "auto", "auto"}, &kern));
+    CT_CHECK(ct_adamw_init(&s->opt, &s->gpt, NULL, NULL, kern));
     ct_tape tape;
     ct_tape_init(&tape, kern);
     int32_t tokens[B * T + 1];

@@ -175,10 +175,10 @@ int ct_cli_sample(int argc, char **argv) {
     tape.recording = false;
     /* A forward pass of one sequence needs less than a recorded one: reserve that (plus a
      * margin), not the machine's memory, so that `ulimit -v` is not spent on it. */
-    if (read)
-        ct_tape_set_capacity(&tape, ct_gpt_activation_bytes(kernels, &config, 1, config.seq_len,
-                                                            CT_RECOMPUTE_NONE, CT_F32) +
-                                        (64 << 20));
+    read = read &&
+           ct_tape_set_capacity(&tape, ct_gpt_activation_bytes(kernels, &config, 1, config.seq_len,
+                                                               CT_RECOMPUTE_NONE, CT_F32) +
+                                           (64 << 20)) == CT_OK;
     if (!read || ct_gpt_init(&gpt, &config) != CT_OK || ct_gpt_alloc_full(&gpt) != CT_OK ||
         ct_ckpt_llmc_read(o.init, &gpt) != CT_OK) {
         fprintf(stderr, "ctrain sample: %s\n", ct_error_message());

@@ -9,8 +9,10 @@
 #include <math.h>
 #include <string.h>
 
-ct_status ct_adamw_init(ct_adamw *opt, const ct_gpt *gpt, const int64_t *lo, const int64_t *hi) {
+ct_status ct_adamw_init(ct_adamw *opt, const ct_gpt *gpt, const int64_t *lo, const int64_t *hi,
+                        const ct_kernels *kernels) {
     memset(opt, 0, sizeof(*opt));
+    opt->kernels = kernels;
     int n = gpt->n_units;
     opt->n_units = n;
     opt->m = ct_alloc(CT_MEM_OTHER, sizeof(float *) * (size_t)n);
@@ -22,8 +24,8 @@ ct_status ct_adamw_init(ct_adamw *opt, const ct_gpt *gpt, const int64_t *lo, con
         opt->lo[u] = lo ? lo[u] : 0;
         opt->hi[u] = hi ? hi[u] : gpt->units[u].numel;
         size_t bytes = sizeof(float) * (size_t)(opt->hi[u] - opt->lo[u]);
-        opt->m[u] = ct_alloc(CT_MEM_OPTIMIZER, bytes);
-        opt->v[u] = ct_alloc(CT_MEM_OPTIMIZER, bytes);
+        opt->m[u] = kernels->device_alloc(&kernels->ctx, CT_MEM_OPTIMIZER, bytes);
+        opt->v[u] = kernels->device_alloc(&kernels->ctx, CT_MEM_OPTIMIZER, bytes);
         if (!opt->m[u] || !opt->v[u]) return CT_ERR_NOMEM;
     }
     return CT_OK;
@@ -32,8 +34,8 @@ ct_status ct_adamw_init(ct_adamw *opt, const ct_gpt *gpt, const int64_t *lo, con
 void ct_adamw_free(ct_adamw *opt) {
     for (int u = 0; u < opt->n_units && opt->m; u++) {
         size_t bytes = sizeof(float) * (size_t)(opt->hi[u] - opt->lo[u]);
-        ct_free(CT_MEM_OPTIMIZER, opt->m[u], bytes);
-        ct_free(CT_MEM_OPTIMIZER, opt->v[u], bytes);
+        opt->kernels->device_free(&opt->kernels->ctx, CT_MEM_OPTIMIZER, opt->m[u], bytes);
+        opt->kernels->device_free(&opt->kernels->ctx, CT_MEM_OPTIMIZER, opt->v[u], bytes);
     }
     size_t n = (size_t)opt->n_units;
     ct_free(CT_MEM_OTHER, opt->m, sizeof(float *) * n);

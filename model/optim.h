@@ -13,8 +13,10 @@ typedef struct {
     float lr, beta1, beta2, eps, weight_decay;
 } ct_adamw_hparams;
 
-/* AdamW moments for elements [lo, hi) of each unit's flat buffer (single process: all). */
+/* AdamW moments for elements [lo, hi) of each unit's flat buffer (single process: all), in the
+ * memory of `kernels`' device (zero at first). */
 typedef struct {
+    const ct_kernels *kernels; /* whose device_alloc holds m and v */
     int n_units;
     float **m; /* per unit, hi - lo floats */
     float **v;
@@ -22,7 +24,8 @@ typedef struct {
     int64_t t; /* steps taken */
 } ct_adamw;
 
-ct_status ct_adamw_init(ct_adamw *opt, const ct_gpt *gpt, const int64_t *lo, const int64_t *hi);
+ct_status ct_adamw_init(ct_adamw *opt, const ct_gpt *gpt, const int64_t *lo, const int64_t *hi,
+                        const ct_kernels *kernels);
 void ct_adamw_free(ct_adamw *opt);
 /* One update of every unit's [lo, hi) range: params, grads point at element lo of the unit's
  * parameters and gradient (in its dtype and grad_dtype; the kernel takes f32 and anything else

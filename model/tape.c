@@ -71,17 +71,33 @@ void ct_tape_init(ct_tape *tape, const ct_kernels *kernels) {
     ct_arena_init(&tape->host, CT_MEM_ACTIVATIONS);
     ct_arena_set_capacity(&tape->host, CT_TAPE_HOST_RESERVE_BYTES);
     ct_arena_init(&tape->data, CT_MEM_ACTIVATIONS);
+    /* Off the CPU the arena has no memory until ct_tape_set_capacity gives it its block. */
+    if (kernels && kernels->ctx.device != CT_DEVICE_CPU)
+        (void)ct_arena_init_over(&tape->data, CT_MEM_ACTIVATIONS, NULL, 0);
     tape->kernels = kernels;
     tape->recording = true;
 }
 
-void ct_tape_set_capacity(ct_tape *tape, size_t data_bytes) {
-    ct_arena_set_capacity(&tape->data, data_bytes);
+ct_status ct_tape_set_capacity(ct_tape *tape, size_t data_bytes) {
+    const ct_kernels *k = tape->kernels;
+    if (k->ctx.device == CT_DEVICE_CPU) {
+        ct_arena_set_capacity(&tape->data, data_bytes);
+        return CT_OK;
+    }
+    CT_ASSERT(!tape->data_block, "the tape's device block is allocated once");
+    tape->data_block = k->device_alloc(&k->ctx, CT_MEM_ACTIVATIONS, data_bytes);
+    if (!tape->data_block) return CT_ERR_NOMEM;
+    tape->data_block_bytes = data_bytes;
+    ct_arena_free(&tape->data);
+    return ct_arena_init_over(&tape->data, CT_MEM_ACTIVATIONS, tape->data_block, data_bytes);
 }
 
 void ct_tape_free(ct_tape *tape) {
+    const ct_kernels *k = tape->kernels;
     ct_arena_free(&tape->host);
     ct_arena_free(&tape->data);
+    if (tape->data_block)
+        k->device_free(&k->ctx, CT_MEM_ACTIVATIONS, tape->data_block, tape->data_block_bytes);
     memset(tape, 0, sizeof(*tape));
 }
 

@@ -74,8 +74,10 @@ typedef struct {
 #define CT_TAPE_HOST_RESERVE_BYTES ((size_t)64 << 20)
 
 struct ct_tape {
-    ct_arena host;             /* nodes, tensor headers, ops' saved records (host memory) */
-    ct_arena data;             /* tensor data, gradients, saved buffers, scratch (device memory) */
+    ct_arena host;    /* nodes, tensor headers, ops' saved records (host memory) */
+    ct_arena data;    /* tensor data, gradients, saved buffers, scratch (device memory) */
+    void *data_block; /* the data arena's memory off the CPU (the table's), else NULL */
+    size_t data_block_bytes;
     const ct_kernels *kernels; /* the backend of this tape's tensors */
     bool recording;            /* false: forward only (evaluation, sampling) */
     ct_tape_node *last;        /* newest node */
@@ -97,8 +99,10 @@ struct ct_tape {
 void ct_tape_init(ct_tape *tape, const ct_kernels *kernels);
 /* Before the first pass: the data arena reserves `data_bytes` (a plan's figure, as from
  * ct_gpt_activation_bytes) instead of the machine's memory; the host arena always reserves
- * CT_TAPE_HOST_RESERVE_BYTES. */
-void ct_tape_set_capacity(ct_tape *tape, size_t data_bytes);
+ * CT_TAPE_HOST_RESERVE_BYTES. On a device other than the CPU this is required, and allocates
+ * the data arena's whole block at once from the table (device memory is not reserved and
+ * committed page by page); until then every data allocation fails. */
+ct_status ct_tape_set_capacity(ct_tape *tape, size_t data_bytes);
 void ct_tape_free(ct_tape *tape);
 /* Forgets the nodes and recycles both arenas for the next micro-step. */
 ct_status ct_tape_reset(ct_tape *tape);

@@ -31,6 +31,17 @@ bool ct_shard_is_fsdp(const ct_shard *shard) {
 
 /* ---------------------------------------------------------------- buffers */
 
+/* Model state, gathered units and communication buffers live on the table's device. */
+static void *device_alloc(const ct_shard *s, ct_mem_category category, size_t bytes) {
+    const ct_kernels *k = s->kernels;
+    return k->device_alloc(&k->ctx, category, bytes);
+}
+
+static void device_free(const ct_shard *s, ct_mem_category category, void *ptr, size_t bytes) {
+    const ct_kernels *k = s->kernels;
+    k->device_free(&k->ctx, category, ptr, bytes);
+}
+
 ct_status ct_shard_zero_grads(ct_shard *shard, void *buffer, int64_t n) {
     const ct_kernels *k = shard->kernels;
     return k->memset_bytes(&k->ctx, buffer, 0, (size_t)n * sizeof(float));
@@ -63,7 +74,7 @@ void *ct_shard_pool_take(ct_shard *shard, bool zero) {
                  shard->pool_total);
         return NULL;
     }
-    buffer = ct_alloc(CT_MEM_GATHERED, shard->pool_bytes);
+    buffer = device_alloc(shard, CT_MEM_GATHERED, shard->pool_bytes);
     if (buffer) shard->pool_total++;
     return buffer;
 }
@@ -170,13 +181,13 @@ static ct_status allocate(ct_shard *s) {
             s->flat_offset[u] = total;
             total += s->units[u].numel;
         }
-        s->flat_params = ct_alloc(CT_MEM_PARAMS, s->elem * (size_t)total);
-        s->flat_grads = ct_alloc(CT_MEM_GRADS, sizeof(float) * (size_t)total);
-        s->flat_masters =
-            s->half ? ct_alloc(CT_MEM_MASTERS, sizeof(float) * (size_t)total) : s->flat_params;
+        s->flat_params = device_alloc(s, CT_MEM_PARAMS, s->elem * (size_t)total);
+        s->flat_grads = device_alloc(s, CT_MEM_GRADS, sizeof(float) * (size_t)total);
+        s->flat_masters = s->half ? device_alloc(s, CT_MEM_MASTERS, sizeof(float) * (size_t)total)
+                                  : s->flat_params;
         if (!s->flat_params || !s->flat_grads || !s->flat_masters) return CT_ERR_NOMEM;
         if (ct_shard_stages(s, s->world)) {
-            s->flat_reduce = ct_alloc(CT_MEM_COMM, sizeof(uint16_t) * (size_t)total);
+            s->flat_reduce = device_alloc(s, CT_MEM_COMM, sizeof(uint16_t) * (size_t)total);
             if (!s->flat_reduce) return CT_ERR_NOMEM;
         }
     }
@@ -195,15 +206,15 @@ static ct_status allocate(ct_shard *s) {
             break;
         case CT_SHARD_ZERO1:
         case CT_SHARD_ZERO2:
-            su->params = ct_alloc(CT_MEM_PARAMS, padded);
+            su->params = device_alloc(s, CT_MEM_PARAMS, padded);
             if (s->cfg.strategy == CT_SHARD_ZERO1)
-                su->grads = ct_alloc(CT_MEM_GRADS, grad_padded);
+                su->grads = device_alloc(s, CT_MEM_GRADS, grad_padded);
             else
-                su->grad_shard = ct_alloc(CT_MEM_GRADS, shard_floats);
+                su->grad_shard = device_alloc(s, CT_MEM_GRADS, shard_floats);
             if (!su->params || !(su->grads || su->grad_shard)) return CT_ERR_NOMEM;
             su->master = su->params;
             if (s->half) {
-                su->master = ct_alloc(CT_MEM_MASTERS, shard_floats);
+                su->master = device_alloc(s, CT_MEM_MASTERS, shard_floats);
                 su->master_apart = true;
                 su->master_lo = su->lo;
                 su->master_hi = su->hi;
@@ -212,8 +223,9 @@ static ct_status allocate(ct_shard *s) {
             break;
         case CT_SHARD_FSDP:
         case CT_SHARD_HSDP:
-            su->param_shard = ct_alloc(s->half ? CT_MEM_MASTERS : CT_MEM_PARAMS, shard_floats);
-            su->grad_shard = ct_alloc(CT_MEM_GRADS, shard_floats);
+            su->param_shard =
+                device_alloc(s, s->half ? CT_MEM_MASTERS : CT_MEM_PARAMS, shard_floats);
+            su->grad_shard = device_alloc(s, CT_MEM_GRADS, shard_floats);
             if (!su->param_shard || !su->grad_shard) return CT_ERR_NOMEM;
             su->master = su->param_shard;
             su->master_lo = su->lo;
@@ -225,13 +237,31 @@ static ct_status allocate(ct_shard *s) {
     return CT_OK;
 }
 
-/* Initial weights into the masters, exactly as a single process would make them. */
-static void init_masters(ct_shard *s, uint64_t seed) {
-    for (int u = 0; u < s->gpt->n_units; u++) {
+/* Initial weights into the masters, exactly as a single process would make them: made on the
+ * host (counter-based random numbers), in place on the CPU, else in a host buffer as large as
+ * the largest unit's masters and copied to the device unit by unit. */
+static ct_status init_masters(ct_shard *s, uint64_t seed) {
+    const ct_kernels *k = s->kernels;
+    bool on_host = k->ctx.device == CT_DEVICE_CPU;
+    int64_t most = 0;
+    for (int u = 0; u < s->gpt->n_units; u++)
+        most = CT_MAX(most, s->units[u].master_hi - s->units[u].master_lo);
+    size_t host_bytes = on_host ? 0 : sizeof(float) * (size_t)most;
+    float *host = on_host ? NULL : ct_alloc(CT_MEM_OTHER, host_bytes);
+    if (!on_host && !host) return CT_ERR_NOMEM;
+    ct_status status = CT_OK;
+    for (int u = 0; u < s->gpt->n_units && status == CT_OK; u++) {
         ct_shard_unit *su = &s->units[u];
-        ct_gpt_init_range(s->gpt, u, seed, su->master_lo, su->master_hi, su->master);
+        int64_t n = su->master_hi - su->master_lo;
+        ct_gpt_init_range(s->gpt, u, seed, su->master_lo, su->master_hi,
+                          on_host ? su->master : host);
+        if (!on_host)
+            status = k->copy(&k->ctx, su->master, host, sizeof(float) * (size_t)n,
+                             CT_COPY_HOST_TO_DEVICE);
     }
+    ct_free(CT_MEM_OTHER, host, host_bytes);
     s->params_stale = true;
+    return status;
 }
 
 /* Where AdamW reads and writes, per unit: the own range [lo, hi). */
@@ -249,7 +279,7 @@ static ct_status make_optimizer(ct_shard *s) {
         s->opt_params[u] = su->master + (su->lo - su->master_lo);
         s->opt_grads[u] = sharded_grads ? su->grad_shard : ct_shard_grad_at(su->grads, su->lo);
     }
-    return ct_adamw_init(&s->opt, s->gpt, lo, hi);
+    return ct_adamw_init(&s->opt, s->gpt, lo, hi, s->kernels);
 }
 
 ct_status ct_shard_new(ct_shard **out, ct_gpt *gpt, ct_comm *world, const ct_shard_config *cfg,
@@ -281,7 +311,7 @@ ct_status ct_shard_new(ct_shard **out, ct_gpt *gpt, ct_comm *world, const ct_sha
     for (int u = 0; u < gpt->n_units; u++)
         gpt->units[u].dtype = s->dtype;
     CT_CHECK(allocate(s));
-    init_masters(s, seed);
+    CT_CHECK(init_masters(s, seed));
     CT_CHECK(make_optimizer(s));
     ct_shard_init_hooks(s);
     return ct_shard_refresh_params(s);
@@ -301,23 +331,23 @@ void ct_shard_free(ct_shard *s) {
         if (su->params_pooled) ct_shard_pool_give(s, su->params);
         if (su->grads_pooled) ct_shard_pool_give(s, su->grads);
         if (s->cfg.strategy != CT_SHARD_DDP && !su->params_pooled && !ct_shard_is_fsdp(s))
-            ct_free(CT_MEM_PARAMS, su->params, padded);
+            device_free(s, CT_MEM_PARAMS, su->params, padded);
         if (s->cfg.strategy == CT_SHARD_ZERO1)
-            ct_free(CT_MEM_GRADS, su->grads, sizeof(float) * (size_t)su->padded);
-        if (su->master_apart) ct_free(CT_MEM_MASTERS, su->master, shard_floats);
-        ct_free(s->half ? CT_MEM_MASTERS : CT_MEM_PARAMS, su->param_shard, shard_floats);
-        ct_free(CT_MEM_GRADS, su->grad_shard, shard_floats);
+            device_free(s, CT_MEM_GRADS, su->grads, sizeof(float) * (size_t)su->padded);
+        if (su->master_apart) device_free(s, CT_MEM_MASTERS, su->master, shard_floats);
+        device_free(s, s->half ? CT_MEM_MASTERS : CT_MEM_PARAMS, su->param_shard, shard_floats);
+        device_free(s, CT_MEM_GRADS, su->grad_shard, shard_floats);
         ct_unit_bind(&s->gpt->units[u], NULL, s->dtype, NULL, CT_F32);
     }
     for (int i = 0; i < s->pool_free; i++)
-        ct_free(CT_MEM_GATHERED, s->pool[i], s->pool_bytes);
+        device_free(s, CT_MEM_GATHERED, s->pool[i], s->pool_bytes);
     ct_free(CT_MEM_OTHER, s->pool, sizeof(void *) * CT_SHARD_POOL_PER_UNIT * n);
     if (s->flat_offset) {
         int64_t total = s->flat_offset[n - 1] + s->units[n - 1].numel;
-        ct_free(CT_MEM_PARAMS, s->flat_params, s->elem * (size_t)total);
-        ct_free(CT_MEM_GRADS, s->flat_grads, sizeof(float) * (size_t)total);
-        if (s->half) ct_free(CT_MEM_MASTERS, s->flat_masters, sizeof(float) * (size_t)total);
-        ct_free(CT_MEM_COMM, s->flat_reduce, sizeof(uint16_t) * (size_t)total);
+        device_free(s, CT_MEM_PARAMS, s->flat_params, s->elem * (size_t)total);
+        device_free(s, CT_MEM_GRADS, s->flat_grads, sizeof(float) * (size_t)total);
+        if (s->half) device_free(s, CT_MEM_MASTERS, s->flat_masters, sizeof(float) * (size_t)total);
+        device_free(s, CT_MEM_COMM, s->flat_reduce, sizeof(uint16_t) * (size_t)total);
         ct_free(CT_MEM_OTHER, s->flat_offset, sizeof(int64_t) * (size_t)n);
     }
     ct_free(CT_MEM_OTHER, s->opt_params, sizeof(void *) * (size_t)n);

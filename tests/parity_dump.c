@@ -138,7 +138,7 @@ int main(int argc, char **argv) {
     fwrite(buf, sizeof(float), n, out);
 
     ct_adamw opt;
-    ct_adamw_init(&opt, &gpt, NULL, NULL);
+    ct_adamw_init(&opt, &gpt, NULL, NULL, k);
     void **params = malloc(sizeof(void *) * (size_t)gpt.n_units);
     const void **grads = malloc(sizeof(void *) * (size_t)gpt.n_units);
     for (int u = 0; u < gpt.n_units; u++) {

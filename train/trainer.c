@@ -185,7 +185,7 @@ static ct_status build_model(ct_trainer *tr) {
     tr->activation_plan_bytes =
         ct_gpt_activation_bytes(tr->kernels, &config, job->train_batch_size, job->model_seq_len,
                                 tr->gpt.recompute, tr->compute);
-    ct_tape_set_capacity(&tr->tape, activation_reserve_bytes(tr->activation_plan_bytes));
+    CT_CHECK(ct_tape_set_capacity(&tr->tape, activation_reserve_bytes(tr->activation_plan_bytes)));
     CT_CHECK(ct_shard_new(&tr->shard, &tr->gpt, tr->world, &cfg, tr->kernels,
                           (uint64_t)job->train_seed));
     if (job->model_init_from[0])

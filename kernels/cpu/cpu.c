@@ -20,6 +20,7 @@ static int cpu_threads = 0;
  * and the GEMM library. */
 #define CPU_TABLE(table_name, blas, half)                                                          \
     .name = table_name, .ctx = {.cpu_blas = blas, .cpu_half = half},                               \
+    .device_alloc = ct_cpu_device_alloc, .device_free = ct_cpu_device_free,                        \
     .memset_bytes = ct_cpu_memset_bytes, .copy = ct_cpu_copy, .cast = ct_cpu_cast,                 \
     .attention_stats_floats = ct_cpu_attention_stats_floats,                                       \
     .attention_scratch_floats = ct_cpu_attention_scratch_floats,                                   \

@@ -80,6 +80,8 @@ float ct_cpu_lm_head_coef(const int32_t *targets, int N, float grad_scale);
 void ct_cpu_lm_head_rows(float *logits, float *losses, const int32_t *targets, int rows, int V,
                          float coef, bool want_grad);
 
+void *ct_cpu_device_alloc(const ct_kern_ctx *ctx, ct_mem_category category, size_t bytes);
+void ct_cpu_device_free(const ct_kern_ctx *ctx, ct_mem_category category, void *ptr, size_t bytes);
 ct_status ct_cpu_memset_bytes(const ct_kern_ctx *ctx, void *dst, int value, size_t bytes);
 ct_status ct_cpu_copy(const ct_kern_ctx *ctx, void *dst, const void *src, size_t bytes,
                       ct_copy_kind kind);

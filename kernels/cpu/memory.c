@@ -48,6 +48,16 @@ static bool is_float(ct_dtype dtype) {
     return dtype == CT_F32 || dtype == CT_BF16 || dtype == CT_F16;
 }
 
+void *ct_cpu_device_alloc(const ct_kern_ctx *ctx, ct_mem_category category, size_t bytes) {
+    (void)ctx;
+    return ct_alloc(category, bytes);
+}
+
+void ct_cpu_device_free(const ct_kern_ctx *ctx, ct_mem_category category, void *ptr, size_t bytes) {
+    (void)ctx;
+    ct_free(category, ptr, bytes);
+}
+
 ct_status ct_cpu_memset_bytes(const ct_kern_ctx *ctx, void *dst, int value, size_t bytes) {
     (void)ctx;
     if (bytes) memset(dst, value, bytes);
